@@ -1,0 +1,17 @@
+# kernels/ is compiled only when nvcc exists (PRISM_WITH_CUDA=AUTO) and torch has CUDA libs.
+# Kernel TUs include no torch headers; the binaries still start on machines without a GPU
+# because nothing links libcuda (the driver is dlopened lazily by torch / cudart).
+set(PRISM_HAS_CUDA_KERNELS OFF)
+if(NOT PRISM_WITH_CUDA STREQUAL "OFF")
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER AND PRISM_TORCH_HAS_CUDA)
+    enable_language(CUDA)
+    set(CMAKE_CUDA_ARCHITECTURES ${PRISM_CUDA_ARCHS})
+    set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
+    set(PRISM_HAS_CUDA_KERNELS ON)
+  elseif(PRISM_WITH_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "PRISM_WITH_CUDA=ON but nvcc or CUDA-enabled LibTorch was not found")
+  endif()
+endif()
+message(STATUS "prism: CUDA kernels ${PRISM_HAS_CUDA_KERNELS}")

@@ -1,0 +1,120 @@
+// safetensors reading (memory-mapped, copy-on-write, zero-copy where aligned) and writing
+// (single file or HF-style shards + model.safetensors.index.json), always atomically.
+//
+// Format (huggingface/safetensors): u64 little-endian N, N bytes of JSON header, then the byte
+// buffer. Header entries: name -> {"dtype", "shape", "data_offsets": [begin, end)} with offsets
+// relative to the buffer start; optional "__metadata__" string->string map. Every header is
+// validated before a single tensor is created, so a bad file gives a prism::Error naming the file
+// and the tensor, never a crash (the parser is fuzzed: tests/fuzz/fuzz_safetensors_header.cpp).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace prism::io {
+
+/// One tensor entry of a safetensors header.
+struct TensorInfo {
+  std::string name;
+  std::string dtype;            ///< safetensors spelling: "BF16", "F32", "F8_E4M3", …
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;           ///< byte offset in the data buffer (after the header)
+  uint64_t end = 0;             ///< one past the last byte
+};
+
+/// A parsed and validated header.
+struct SafetensorsHeader {
+  uint64_t header_size = 0;                     ///< N: JSON bytes after the 8-byte length
+  std::vector<TensorInfo> tensors;              ///< in file order (sorted by begin offset)
+  std::map<std::string, std::string> metadata;  ///< "__metadata__"
+  uint64_t data_offset() const { return 8 + header_size; }
+};
+
+/// Parses and validates the header of a safetensors file whose first `size` bytes are at `data`
+/// (`size` is the whole file size). Torch-free, so it can be fuzzed on its own. Checks: length
+/// prefix vs file size, header ≤ 100 MB, JSON object, known dtypes, shape × itemsize == byte
+/// span, offsets within the buffer, no overlap, no holes, no duplicates. `path` is only used in
+/// error messages.
+SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, const std::string& path);
+
+/// Bytes per element of a safetensors dtype; throws for unknown dtypes.
+size_t safetensors_dtype_size(const std::string& dtype);
+/// safetensors dtype <-> ATen scalar type ("BF16" <-> at::kBFloat16, "F8_E4M3" <-> Float8_e4m3fn …).
+c10::ScalarType safetensors_to_scalar_type(const std::string& dtype);
+std::string scalar_type_to_safetensors(c10::ScalarType t);
+
+/// A memory-mapped safetensors file. Tensors returned by get() view the mapping (MAP_PRIVATE,
+/// PROT_READ|PROT_WRITE: writes are copy-on-write and never reach the file) and keep it alive;
+/// a tensor whose data is not aligned to its element size is copied instead.
+class SafetensorsFile {
+ public:
+  static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const SafetensorsHeader& header() const { return header_; }
+  bool contains(const std::string& name) const;
+  const TensorInfo& info(const std::string& name) const;  ///< throws naming file + tensor
+  at::Tensor get(const std::string& name) const;          ///< CPU tensor, zero-copy when aligned
+  std::vector<std::string> names() const;
+
+ private:
+  SafetensorsFile() = default;
+  struct Mapping;
+  std::string path_;
+  std::shared_ptr<Mapping> map_;
+  SafetensorsHeader header_;
+  std::map<std::string, size_t> index_;
+};
+
+/// All tensors of a checkpoint: one .safetensors file, or a directory with either
+/// model.safetensors or model.safetensors.index.json (+ its shards).
+class CheckpointReader {
+ public:
+  explicit CheckpointReader(const std::string& path);
+
+  std::vector<std::string> names() const;  ///< sorted
+  bool contains(const std::string& name) const;
+  at::Tensor get(const std::string& name) const;
+  const TensorInfo& info(const std::string& name) const;
+  std::string file_of(const std::string& name) const;       ///< path of the shard holding `name`
+  std::vector<std::string> files() const;                   ///< shard paths, in order
+  const std::map<std::string, std::string>& index_metadata() const { return index_metadata_; }
+
+ private:
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, size_t> where_;  // tensor -> files_ index
+  std::map<std::string, std::string> index_metadata_;
+};
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+/// Writes one safetensors file atomically (`path.tmp.<pid>` then rename). Tensors are written
+/// contiguous, little-endian, sorted by descending alignment then name (as the official writer),
+/// header padded to 8 bytes. Any device/layout is accepted (copied to CPU contiguous).
+void save_safetensors(const std::string& path, const NamedTensors& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+struct ShardOptions {
+  uint64_t max_shard_bytes = 5'000'000'000ULL;  ///< HF default "5GB" (decimal)
+  std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  std::string prefix = "model";                 ///< file names: <prefix>.safetensors or <prefix>-0000i-of-0000N
+};
+
+/// Writes `tensors` into directory `dir` (which must exist) as `model.safetensors` when they fit
+/// one shard, else `model-0000i-of-0000N.safetensors` + `model.safetensors.index.json`
+/// ({"metadata": {"total_size": …}, "weight_map": {…}}), each file atomically. Tensors keep
+/// their order and are never split across shards. Returns the written file names.
+std::vector<std::string> save_sharded(const std::string& dir, const NamedTensors& tensors,
+                                      const ShardOptions& options = {});
+
+}  // namespace prism::io

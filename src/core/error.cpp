@@ -1,0 +1,1 @@
+#include "prism/core/error.h"

@@ -1,0 +1,63 @@
+#include "util/test_util.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <sstream>
+
+namespace prism::test {
+
+std::string fixtures_dir() {
+  const char* e = std::getenv("PRISM_FIXTURES");
+  return e ? e : "fixtures";
+}
+
+std::string fixture(const std::string& rel) { return fixtures_dir() + "/" + rel; }
+
+std::string bin_dir() {
+  const char* e = std::getenv("PRISM_BIN");
+  return e ? e : "bin";
+}
+
+std::string make_temp_dir(const std::string& tag) {
+  std::random_device rd;
+  auto p = std::filesystem::temp_directory_path() / ("prism_test_" + tag + "_" + std::to_string(rd()));
+  std::filesystem::create_directories(p);
+  return p.string();
+}
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+double max_abs(const at::Tensor& a) { return a.to(at::kDouble).abs().max().item<double>(); }
+
+::testing::AssertionResult close_rel(const at::Tensor& actual, const at::Tensor& expected, double rel, double abs,
+                                     const std::string& what) {
+  if (actual.sizes() != expected.sizes()) {
+    std::ostringstream os;
+    os << what << ": shape " << actual.sizes() << " != expected " << expected.sizes();
+    return ::testing::AssertionFailure() << os.str();
+  }
+  if (actual.numel() == 0) return ::testing::AssertionSuccess();
+  auto a = actual.detach().to(at::kDouble).cpu();
+  auto e = expected.detach().to(at::kDouble).cpu();
+  auto d = (a - e).abs();
+  double scale = e.abs().max().item<double>();
+  double tol = rel * scale + abs;
+  auto flat = d.reshape(-1);
+  int64_t idx = flat.argmax().item<int64_t>();
+  double err = flat[idx].item<double>();
+  if (!(err <= tol)) {  // also catches NaN
+    std::ostringstream os;
+    os << what << ": max|diff| = " << err << " > tol " << tol << " (rel " << rel << " x max|expected| " << scale
+       << ") at flat index " << idx << ": actual " << a.reshape(-1)[idx].item<double>() << ", expected "
+       << e.reshape(-1)[idx].item<double>();
+    return ::testing::AssertionFailure() << os.str();
+  }
+  return ::testing::AssertionSuccess() << what << ": max|diff| " << err;
+}
+
+}  // namespace prism::test

@@ -1,0 +1,30 @@
+// Shared helpers for the C++ tests: where fixtures live and tolerance checks that say where
+// the first mismatch is (the first diverging layer or element), not just that one exists.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace prism::test {
+
+/// Directory written by tests/fixtures/make_fixtures.py ($PRISM_FIXTURES).
+std::string fixtures_dir();
+/// Fixture path `<fixtures>/<rel>`; GTEST_SKIP-worthy absence is reported as a failure.
+std::string fixture(const std::string& rel);
+/// Directory of the built binaries ($PRISM_BIN).
+std::string bin_dir();
+/// A fresh temp directory removed at process exit is not guaranteed: tests clean up themselves.
+std::string make_temp_dir(const std::string& tag);
+
+/// max|a-b| (in fp64).
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b);
+double max_abs(const at::Tensor& a);
+
+/// Asserts max|actual-expected| <= rel * max|expected| (+ abs). Message names `what` and the
+/// position of the largest error.
+::testing::AssertionResult close_rel(const at::Tensor& actual, const at::Tensor& expected, double rel,
+                                     double abs = 0.0, const std::string& what = "");
+
+}  // namespace prism::test
