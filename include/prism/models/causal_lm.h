@@ -1,0 +1,91 @@
+// CausalLM: a decoder-only language model loaded from (and saved to) a Hugging Face checkpoint
+// directory, computing exactly what transformers computes. One class serves every family:
+// the family only decides the ModelConfig (layer layout, tensor names, multipliers).
+//
+// Parameters are plain at::Tensors keyed by their HF names, so a trainer can hand them to an
+// optimizer, and saving needs no name conversion.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "prism/models/model_config.h"
+
+namespace prism::models {
+
+/// Per-sequence state for incremental decoding: keys/values of every attention block
+/// (rotated keys, as transformers caches them) and the key padding mask.
+struct InferenceCache {
+  std::vector<at::Tensor> keys;    ///< per attention block: [B, Hkv, capacity, d]
+  std::vector<at::Tensor> values;  ///< same
+  at::Tensor key_mask;             ///< [B, length] int64, 1 = real token (undefined = all real)
+  int64_t length = 0;              ///< tokens cached so far
+};
+
+struct ForwardOptions {
+  at::Tensor attention_mask;  ///< [B, L] 1 = token, 0 = padding (padded batches)
+  at::Tensor position_ids;    ///< [B, L]; default: cache length + arange(L) (or per document)
+  at::Tensor cu_seqlens;      ///< packed documents: int64 [num_docs + 1], requires B == 1; positions
+                              ///< restart at 0 in each document and attention never crosses them
+  InferenceCache* cache = nullptr;  ///< appended to when given
+  bool output_hidden_states = false;
+};
+
+struct ForwardOutput {
+  at::Tensor logits;                       ///< [B, L, V] in the model dtype
+  std::vector<at::Tensor> hidden_states;   ///< num_layers + 1 entries (transformers' convention)
+};
+
+struct LoadOptions {
+  c10::ScalarType dtype = c10::ScalarType::Float;  ///< parameter/compute dtype
+  std::string device = "cpu";                       ///< "cpu", "cuda", "cuda:1", "meta"
+};
+
+class CausalLM {
+ public:
+  /// Loads config.json + safetensors (single or sharded) from `dir`. Every expected tensor must
+  /// be present with the expected shape; missing and unexpected tensors are listed by name.
+  static std::unique_ptr<CausalLM> from_pretrained(const std::string& dir, const LoadOptions& opts = {});
+  /// Parses `dir`/config.json only (no weights).
+  static ModelConfig read_config(const std::string& dir);
+  /// A model with uninitialised (empty) parameters of the right shapes; on the "meta" device it
+  /// allocates nothing (for parameter counts of 8B–24B configs).
+  static std::unique_ptr<CausalLM> from_config(const ModelConfig& cfg, const LoadOptions& opts = {});
+
+  ~CausalLM();
+  CausalLM(const CausalLM&) = delete;
+  CausalLM& operator=(const CausalLM&) = delete;
+
+  const ModelConfig& config() const;
+  /// HF-named parameters in checkpoint order; the tensors are the live parameters.
+  const std::vector<std::pair<std::string, at::Tensor>>& named_parameters() const;
+  int64_t num_parameters() const;
+  /// Parameter counts grouped by kind (embedding, attention, mlp, norm, lm_head), in model order.
+  std::vector<std::pair<std::string, int64_t>> parameter_counts_by_kind() const;
+
+  ForwardOutput forward(const at::Tensor& input_ids, const ForwardOptions& opts = {}) const;
+
+  /// Greedy (temperature 0) or sampled generation with the KV cache. Returns [B, P + new].
+  at::Tensor generate(const at::Tensor& prompt_ids, int64_t max_new_tokens, double temperature = 0.0,
+                      double top_p = 1.0, uint64_t seed = 0) const;
+
+  /// Writes config.json (the original one, with torch_dtype updated) and safetensors shards
+  /// (+ index) into `dir`, atomically (temp dir, then rename). Other files of the source
+  /// checkpoint (tokenizer, generation_config) are copied along.
+  void save_pretrained(const std::string& dir, uint64_t max_shard_bytes = 5'000'000'000ULL) const;
+
+  c10::ScalarType dtype() const;
+  at::Device device() const;
+
+ private:
+  struct Impl;
+  explicit CausalLM(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace prism::models

@@ -1,0 +1,79 @@
+// The normalised model description every family's config.json parser produces. Layer layout is
+// data (a list of blocks per layer), so forward never branches on model_type and a hybrid is
+// just a different list (style.md rule 3).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace prism::models {
+
+/// What one residual block computes after its pre-norm.
+enum class BlockKind { kAttention, kMlp, kMamba2 };
+/// The MLP flavour (all families' MLPs are one of these).
+enum class MlpKind { kSwiGLU, kFusedSwiGLU, kRelu2 };
+
+const char* block_kind_name(BlockKind k);
+
+/// One residual block: h = h + mixer(norm(h)) * residual_multiplier.
+struct BlockSpec {
+  BlockKind kind = BlockKind::kAttention;
+  std::string prefix;        ///< HF tensor-name prefix of the block's mixer, e.g. "model.layers.3.self_attn."
+  std::string norm;          ///< HF name of the block's pre-norm weight
+};
+
+/// A "layer" in transformers' sense (one entry of hidden_states): one or more blocks.
+struct LayerSpec {
+  std::vector<BlockSpec> blocks;
+};
+
+struct ModelConfig {
+  std::string model_type;     ///< config.json "model_type"
+  std::string architecture;   ///< config.json "architectures"[0]
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;  ///< MLP width (shared_intermediate_size for Granite-4)
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;
+  double norm_eps = 1e-6;
+  MlpKind mlp = MlpKind::kSwiGLU;
+  bool attention_bias = false;
+  bool mlp_bias = false;
+  bool tie_word_embeddings = false;
+  int64_t max_position_embeddings = 0;
+
+  // Positional encoding
+  bool use_rope = true;
+  std::string rope_type = "default";
+  double rope_theta = 10000.0;
+  double rope_factor = 1.0;
+  double rope_low_freq_factor = 1.0;
+  double rope_high_freq_factor = 4.0;
+  int64_t rope_original_max_position_embeddings = 8192;
+  double partial_rotary_factor = 1.0;
+  int64_t sliding_window = 0;  ///< 0 = full causal attention
+
+  // Granite multipliers (1.0 = absent)
+  double embedding_multiplier = 1.0;
+  double residual_multiplier = 1.0;
+  std::optional<double> attention_multiplier;  ///< replaces 1/sqrt(head_dim) when set
+  double logits_scaling = 1.0;
+
+  std::string torch_dtype = "float32";  ///< dtype the checkpoint declares
+  std::string config_json;              ///< the config.json text this was parsed from (saved back)
+
+  // Tensor names outside layers
+  std::string embed_name;
+  std::string final_norm_name;
+  std::string lm_head_name;
+  std::vector<LayerSpec> layers;
+
+  int64_t num_layers() const { return static_cast<int64_t>(layers.size()); }
+  /// Per-block kinds, one letter each (A attention, M mamba2, F mlp) per layer, for display.
+  std::string layout_string() const;
+};
+
+}  // namespace prism::models

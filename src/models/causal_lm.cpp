@@ -1,0 +1,515 @@
+// The generic decoder: builds parameters from a ModelConfig's layer list, loads/saves them by HF
+// name, and runs the forward for padded, packed and cached inputs. Numerics follow transformers'
+// modeling files step by step (architectures.md §1, §3): bf16 roundings happen where HF rounds.
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <unistd.h>
+
+#include "models/family.h"
+#include "prism/core/error.h"
+#include "prism/io/safetensors.h"
+#include "prism/models/causal_lm.h"
+#include "prism/ops/attention.h"
+#include "prism/ops/rmsnorm.h"
+#include "prism/ops/rotary.h"
+
+namespace fs = std::filesystem;
+
+namespace prism::models {
+namespace {
+
+struct AttentionWeights {
+  at::Tensor q, k, v, o;          // [Hq*d, D], [Hkv*d, D], [Hkv*d, D], [D, Hq*d]
+  at::Tensor q_b, k_b, v_b, o_b;  // optional biases
+};
+
+struct MlpWeights {
+  at::Tensor gate, up, down;          // SwiGLU: [F, D], [F, D], [D, F]; relu2 uses up/down
+  at::Tensor gate_b, up_b, down_b;    // optional biases (mlp_bias)
+  at::Tensor gate_up, out;            // fused SwiGLU (Granite 4): [2F, D], [D, F]
+};
+
+struct Block {
+  BlockKind kind;
+  at::Tensor norm;  // [D]
+  AttentionWeights attn;
+  MlpWeights mlp;
+  int cache_slot = -1;  // index into InferenceCache keys/values
+};
+
+struct ParamSlot {
+  std::string name;
+  std::vector<int64_t> shape;
+  at::Tensor* slot;
+  const char* kind;  // embedding | attention | mlp | norm | lm_head (for inspect's breakdown)
+};
+
+std::string shape_str(at::IntArrayRef s) {
+  std::ostringstream os;
+  os << s;
+  return os.str();
+}
+
+c10::ScalarType dtype_from_torch_name(const std::string& s) {
+  if (s == "bfloat16") return at::kBFloat16;
+  if (s == "float16") return at::kHalf;
+  return at::kFloat;
+}
+
+std::string torch_name(c10::ScalarType t) {
+  switch (t) {
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    case at::kDouble: return "float64";
+    default: return "float32";
+  }
+}
+
+}  // namespace
+
+struct CausalLM::Impl {
+  ModelConfig cfg;
+  c10::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+  std::string source_dir;
+  at::Tensor embed, final_norm, lm_head;
+  std::vector<std::vector<Block>> layers;
+  std::vector<ParamSlot> slots;
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  at::Tensor inv_freq;
+  int num_attention_blocks = 0;
+
+  const char* declaring_kind = "";
+  void declare(const std::string& name, std::vector<int64_t> shape, at::Tensor& slot) {
+    slots.push_back({name, std::move(shape), &slot, declaring_kind});
+  }
+
+  void build_slots() {
+    const auto& c = cfg;
+    const int64_t D = c.hidden_size, F = c.intermediate_size, d = c.head_dim;
+    const int64_t q_out = c.num_heads * d, kv_out = c.num_kv_heads * d;
+    declaring_kind = "embedding";
+    declare(c.embed_name, {c.vocab_size, D}, embed);
+    layers.resize(c.layers.size());
+    for (size_t i = 0; i < c.layers.size(); ++i) {
+      auto& L = layers[i];
+      L.resize(c.layers[i].blocks.size());
+      for (size_t j = 0; j < L.size(); ++j) {
+        const auto& spec = c.layers[i].blocks[j];
+        auto& b = L[j];
+        b.kind = spec.kind;
+        declaring_kind = "norm";
+        declare(spec.norm, {D}, b.norm);
+        declaring_kind = block_kind_name(spec.kind);
+        const std::string& p = spec.prefix;
+        if (spec.kind == BlockKind::kAttention) {
+          b.cache_slot = num_attention_blocks++;
+          declare(p + "q_proj.weight", {q_out, D}, b.attn.q);
+          if (c.attention_bias) declare(p + "q_proj.bias", {q_out}, b.attn.q_b);
+          declare(p + "k_proj.weight", {kv_out, D}, b.attn.k);
+          if (c.attention_bias) declare(p + "k_proj.bias", {kv_out}, b.attn.k_b);
+          declare(p + "v_proj.weight", {kv_out, D}, b.attn.v);
+          if (c.attention_bias) declare(p + "v_proj.bias", {kv_out}, b.attn.v_b);
+          declare(p + "o_proj.weight", {D, q_out}, b.attn.o);
+          if (c.attention_bias) declare(p + "o_proj.bias", {D}, b.attn.o_b);
+        } else if (spec.kind == BlockKind::kMlp) {
+          switch (c.mlp) {
+            case MlpKind::kSwiGLU:
+              declare(p + "gate_proj.weight", {F, D}, b.mlp.gate);
+              if (c.mlp_bias) declare(p + "gate_proj.bias", {F}, b.mlp.gate_b);
+              declare(p + "up_proj.weight", {F, D}, b.mlp.up);
+              if (c.mlp_bias) declare(p + "up_proj.bias", {F}, b.mlp.up_b);
+              declare(p + "down_proj.weight", {D, F}, b.mlp.down);
+              if (c.mlp_bias) declare(p + "down_proj.bias", {D}, b.mlp.down_b);
+              break;
+            case MlpKind::kFusedSwiGLU:
+              declare(p + "input_linear.weight", {2 * F, D}, b.mlp.gate_up);
+              declare(p + "output_linear.weight", {D, F}, b.mlp.out);
+              break;
+            case MlpKind::kRelu2:
+              declare(p + "up_proj.weight", {F, D}, b.mlp.up);
+              declare(p + "down_proj.weight", {D, F}, b.mlp.down);
+              break;
+          }
+        } else {
+          throw Error("block kind '" + std::string(block_kind_name(spec.kind)) + "' is not implemented yet",
+                      {"", "", spec.prefix});
+        }
+      }
+    }
+    declaring_kind = "norm";
+    declare(c.final_norm_name, {D}, final_norm);
+    declaring_kind = "lm_head";
+    if (!c.tie_word_embeddings) declare(c.lm_head_name, {c.vocab_size, D}, lm_head);
+  }
+
+  void finish() {
+    if (cfg.tie_word_embeddings) lm_head = embed;
+    params.clear();
+    for (auto& s : slots) params.emplace_back(s.name, *s.slot);
+    if (cfg.use_rope && device.type() != at::kMeta) {
+      ops::RopeConfig rc;
+      rc.type = cfg.rope_type;
+      rc.theta = cfg.rope_theta;
+      rc.dim = static_cast<int64_t>(cfg.head_dim * cfg.partial_rotary_factor);
+      rc.factor = cfg.rope_factor;
+      rc.low_freq_factor = cfg.rope_low_freq_factor;
+      rc.high_freq_factor = cfg.rope_high_freq_factor;
+      rc.original_max_position_embeddings = cfg.rope_original_max_position_embeddings;
+      inv_freq = ops::rope_inv_freq(rc, device);
+    }
+  }
+
+  double attn_scale() const {
+    return cfg.attention_multiplier ? *cfg.attention_multiplier : 1.0 / std::sqrt(static_cast<double>(cfg.head_dim));
+  }
+
+  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
+    return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
+  }
+
+  at::Tensor mlp_forward(const Block& b, const at::Tensor& x) const {
+    switch (cfg.mlp) {
+      case MlpKind::kSwiGLU:
+        return linear(at::silu(linear(x, b.mlp.gate, b.mlp.gate_b)) * linear(x, b.mlp.up, b.mlp.up_b), b.mlp.down,
+                      b.mlp.down_b);
+      case MlpKind::kFusedSwiGLU: {
+        auto gu = at::linear(x, b.mlp.gate_up).chunk(2, -1);  // [gate | up]
+        return at::linear(at::silu(gu[0]) * gu[1], b.mlp.out);
+      }
+      case MlpKind::kRelu2: {
+        auto h = at::relu(linear(x, b.mlp.up, b.mlp.up_b));
+        return linear(h * h, b.mlp.down, b.mlp.down_b);
+      }
+    }
+    return {};
+  }
+
+  static void cache_append(at::Tensor& buf, const at::Tensor& x, int64_t len) {
+    // Preallocated with doubling capacity so decoding does not re-copy the whole cache per token.
+    const int64_t need = len + x.size(2);
+    if (!buf.defined() || buf.size(2) < need) {
+      int64_t cap = std::max<int64_t>(need, buf.defined() ? 2 * buf.size(2) : need);
+      auto nb = at::empty({x.size(0), x.size(1), cap, x.size(3)}, x.options());
+      if (buf.defined() && len > 0) nb.narrow(2, 0, len).copy_(buf.narrow(2, 0, len));
+      buf = nb;
+    }
+    buf.narrow(2, len, x.size(2)).copy_(x);
+  }
+
+  at::Tensor attention_forward(const Block& b, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                               ops::AttentionParams params, InferenceCache* cache) const {
+    const int64_t B = x.size(0), L = x.size(1), d = cfg.head_dim;
+    auto q = linear(x, b.attn.q, b.attn.q_b).view({B, L, cfg.num_heads, d}).transpose(1, 2);
+    auto k = linear(x, b.attn.k, b.attn.k_b).view({B, L, cfg.num_kv_heads, d}).transpose(1, 2);
+    auto v = linear(x, b.attn.v, b.attn.v_b).view({B, L, cfg.num_kv_heads, d}).transpose(1, 2);
+    if (cos.defined()) {
+      q = ops::apply_rope(q, cos, sin);
+      k = ops::apply_rope(k, cos, sin);
+    }
+    if (cache) {
+      auto& kb = cache->keys[b.cache_slot];
+      auto& vb = cache->values[b.cache_slot];
+      cache_append(kb, k, cache->length);
+      cache_append(vb, v, cache->length);
+      k = kb.narrow(2, 0, cache->length + L);
+      v = vb.narrow(2, 0, cache->length + L);
+    }
+    auto o = ops::attention(q, k, v, params);  // [B, Hq, L, d]
+    o = o.transpose(1, 2).reshape({B, L, cfg.num_heads * d});
+    return linear(o, b.attn.o, b.attn.o_b);
+  }
+
+  ForwardOutput forward(const at::Tensor& input_ids, const ForwardOptions& opts) const {
+    PRISM_CHECK(input_ids.dim() == 2, "forward: input_ids must be [B, L], got ", input_ids.sizes());
+    PRISM_CHECK(device.type() != at::kMeta, "forward: the model is on the meta device (no weights)");
+    const int64_t B = input_ids.size(0), L = input_ids.size(1);
+    auto ids = input_ids.to(device, at::kLong);
+    InferenceCache* cache = opts.cache;
+    const int64_t past = cache ? cache->length : 0;
+    if (cache && cache->keys.size() != static_cast<size_t>(num_attention_blocks)) {
+      PRISM_CHECK(cache->length == 0, "forward: cache does not belong to this model");
+      cache->keys.assign(num_attention_blocks, at::Tensor());
+      cache->values.assign(num_attention_blocks, at::Tensor());
+    }
+
+    ops::AttentionParams ap;
+    ap.scale = attn_scale();
+    ap.causal = true;
+    ap.window = cfg.sliding_window;
+    ap.q_offset = past;
+
+    at::Tensor positions;
+    if (opts.cu_seqlens.defined()) {
+      PRISM_CHECK(B == 1, "forward: packed documents (cu_seqlens) need batch size 1, got ", B);
+      PRISM_CHECK(!cache, "forward: packed documents cannot be combined with a KV cache");
+      auto cu = opts.cu_seqlens.to(at::kCPU, at::kLong).contiguous();
+      PRISM_CHECK(cu.dim() == 1 && cu.size(0) >= 2 && cu[0].item<int64_t>() == 0 && cu[-1].item<int64_t>() == L,
+                  "forward: cu_seqlens must be [0, ..., L=", L, "], got ", cu);
+      ap.cu_seqlens = cu.to(device);
+      if (!opts.position_ids.defined()) {
+        auto pos = at::empty({L}, at::kLong);
+        auto* c = cu.data_ptr<int64_t>();
+        auto* p = pos.data_ptr<int64_t>();
+        for (int64_t dct = 0; dct + 1 < cu.size(0); ++dct) {
+          PRISM_CHECK(c[dct + 1] >= c[dct], "forward: cu_seqlens must be non-decreasing, got ", cu);
+          for (int64_t t = c[dct]; t < c[dct + 1]; ++t) p[t] = t - c[dct];
+        }
+        positions = pos.unsqueeze(0).to(device);
+      }
+    }
+    if (opts.position_ids.defined()) {
+      PRISM_CHECK(opts.position_ids.sizes() == input_ids.sizes(), "forward: position_ids must be [B, L] like input_ids, got ",
+                  opts.position_ids.sizes());
+      positions = opts.position_ids.to(device, at::kLong);
+    }
+    if (!positions.defined()) {
+      positions = at::arange(past, past + L, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0).expand({B, L});
+    }
+
+    if (opts.attention_mask.defined()) {
+      PRISM_CHECK(opts.attention_mask.sizes() == input_ids.sizes(), "forward: attention_mask must be [B, L] like input_ids, got ",
+                  opts.attention_mask.sizes());
+      auto m = opts.attention_mask.to(device, at::kLong);
+      if (cache) {
+        auto prev = cache->key_mask.defined() ? cache->key_mask
+                                              : at::ones({B, past}, at::TensorOptions().dtype(at::kLong).device(device));
+        cache->key_mask = at::cat({prev, m}, 1);
+        ap.key_mask = cache->key_mask;
+      } else {
+        ap.key_mask = m;
+      }
+    } else if (cache && cache->key_mask.defined()) {
+      cache->key_mask = at::cat({cache->key_mask, at::ones({B, L}, cache->key_mask.options())}, 1);
+      ap.key_mask = cache->key_mask;
+    }
+
+    at::Tensor cos, sin;
+    if (cfg.use_rope) std::tie(cos, sin) = ops::rope_cos_sin(inv_freq, positions, dtype);
+
+    ForwardOutput out;
+    auto h = at::embedding(embed, ids);
+    if (cfg.embedding_multiplier != 1.0) h = h * cfg.embedding_multiplier;
+    if (opts.output_hidden_states) out.hidden_states.push_back(h);
+    for (size_t i = 0; i < layers.size(); ++i) {
+      for (const auto& b : layers[i]) {
+        auto x = ops::rms_norm(h, b.norm, cfg.norm_eps);
+        at::Tensor y = b.kind == BlockKind::kAttention ? attention_forward(b, x, cos, sin, ap, cache) : mlp_forward(b, x);
+        h = cfg.residual_multiplier != 1.0 ? h + y * cfg.residual_multiplier : h + y;
+      }
+      if (opts.output_hidden_states && i + 1 < layers.size()) out.hidden_states.push_back(h);
+    }
+    h = ops::rms_norm(h, final_norm, cfg.norm_eps);
+    if (opts.output_hidden_states) out.hidden_states.push_back(h);
+    out.logits = at::linear(h, lm_head);
+    if (cfg.logits_scaling != 1.0) out.logits = out.logits / cfg.logits_scaling;
+    if (cache) cache->length = past + L;
+    return out;
+  }
+};
+
+CausalLM::CausalLM(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CausalLM::~CausalLM() = default;
+
+const ModelConfig& CausalLM::config() const { return impl_->cfg; }
+const std::vector<std::pair<std::string, at::Tensor>>& CausalLM::named_parameters() const { return impl_->params; }
+c10::ScalarType CausalLM::dtype() const { return impl_->dtype; }
+at::Device CausalLM::device() const { return impl_->device; }
+
+int64_t CausalLM::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& [name, t] : impl_->params) n += t.numel();
+  return n;
+}
+
+std::vector<std::pair<std::string, int64_t>> CausalLM::parameter_counts_by_kind() const {
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (const auto& s : impl_->slots) {
+    auto it = std::find_if(out.begin(), out.end(), [&](const auto& p) { return p.first == s.kind; });
+    if (it == out.end()) out.emplace_back(s.kind, 0), it = out.end() - 1;
+    it->second += s.slot->numel();
+  }
+  return out;
+}
+
+ModelConfig CausalLM::read_config(const std::string& dir) {
+  fs::path p = fs::path(dir) / "config.json";
+  if (fs::is_regular_file(dir)) p = dir;
+  std::ifstream f(p);
+  if (!f) throw Error("cannot open config.json (is this a Hugging Face checkpoint directory?)", {p.string()});
+  std::stringstream ss;
+  ss << f.rdbuf();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(std::string("invalid JSON: ") + e.what(), {p.string()});
+  }
+  if (!j.is_object()) throw Error("config.json must be a JSON object", {p.string()});
+  JsonReader r(j, p.string());
+  const std::string type = r.string("model_type", "");
+  if (type.empty()) throw Error("missing required key", {p.string(), "model_type"});
+  ModelConfig m = find_family(type, p.string()).parse(r);
+  if (r.has("architectures") && j.at("architectures").is_array() && !j.at("architectures").empty())
+    m.architecture = j.at("architectures")[0].get<std::string>();
+  m.config_json = ss.str();
+  return m;
+}
+
+std::unique_ptr<CausalLM> CausalLM::from_config(const ModelConfig& cfg, const LoadOptions& opts) {
+  auto impl = std::make_unique<Impl>();
+  impl->cfg = cfg;
+  impl->dtype = opts.dtype;
+  impl->device = at::Device(opts.device);
+  impl->build_slots();
+  for (auto& s : impl->slots)
+    *s.slot = at::empty(s.shape, at::TensorOptions().dtype(opts.dtype).device(impl->device));
+  impl->finish();
+  return std::unique_ptr<CausalLM>(new CausalLM(std::move(impl)));
+}
+
+std::unique_ptr<CausalLM> CausalLM::from_pretrained(const std::string& dir, const LoadOptions& opts) {
+  auto impl = std::make_unique<Impl>();
+  impl->cfg = read_config(dir);
+  impl->dtype = opts.dtype;
+  impl->device = at::Device(opts.device);
+  impl->source_dir = dir;
+  impl->build_slots();
+  io::CheckpointReader reader(dir);
+  std::set<std::string> expected;
+  std::vector<std::string> missing;
+  for (auto& s : impl->slots) {
+    expected.insert(s.name);
+    if (!reader.contains(s.name)) {
+      missing.push_back(s.name);
+      continue;
+    }
+    auto t = reader.get(s.name);
+    if (t.sizes() != at::IntArrayRef(s.shape))
+      throw Error("shape does not match config.json", {reader.file_of(s.name), "", s.name, shape_str(s.shape), shape_str(t.sizes())});
+    if (!at::isFloatingType(t.scalar_type()))
+      throw Error("expected a floating-point tensor", {reader.file_of(s.name), "", s.name, "BF16/F16/F32", reader.info(s.name).dtype});
+    *s.slot = t.to(impl->device, opts.dtype);
+  }
+  std::vector<std::string> unexpected;
+  for (const auto& n : reader.names()) {
+    if (expected.count(n)) continue;
+    // Tied checkpoints may still carry lm_head; rotary buffers are recomputed.
+    if (impl->cfg.tie_word_embeddings && n == impl->cfg.lm_head_name) continue;
+    if (n.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    unexpected.push_back(n);
+  }
+  if (!missing.empty() || !unexpected.empty()) {
+    std::string msg = "checkpoint tensors do not match the architecture in config.json";
+    auto list = [](const std::vector<std::string>& v) {
+      std::string s;
+      for (size_t i = 0; i < v.size() && i < 20; ++i) s += (i ? ", " : "") + v[i];
+      if (v.size() > 20) s += ", ... (" + std::to_string(v.size()) + " in all)";
+      return s;
+    };
+    if (!missing.empty()) msg += "; missing: " + list(missing);
+    if (!unexpected.empty()) msg += "; unexpected: " + list(unexpected);
+    throw Error(msg, {dir});
+  }
+  impl->finish();
+  return std::unique_ptr<CausalLM>(new CausalLM(std::move(impl)));
+}
+
+ForwardOutput CausalLM::forward(const at::Tensor& input_ids, const ForwardOptions& opts) const {
+  return impl_->forward(input_ids, opts);
+}
+
+at::Tensor CausalLM::generate(const at::Tensor& prompt_ids, int64_t max_new_tokens, double temperature, double top_p,
+                              uint64_t seed) const {
+  PRISM_CHECK(prompt_ids.dim() == 2 && prompt_ids.size(1) > 0, "generate: prompt must be [B, P] with P > 0, got ",
+              prompt_ids.sizes());
+  PRISM_CHECK(temperature >= 0.0, "generate: temperature must be >= 0, got ", temperature);
+  PRISM_CHECK(top_p > 0.0 && top_p <= 1.0, "generate: top_p must be in (0, 1], got ", top_p);
+  at::NoGradGuard no_grad;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  InferenceCache cache;
+  ForwardOptions fo;
+  fo.cache = &cache;
+  auto ids = prompt_ids.to(impl_->device, at::kLong);
+  std::vector<at::Tensor> pieces{ids};
+  auto next_in = ids;
+  for (int64_t step = 0; step < max_new_tokens; ++step) {
+    auto logits = impl_->forward(next_in, fo).logits.select(1, -1).to(at::kFloat);  // [B, V]
+    at::Tensor next;
+    if (temperature == 0.0) {
+      next = logits.argmax(-1, /*keepdim=*/true);
+    } else {
+      auto probs = at::softmax(logits / temperature, -1).cpu();
+      if (top_p < 1.0) {
+        auto [sorted, idx] = probs.sort(-1, /*descending=*/true);
+        auto cum = sorted.cumsum(-1);
+        auto drop = (cum - sorted) > top_p;  // keep the smallest prefix whose mass reaches top_p
+        sorted = sorted.masked_fill(drop, 0.0);
+        probs = at::zeros_like(probs).scatter(-1, idx, sorted);
+      }
+      next = at::multinomial(probs, 1, false, gen).to(impl_->device);
+    }
+    pieces.push_back(next);
+    next_in = next;
+  }
+  return at::cat(pieces, 1);
+}
+
+void CausalLM::save_pretrained(const std::string& dir, uint64_t max_shard_bytes) const {
+  const auto& cfg = impl_->cfg;
+  PRISM_CHECK(impl_->device.type() != at::kMeta, "save_pretrained: the model is on the meta device (no weights)");
+  PRISM_CHECK(!cfg.config_json.empty(), "save_pretrained: the model has no config.json text to save");
+  fs::path target = fs::absolute(dir);
+  fs::path tmp = target.string() + ".tmp." + std::to_string(::getpid());
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    auto j = nlohmann::json::parse(cfg.config_json);
+    // transformers v5 writes "dtype", v4 "torch_dtype": update whichever is present.
+    const std::string dn = torch_name(impl_->dtype);
+    if (j.contains("dtype")) j["dtype"] = dn;
+    if (j.contains("torch_dtype") || !j.contains("dtype")) j["torch_dtype"] = dn;
+    {
+      std::ofstream f(tmp / "config.json");
+      f << j.dump(2) << "\n";
+      if (!f) throw Error("write failed", {(tmp / "config.json").string()});
+    }
+    if (!impl_->source_dir.empty() && fs::is_directory(impl_->source_dir)) {
+      for (const auto& e : fs::directory_iterator(impl_->source_dir)) {
+        if (!e.is_regular_file()) continue;
+        auto n = e.path().filename().string();
+        if (n == "config.json" || n.ends_with(".safetensors") || n == "model.safetensors.index.json" || n.ends_with(".bin") ||
+            n.ends_with(".pt"))
+          continue;
+        fs::copy_file(e.path(), tmp / n, fs::copy_options::overwrite_existing);
+      }
+    }
+    io::NamedTensors tensors;
+    for (const auto& [n, t] : impl_->params) tensors.emplace_back(n, t.detach());
+    io::ShardOptions so;
+    so.max_shard_bytes = max_shard_bytes;
+    io::save_sharded(tmp.string(), tensors, so);
+  } catch (...) {
+    fs::remove_all(tmp);
+    throw;
+  }
+  fs::path old;
+  if (fs::exists(target)) {
+    old = target.string() + ".old." + std::to_string(::getpid());
+    fs::rename(target, old);
+  }
+  fs::rename(tmp, target);
+  if (!old.empty()) fs::remove_all(old);
+}
+
+}  // namespace prism::models

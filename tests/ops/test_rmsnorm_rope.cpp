@@ -1,0 +1,93 @@
+// RMSNorm and RoPE against hand-computed values (double loops, closed-form formulas).
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "prism/ops/rmsnorm.h"
+#include "prism/ops/rotary.h"
+#include "util/test_util.h"
+
+TEST(RmsNorm, MatchesFloat64Loop) {
+  at::manual_seed(0);
+  auto x = at::randn({3, 5, 16}, at::kDouble);
+  auto w = at::randn({16}, at::kDouble);
+  auto y = prism::ops::rms_norm(x, w, 1e-5);
+  auto xa = x.accessor<double, 3>();
+  auto ya = y.accessor<double, 3>();
+  for (int i = 0; i < 3; ++i)
+    for (int t = 0; t < 5; ++t) {
+      double ms = 0;
+      for (int c = 0; c < 16; ++c) ms += xa[i][t][c] * xa[i][t][c];
+      ms /= 16;
+      for (int c = 0; c < 16; ++c)
+        EXPECT_NEAR(ya[i][t][c], w[c].item<double>() * xa[i][t][c] / std::sqrt(ms + 1e-5), 1e-12);
+    }
+}
+
+TEST(RmsNorm, Bf16CastsBeforeWeightMultiply) {
+  // HF order: normalise in fp32, round to bf16, then multiply by the bf16 weight (rounding again).
+  at::manual_seed(1);
+  auto x = at::randn({4, 64}).to(at::kBFloat16);
+  auto w = (at::rand({64}) * 3).to(at::kBFloat16);
+  auto y = prism::ops::rms_norm(x, w, 1e-6);
+  auto x32 = x.to(at::kFloat);
+  auto n = (x32 * at::rsqrt(x32.pow(2).mean(-1, true) + 1e-6)).to(at::kBFloat16);
+  EXPECT_TRUE(at::equal(y, w * n));
+  auto fused = (w.to(at::kFloat) * (x32 * at::rsqrt(x32.pow(2).mean(-1, true) + 1e-6))).to(at::kBFloat16);
+  EXPECT_FALSE(at::equal(y, fused)) << "the weight must be applied after rounding (differs from fp32-weight order)";
+}
+
+TEST(Rope, DefaultInvFreqMatchesFormula) {
+  prism::ops::RopeConfig rc;
+  rc.theta = 500000.0;
+  rc.dim = 16;
+  auto f = prism::ops::rope_inv_freq(rc, at::kCPU);
+  ASSERT_EQ(f.size(0), 8);
+  for (int i = 0; i < 8; ++i) EXPECT_NEAR(f[i].item<double>(), 1.0 / std::pow(500000.0, 2.0 * i / 16), 1e-6 * f[i].item<double>());
+}
+
+TEST(Rope, Llama3ScalingMatchesHandComputation) {
+  prism::ops::RopeConfig rc;
+  rc.type = "llama3";
+  rc.theta = 500000.0;
+  rc.dim = 128;
+  rc.factor = 8;
+  rc.low_freq_factor = 1;
+  rc.high_freq_factor = 4;
+  rc.original_max_position_embeddings = 8192;
+  auto f = prism::ops::rope_inv_freq(rc, at::kCPU);
+  int scaled = 0, smoothed = 0, kept = 0;
+  for (int i = 0; i < 64; ++i) {
+    double base = 1.0 / std::pow(500000.0, 2.0 * i / 128);
+    double wl = 2 * M_PI / base;
+    double expect;
+    if (wl < 8192.0 / 4) expect = base, ++kept;
+    else if (wl > 8192.0 / 1) expect = base / 8, ++scaled;
+    else {
+      double s = (8192.0 / wl - 1) / (4 - 1);
+      expect = (1 - s) * base / 8 + s * base;
+      ++smoothed;
+    }
+    EXPECT_NEAR(f[i].item<double>(), expect, 2e-6 * expect) << "i=" << i;
+  }
+  EXPECT_GT(scaled, 0);
+  EXPECT_GT(smoothed, 0);
+  EXPECT_GT(kept, 0);
+}
+
+TEST(Rope, RotatesHalvesAndKeepsNorm) {
+  at::manual_seed(2);
+  auto x = at::randn({1, 2, 3, 8}, at::kDouble);
+  auto pos = at::tensor(std::vector<int64_t>{0, 1, 5}, at::kLong).unsqueeze(0);
+  prism::ops::RopeConfig rc;
+  rc.dim = 8;
+  auto [c, s] = prism::ops::rope_cos_sin(prism::ops::rope_inv_freq(rc, at::kCPU), pos, at::kDouble);
+  auto y = prism::ops::apply_rope(x, c, s);
+  // position 0 is the identity; rotation preserves each (j, j+4) pair's norm
+  EXPECT_TRUE(prism::test::close_rel(y.select(2, 0), x.select(2, 0), 0, 1e-7, "pos0"));
+  double th = 5.0 * (1.0 / std::pow(10000.0, 2.0 / 8));  // channel pair j=1 at position 5
+  double x1 = x[0][1][2][1].item<double>(), x2 = x[0][1][2][5].item<double>();
+  EXPECT_NEAR(y[0][1][2][1].item<double>(), x1 * std::cos(th) - x2 * std::sin(th), 1e-6);
+  EXPECT_NEAR(y[0][1][2][5].item<double>(), x2 * std::cos(th) + x1 * std::sin(th), 1e-6);
+}

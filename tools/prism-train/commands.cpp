@@ -1,0 +1,266 @@
+// prism-train subcommands: inspect, forward, generate, save (and run, driven by a YAML config).
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <filesystem>
+#include <functional>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "prism-train/commands.h"
+#include "prism/core/error.h"
+#include "prism/io/safetensors.h"
+#include "prism/models/causal_lm.h"
+
+namespace fs = std::filesystem;
+
+namespace prism::cli {
+namespace {
+
+struct Options {
+  std::string model_dir;
+  std::string ids;
+  std::string dtype = "fp32";
+  std::string device = "cpu";
+  std::string output;
+  std::string out_dir;
+  std::string shard_size = "5GB";
+  bool hidden_states = false;
+  int64_t max_new_tokens = 16;
+  double temperature = 0.0;
+  double top_p = 1.0;
+  uint64_t seed = 0;
+};
+
+c10::ScalarType parse_dtype(const std::string& s) {
+  if (s == "fp32" || s == "float32") return at::kFloat;
+  if (s == "bf16" || s == "bfloat16") return at::kBFloat16;
+  if (s == "fp16" || s == "float16") return at::kHalf;
+  throw Error("unknown dtype '" + s + "'", {"", "--dtype", "fp32, bf16 or fp16", s});
+}
+
+std::string resolve_device(const std::string& d) {
+  if (d == "auto") return at::hasCUDA() ? "cuda" : "cpu";
+  if (d.rfind("cuda", 0) == 0 && !at::hasCUDA()) throw Error("CUDA requested but no GPU is available", {"", "--device", "", d});
+  return d;
+}
+
+std::vector<int64_t> parse_ids(const std::string& s) {
+  std::vector<int64_t> v;
+  std::istringstream is(s);
+  std::string tok;
+  while (is >> tok) {
+    for (char& c : tok)
+      if (c == ',') c = ' ';
+    std::istringstream t2(tok);
+    std::string part;
+    while (t2 >> part) {
+      try {
+        size_t pos = 0;
+        long long x = std::stoll(part, &pos);
+        if (pos != part.size() || x < 0) throw std::invalid_argument(part);
+        v.push_back(x);
+      } catch (const std::exception&) {
+        throw Error("token ids must be non-negative integers", {"", "--ids", "e.g. \"1 2 3\"", part});
+      }
+    }
+  }
+  if (v.empty()) throw Error("no token ids given", {"", "--ids", "e.g. \"1 2 3\"", "nothing"});
+  return v;
+}
+
+uint64_t parse_size(const std::string& s) {
+  // Decimal units as huggingface_hub: 5GB = 5e9 bytes; KiB/MiB/GiB binary.
+  static const std::vector<std::pair<std::string, uint64_t>> units = {
+      {"KiB", 1ULL << 10}, {"MiB", 1ULL << 20}, {"GiB", 1ULL << 30}, {"KB", 1000ULL},
+      {"MB", 1000000ULL},  {"GB", 1000000000ULL}, {"B", 1ULL}};
+  for (const auto& [u, m] : units) {
+    if (s.size() > u.size() && s.compare(s.size() - u.size(), u.size(), u) == 0) {
+      try {
+        return static_cast<uint64_t>(std::stod(s.substr(0, s.size() - u.size())) * m);
+      } catch (const std::exception&) {
+        break;
+      }
+    }
+  }
+  try {
+    size_t pos = 0;
+    auto v = std::stoull(s, &pos);
+    if (pos == s.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error("invalid size", {"", "--shard-size", "e.g. 5GB, 500MB, 20KB", s});
+}
+
+std::string human_bytes(uint64_t b) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(2);
+  if (b >= 1000000000ULL) os << b / 1e9 << " GB";
+  else if (b >= 1000000ULL) os << b / 1e6 << " MB";
+  else if (b >= 1000ULL) os << b / 1e3 << " KB";
+  else os << b << " B";
+  return os.str();
+}
+
+std::string with_commas(int64_t n) {
+  std::string s = std::to_string(n), out;
+  int c = 0;
+  for (auto it = s.rbegin(); it != s.rend(); ++it) {
+    if (c && c % 3 == 0) out.push_back(',');
+    out.push_back(*it);
+    ++c;
+  }
+  return {out.rbegin(), out.rend()};
+}
+
+int cmd_inspect(const Options& o) {
+  auto cfg = models::CausalLM::read_config(o.model_dir);
+  models::LoadOptions lo;
+  lo.device = "meta";
+  auto meta = models::CausalLM::from_config(cfg, lo);
+  auto& out = std::cout;
+  out << "checkpoint:    " << o.model_dir << "\n";
+  out << "architecture:  " << (cfg.architecture.empty() ? "?" : cfg.architecture) << " (model_type " << cfg.model_type << ")\n";
+  out << "layers:        " << cfg.num_layers() << "  hidden " << cfg.hidden_size << "  mlp " << cfg.intermediate_size
+      << "  heads " << cfg.num_heads << "/" << cfg.num_kv_heads << " (q/kv)  head_dim " << cfg.head_dim << "  vocab "
+      << cfg.vocab_size << "\n";
+  out << "positions:     " << (cfg.use_rope ? "rope " + cfg.rope_type + " theta " + std::to_string(cfg.rope_theta) : "none (nope)");
+  if (cfg.sliding_window) out << "  sliding_window " << cfg.sliding_window;
+  out << "\n";
+  if (cfg.embedding_multiplier != 1 || cfg.residual_multiplier != 1 || cfg.attention_multiplier || cfg.logits_scaling != 1)
+    out << "multipliers:   embedding " << cfg.embedding_multiplier << "  residual " << cfg.residual_multiplier
+        << "  attention " << cfg.attention_multiplier.value_or(0) << "  logits_scaling " << cfg.logits_scaling << "\n";
+  out << "tied embeddings: " << (cfg.tie_word_embeddings ? "yes" : "no") << "\n";
+  out << "layer pattern: " << cfg.layout_string() << "   (* attention, - mlp, M mamba2)\n";
+  out << "per layer:\n";
+  for (int64_t i = 0; i < cfg.num_layers(); ++i) {
+    out << "  " << std::setw(3) << i << ":";
+    for (const auto& b : cfg.layers[i].blocks) out << " " << models::block_kind_name(b.kind);
+    out << "\n";
+  }
+  out << "parameters:    " << with_commas(meta->num_parameters()) << "\n";
+  for (const auto& [k, n] : meta->parameter_counts_by_kind())
+    out << "  " << std::left << std::setw(12) << k << std::right << std::setw(18) << with_commas(n) << "\n";
+  io::CheckpointReader reader(o.model_dir);
+  std::map<std::string, std::pair<int64_t, int64_t>> by_dtype;  // dtype -> (tensors, elements)
+  for (const auto& n : reader.names()) {
+    const auto& info = reader.info(n);
+    int64_t numel = 1;
+    for (auto d : info.shape) numel *= d;
+    auto& e = by_dtype[info.dtype];
+    e.first += 1;
+    e.second += numel;
+  }
+  out << "dtypes:\n";
+  for (const auto& [d, e] : by_dtype) out << "  " << std::left << std::setw(8) << d << std::right << e.first << " tensors, " << with_commas(e.second) << " elements\n";
+  out << "shards:\n";
+  for (const auto& f : reader.files())
+    out << "  " << fs::path(f).filename().string() << "  " << human_bytes(fs::file_size(f)) << "\n";
+  return 0;
+}
+
+int cmd_forward(const Options& o) {
+  models::LoadOptions lo;
+  lo.dtype = parse_dtype(o.dtype);
+  lo.device = resolve_device(o.device);
+  auto model = models::CausalLM::from_pretrained(o.model_dir, lo);
+  auto ids_v = parse_ids(o.ids);
+  for (auto id : ids_v)
+    if (id >= model->config().vocab_size)
+      throw Error("token id out of range", {"", "--ids", "< vocab_size " + std::to_string(model->config().vocab_size), std::to_string(id)});
+  auto ids = at::tensor(ids_v, at::kLong).unsqueeze(0);
+  at::NoGradGuard ng;
+  models::ForwardOptions fo;
+  fo.output_hidden_states = o.hidden_states;
+  auto res = model->forward(ids, fo);
+  io::NamedTensors outs;
+  outs.emplace_back("logits", res.logits.to(at::kFloat).cpu());
+  for (size_t i = 0; i < res.hidden_states.size(); ++i)
+    outs.emplace_back("hidden_states." + std::to_string(i), res.hidden_states[i].to(at::kFloat).cpu());
+  io::save_safetensors(o.output, outs, {{"format", "pt"}, {"source", o.model_dir}, {"dtype", o.dtype}});
+  std::cerr << "wrote " << o.output << ": logits " << res.logits.sizes() << (o.hidden_states ? " + " + std::to_string(res.hidden_states.size()) + " hidden states" : "") << "\n";
+  return 0;
+}
+
+int cmd_generate(const Options& o) {
+  models::LoadOptions lo;
+  lo.dtype = parse_dtype(o.dtype);
+  lo.device = resolve_device(o.device);
+  auto model = models::CausalLM::from_pretrained(o.model_dir, lo);
+  auto ids = at::tensor(parse_ids(o.ids), at::kLong).unsqueeze(0);
+  auto out = model->generate(ids, o.max_new_tokens, o.temperature, o.top_p, o.seed).cpu();
+  auto* p = out.data_ptr<int64_t>();
+  for (int64_t i = 0; i < out.size(1); ++i) std::cout << (i ? " " : "") << p[i];
+  std::cout << "\n";
+  return 0;
+}
+
+int cmd_save(const Options& o) {
+  models::LoadOptions lo;
+  lo.dtype = parse_dtype(o.dtype);
+  auto model = models::CausalLM::from_pretrained(o.model_dir, lo);
+  model->save_pretrained(o.out_dir, parse_size(o.shard_size));
+  std::cerr << "saved " << model->num_parameters() << " parameters to " << o.out_dir << "\n";
+  return 0;
+}
+
+}  // namespace
+
+struct Registered {
+  CLI::App* sub;
+  std::function<int()> run;
+};
+
+// Options live as long as the App (static storage per process is fine in the CLI, not the library).
+static Options g_opts;
+static std::vector<Registered> g_cmds;
+
+void register_commands(CLI::App& app) {
+  auto& o = g_opts;
+  {
+    auto* s = app.add_subcommand("inspect", "Print architecture, layer kinds, parameter counts, dtypes and shards of an HF checkpoint");
+    s->add_option("hf_dir", o.model_dir, "Hugging Face checkpoint directory")->required()->check(CLI::ExistingPath);
+    g_cmds.push_back({s, [&] { return cmd_inspect(o); }});
+  }
+  {
+    auto* s = app.add_subcommand("forward", "Run one forward and write logits (and hidden states) to a safetensors file");
+    s->add_option("hf_dir", o.model_dir, "Hugging Face checkpoint directory")->required()->check(CLI::ExistingPath);
+    s->add_option("--ids", o.ids, "Input token ids, space or comma separated")->required();
+    s->add_option("--dtype", o.dtype, "Compute dtype: fp32 | bf16")->capture_default_str();
+    s->add_option("--device", o.device, "cpu | cuda | auto")->capture_default_str();
+    s->add_flag("--hidden-states", o.hidden_states, "Also write hidden_states.<i> (transformers' convention)");
+    s->add_option("--output,-o", o.output, "Output .safetensors (tensor 'logits' [1, seq, vocab] fp32)")->required();
+    g_cmds.push_back({s, [&] { return cmd_forward(o); }});
+  }
+  {
+    auto* s = app.add_subcommand("generate", "Generate tokens from prompt ids with the KV cache; prints the ids");
+    s->add_option("hf_dir", o.model_dir, "Hugging Face checkpoint directory")->required()->check(CLI::ExistingPath);
+    s->add_option("--ids", o.ids, "Prompt token ids")->required();
+    s->add_option("--max-new-tokens,-n", o.max_new_tokens, "Tokens to generate")->capture_default_str()->check(CLI::PositiveNumber);
+    s->add_option("--temperature", o.temperature, "0 = greedy")->capture_default_str()->check(CLI::NonNegativeNumber);
+    s->add_option("--top-p", o.top_p, "Nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+    s->add_option("--seed", o.seed, "Sampling seed")->capture_default_str();
+    s->add_option("--dtype", o.dtype, "fp32 | bf16")->capture_default_str();
+    s->add_option("--device", o.device, "cpu | cuda | auto")->capture_default_str();
+    g_cmds.push_back({s, [&] { return cmd_generate(o); }});
+  }
+  {
+    auto* s = app.add_subcommand("save", "Load an HF checkpoint and save it back (re-shard / cast) in HF format");
+    s->add_option("hf_dir", o.model_dir, "Source checkpoint directory")->required()->check(CLI::ExistingPath);
+    s->add_option("out_dir", o.out_dir, "Destination directory (written atomically)")->required();
+    s->add_option("--dtype", o.dtype, "Saved dtype: fp32 | bf16 | fp16")->capture_default_str();
+    s->add_option("--shard-size", o.shard_size, "Max shard size (5GB, 500MB, 20KB …)")->capture_default_str();
+    g_cmds.push_back({s, [&] { return cmd_save(o); }});
+  }
+}
+
+int run_selected(CLI::App& app) {
+  for (auto& c : g_cmds)
+    if (c.sub->parsed()) return c.run();
+  throw Error("no subcommand selected");
+}
+
+}  // namespace prism::cli
