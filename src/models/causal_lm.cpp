@@ -8,8 +8,6 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -17,13 +15,12 @@
 
 #include "models/family.h"
 #include "prism/core/error.h"
+#include "prism/core/fs.h"
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
 #include "prism/ops/attention.h"
 #include "prism/ops/rmsnorm.h"
 #include "prism/ops/rotary.h"
-
-namespace fs = std::filesystem;
 
 namespace prism::models {
 namespace {
@@ -343,26 +340,24 @@ std::vector<std::pair<std::string, int64_t>> CausalLM::parameter_counts_by_kind(
 }
 
 ModelConfig CausalLM::read_config(const std::string& dir) {
-  fs::path p = fs::path(dir) / "config.json";
-  if (fs::is_regular_file(dir)) p = dir;
-  std::ifstream f(p);
-  if (!f) throw Error("cannot open config.json (is this a Hugging Face checkpoint directory?)", {p.string()});
-  std::stringstream ss;
-  ss << f.rdbuf();
+  const std::string p = fs::is_regular_file(dir) ? dir : fs::join(dir, "config.json");
+  if (!fs::is_regular_file(p)) throw Error("cannot open config.json (is this a Hugging Face checkpoint directory?)", {p});
+  const std::string text = fs::read_file(p);
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(ss.str());
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    throw Error(std::string("invalid JSON: ") + e.what(), {p.string()});
+    throw Error(std::string("invalid JSON: ") + e.what(), {p});
   }
-  if (!j.is_object()) throw Error("config.json must be a JSON object", {p.string()});
-  JsonReader r(j, p.string());
+  if (!j.is_object()) throw Error("config.json must be a JSON object", {p});
+  JsonReader r(j, p);
   const std::string type = r.string("model_type", "");
-  if (type.empty()) throw Error("missing required key", {p.string(), "model_type"});
-  ModelConfig m = find_family(type, p.string()).parse(r);
-  if (r.has("architectures") && j.at("architectures").is_array() && !j.at("architectures").empty())
+  if (type.empty()) throw Error("missing required key", {p, "model_type"});
+  ModelConfig m = find_family(type, p).parse(r);
+  if (r.has("architectures") && j.at("architectures").is_array() && !j.at("architectures").empty() &&
+      j.at("architectures")[0].is_string())
     m.architecture = j.at("architectures")[0].get<std::string>();
-  m.config_json = ss.str();
+  m.config_json = text;
   return m;
 }
 
@@ -469,8 +464,8 @@ void CausalLM::save_pretrained(const std::string& dir, uint64_t max_shard_bytes)
   const auto& cfg = impl_->cfg;
   PRISM_CHECK(impl_->device.type() != at::kMeta, "save_pretrained: the model is on the meta device (no weights)");
   PRISM_CHECK(!cfg.config_json.empty(), "save_pretrained: the model has no config.json text to save");
-  fs::path target = fs::absolute(dir);
-  fs::path tmp = target.string() + ".tmp." + std::to_string(::getpid());
+  const std::string target = fs::absolute(dir);
+  const std::string tmp = target + ".tmp." + std::to_string(::getpid());
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   try {
@@ -479,36 +474,36 @@ void CausalLM::save_pretrained(const std::string& dir, uint64_t max_shard_bytes)
     const std::string dn = torch_name(impl_->dtype);
     if (j.contains("dtype")) j["dtype"] = dn;
     if (j.contains("torch_dtype") || !j.contains("dtype")) j["torch_dtype"] = dn;
-    {
-      std::ofstream f(tmp / "config.json");
-      f << j.dump(2) << "\n";
-      if (!f) throw Error("write failed", {(tmp / "config.json").string()});
-    }
+    fs::write_file_atomic(fs::join(tmp, "config.json"), j.dump(2) + "\n");
+    // Tokenizer and generation files travel with the weights (an exported checkpoint is usable as is).
     if (!impl_->source_dir.empty() && fs::is_directory(impl_->source_dir)) {
-      for (const auto& e : fs::directory_iterator(impl_->source_dir)) {
-        if (!e.is_regular_file()) continue;
-        auto n = e.path().filename().string();
+      for (const auto& n : fs::list_dir(impl_->source_dir)) {
+        const std::string src = fs::join(impl_->source_dir, n);
+        if (!fs::is_regular_file(src)) continue;
         if (n == "config.json" || n.ends_with(".safetensors") || n == "model.safetensors.index.json" || n.ends_with(".bin") ||
-            n.ends_with(".pt"))
+            n.ends_with(".pt") || n.find(".tmp.") != std::string::npos)
           continue;
-        fs::copy_file(e.path(), tmp / n, fs::copy_options::overwrite_existing);
+        fs::copy_file(src, fs::join(tmp, n));
       }
     }
     io::NamedTensors tensors;
     for (const auto& [n, t] : impl_->params) tensors.emplace_back(n, t.detach());
     io::ShardOptions so;
     so.max_shard_bytes = max_shard_bytes;
-    io::save_sharded(tmp.string(), tensors, so);
+    io::save_sharded(tmp, tensors, so);
   } catch (...) {
     fs::remove_all(tmp);
     throw;
   }
-  fs::path old;
+  // Swap in the finished directory; an existing one is moved aside first and removed last, so
+  // at every moment either the old or the new complete checkpoint exists.
+  std::string old;
   if (fs::exists(target)) {
-    old = target.string() + ".old." + std::to_string(::getpid());
+    old = target + ".old." + std::to_string(::getpid());
     fs::rename(target, old);
   }
   fs::rename(tmp, target);
+  fs::fsync_dir(fs::parent(target));
   if (!old.empty()) fs::remove_all(old);
 }
 

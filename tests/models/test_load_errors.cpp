@@ -2,16 +2,14 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "prism/core/error.h"
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
+#include "prism/core/fs.h"
 #include "util/test_util.h"
 
-namespace fs = std::filesystem;
 using prism::models::CausalLM;
 
 namespace {
@@ -21,11 +19,11 @@ struct Scratch {
   std::string dir;
   Scratch() {
     dir = prism::test::make_temp_dir("bad") + "/ckpt";
-    fs::copy(prism::test::fixture("llama"), dir, fs::copy_options::recursive);
+    prism::fs::copy_tree(prism::test::fixture("llama"), dir);
   }
-  ~Scratch() { fs::remove_all(fs::path(dir).parent_path()); }
-  nlohmann::json config() const { return nlohmann::json::parse(std::ifstream(dir + "/config.json")); }
-  void set_config(const nlohmann::json& j) const { std::ofstream(dir + "/config.json") << j.dump(); }
+  ~Scratch() { prism::fs::remove_all(prism::fs::parent(dir)); }
+  nlohmann::json config() const { return nlohmann::json::parse(prism::fs::read_file(dir + "/config.json")); }
+  void set_config(const nlohmann::json& j) const { prism::fs::write_file_atomic(dir + "/config.json", j.dump()); }
   prism::io::NamedTensors tensors() const {
     prism::io::CheckpointReader r(dir);
     prism::io::NamedTensors v;
@@ -33,8 +31,8 @@ struct Scratch {
     return v;
   }
   void set_tensors(const prism::io::NamedTensors& t) const {
-    for (const auto& e : fs::directory_iterator(dir))
-      if (e.path().extension() == ".safetensors") fs::remove(e.path());
+    for (const auto& n : prism::fs::list_dir(dir))
+      if (n.ends_with(".safetensors") || n == "model.safetensors.index.json") prism::fs::remove_all(dir + "/" + n);
     prism::io::save_safetensors(dir + "/model.safetensors", t);
   }
 };
@@ -125,7 +123,7 @@ TEST(LoadErrors, MissingConfig) {
   auto dir = prism::test::make_temp_dir("nocfg");
   auto msg = error_of(dir);
   EXPECT_NE(msg.find("config.json"), std::string::npos) << msg;
-  fs::remove_all(dir);
+  prism::fs::remove_all(dir);
 }
 
 }  // namespace

@@ -5,11 +5,11 @@
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <map>
 
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
+#include "prism/core/fs.h"
 #include "util/test_util.h"
 
 using prism::models::CausalLM;
@@ -142,17 +142,16 @@ TEST_P(Parity, SaveAndReloadIsExact) {
   auto dir = prism::test::make_temp_dir("save");
   auto out = dir + "/ckpt";
   model->save_pretrained(out, 20'000);  // tiny shards: exercises the index
-  EXPECT_TRUE(std::filesystem::exists(out + "/model.safetensors.index.json"));
-  EXPECT_TRUE(std::filesystem::exists(out + "/config.json"));
+  EXPECT_TRUE(prism::fs::exists(out + "/model.safetensors.index.json"));
+  EXPECT_TRUE(prism::fs::exists(out + "/config.json"));
   auto again = CausalLM::from_pretrained(out);
   ASSERT_EQ(again->named_parameters().size(), model->named_parameters().size());
   for (size_t i = 0; i < model->named_parameters().size(); ++i) {
     EXPECT_EQ(again->named_parameters()[i].first, model->named_parameters()[i].first);
     EXPECT_TRUE(at::equal(again->named_parameters()[i].second, model->named_parameters()[i].second));
   }
-  for (const auto& e : std::filesystem::directory_iterator(dir))
-    EXPECT_EQ(e.path().filename().string(), "ckpt") << "leftover temp output " << e.path();
-  std::filesystem::remove_all(dir);
+  for (const auto& n : prism::fs::list_dir(dir)) EXPECT_EQ(n, "ckpt") << "leftover temp output " << n;
+  prism::fs::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Parity,

@@ -4,10 +4,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include <filesystem>
-#include <fstream>
 
 #include "prism/models/causal_lm.h"
+#include "prism/core/fs.h"
 #include "util/test_util.h"
 
 using prism::models::CausalLM;
@@ -16,9 +15,9 @@ namespace {
 
 int64_t count_on_meta(const std::string& config_json) {
   auto dir = prism::test::make_temp_dir("cfg");
-  std::ofstream(dir + "/config.json") << config_json;
+  prism::fs::write_file_atomic(dir + "/config.json", config_json);
   auto cfg = CausalLM::read_config(dir);
-  std::filesystem::remove_all(dir);
+  prism::fs::remove_all(dir);
   prism::models::LoadOptions lo;
   lo.device = "meta";
   lo.dtype = at::kBFloat16;

@@ -2,31 +2,31 @@
 
 #include <ATen/ATen.h>
 
+#include "prism/core/fs.h"
+
 #include <cstdlib>
-#include <filesystem>
-#include <random>
 #include <sstream>
 
 namespace prism::test {
 
 std::string fixtures_dir() {
   const char* e = std::getenv("PRISM_FIXTURES");
-  return e ? e : "fixtures";
+  return e && *e ? e : PRISM_DEFAULT_FIXTURES;
 }
 
 std::string fixture(const std::string& rel) { return fixtures_dir() + "/" + rel; }
 
 std::string bin_dir() {
   const char* e = std::getenv("PRISM_BIN");
-  return e ? e : "bin";
+  return e && *e ? e : PRISM_DEFAULT_BIN;
 }
 
-std::string make_temp_dir(const std::string& tag) {
-  std::random_device rd;
-  auto p = std::filesystem::temp_directory_path() / ("prism_test_" + tag + "_" + std::to_string(rd()));
-  std::filesystem::create_directories(p);
-  return p.string();
+std::string source_dir() {
+  const char* e = std::getenv("PRISM_SOURCE");
+  return e && *e ? e : PRISM_DEFAULT_SOURCE;
 }
+
+std::string make_temp_dir(const std::string& tag) { return prism::fs::make_temp_dir("prism_test_" + tag + "_"); }
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();

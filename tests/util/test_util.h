@@ -15,6 +15,8 @@ std::string fixtures_dir();
 std::string fixture(const std::string& rel);
 /// Directory of the built binaries ($PRISM_BIN).
 std::string bin_dir();
+/// The source tree ($PRISM_SOURCE).
+std::string source_dir();
 /// A fresh temp directory removed at process exit is not guaranteed: tests clean up themselves.
 std::string make_temp_dir(const std::string& tag);
 

@@ -2,7 +2,6 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
-#include <filesystem>
 #include <functional>
 #include <iomanip>
 #include <iostream>
@@ -12,13 +11,12 @@
 
 #include "prism-train/commands.h"
 #include "prism/core/error.h"
+#include "prism/core/fs.h"
+#include "prism/core/run_config.h"
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
 
-namespace fs = std::filesystem;
-
 namespace prism::cli {
-namespace {
 
 struct Options {
   std::string model_dir;
@@ -33,7 +31,12 @@ struct Options {
   double temperature = 0.0;
   double top_p = 1.0;
   uint64_t seed = 0;
+  std::string config_path;
+  std::vector<std::string> sets;
+  bool print_config = false;
 };
+
+namespace {
 
 c10::ScalarType parse_dtype(const std::string& s) {
   if (s == "fp32" || s == "float32") return at::kFloat;
@@ -158,7 +161,7 @@ int cmd_inspect(const Options& o) {
   for (const auto& [d, e] : by_dtype) out << "  " << std::left << std::setw(8) << d << std::right << e.first << " tensors, " << with_commas(e.second) << " elements\n";
   out << "shards:\n";
   for (const auto& f : reader.files())
-    out << "  " << fs::path(f).filename().string() << "  " << human_bytes(fs::file_size(f)) << "\n";
+    out << "  " << fs::filename(f) << "  " << human_bytes(fs::file_size(f)) << "\n";
   return 0;
 }
 
@@ -207,23 +210,48 @@ int cmd_save(const Options& o) {
   return 0;
 }
 
+// The config-driven job: resolve the YAML (+ --set), save it into the run directory, load the model,
+// generate, and write the ids next to the config.
+int cmd_run(const Options& o) {
+  auto cfg = config::load_config<GenerateJobConfig>(o.config_path, o.sets);
+  if (o.print_config) {
+    std::cout << config::dump_config(cfg);
+    return 0;
+  }
+  fs::create_directories(cfg.output_dir);
+  config::save_config(cfg, fs::join(cfg.output_dir, "config.yaml"));
+  models::LoadOptions lo;
+  lo.dtype = parse_dtype(cfg.model.dtype);
+  lo.device = resolve_device(cfg.model.device);
+  auto model = models::CausalLM::from_pretrained(cfg.model.path, lo);
+  for (auto id : cfg.generate.prompt_ids)
+    if (id >= model->config().vocab_size)
+      throw Error("token id out of range", {o.config_path, "generate.prompt_ids",
+                                            "< vocab_size " + std::to_string(model->config().vocab_size), std::to_string(id)});
+  auto prompt = at::tensor(cfg.generate.prompt_ids, at::kLong).unsqueeze(0);
+  auto out = model->generate(prompt, cfg.generate.max_new_tokens, cfg.generate.temperature, cfg.generate.top_p,
+                             static_cast<uint64_t>(cfg.generate.seed)).cpu();
+  io::save_safetensors(fs::join(cfg.output_dir, "generation.safetensors"), {{"output_ids", out}},
+                       {{"format", "pt"}, {"model", cfg.model.path}});
+  std::ostringstream ids;
+  for (int64_t i = 0; i < out.size(1); ++i) ids << (i ? " " : "") << out[0][i].item<int64_t>();
+  fs::write_file_atomic(fs::join(cfg.output_dir, "output_ids.txt"), ids.str() + "\n");
+  std::cout << ids.str() << "\n";
+  std::cerr << "run: wrote " << cfg.output_dir << "/{config.yaml,output_ids.txt,generation.safetensors}\n";
+  return 0;
+}
+
 }  // namespace
 
-struct Registered {
-  CLI::App* sub;
-  std::function<int()> run;
-};
+Commands::Commands() : opts_(std::make_unique<Options>()) {}
+Commands::~Commands() = default;
 
-// Options live as long as the App (static storage per process is fine in the CLI, not the library).
-static Options g_opts;
-static std::vector<Registered> g_cmds;
-
-void register_commands(CLI::App& app) {
-  auto& o = g_opts;
+void Commands::register_all(CLI::App& app) {
+  auto& o = *opts_;
   {
     auto* s = app.add_subcommand("inspect", "Print architecture, layer kinds, parameter counts, dtypes and shards of an HF checkpoint");
     s->add_option("hf_dir", o.model_dir, "Hugging Face checkpoint directory")->required()->check(CLI::ExistingPath);
-    g_cmds.push_back({s, [&] { return cmd_inspect(o); }});
+    cmds_.push_back({s, [&] { return cmd_inspect(o); }});
   }
   {
     auto* s = app.add_subcommand("forward", "Run one forward and write logits (and hidden states) to a safetensors file");
@@ -233,7 +261,7 @@ void register_commands(CLI::App& app) {
     s->add_option("--device", o.device, "cpu | cuda | auto")->capture_default_str();
     s->add_flag("--hidden-states", o.hidden_states, "Also write hidden_states.<i> (transformers' convention)");
     s->add_option("--output,-o", o.output, "Output .safetensors (tensor 'logits' [1, seq, vocab] fp32)")->required();
-    g_cmds.push_back({s, [&] { return cmd_forward(o); }});
+    cmds_.push_back({s, [&] { return cmd_forward(o); }});
   }
   {
     auto* s = app.add_subcommand("generate", "Generate tokens from prompt ids with the KV cache; prints the ids");
@@ -245,7 +273,7 @@ void register_commands(CLI::App& app) {
     s->add_option("--seed", o.seed, "Sampling seed")->capture_default_str();
     s->add_option("--dtype", o.dtype, "fp32 | bf16")->capture_default_str();
     s->add_option("--device", o.device, "cpu | cuda | auto")->capture_default_str();
-    g_cmds.push_back({s, [&] { return cmd_generate(o); }});
+    cmds_.push_back({s, [&] { return cmd_generate(o); }});
   }
   {
     auto* s = app.add_subcommand("save", "Load an HF checkpoint and save it back (re-shard / cast) in HF format");
@@ -253,12 +281,19 @@ void register_commands(CLI::App& app) {
     s->add_option("out_dir", o.out_dir, "Destination directory (written atomically)")->required();
     s->add_option("--dtype", o.dtype, "Saved dtype: fp32 | bf16 | fp16")->capture_default_str();
     s->add_option("--shard-size", o.shard_size, "Max shard size (5GB, 500MB, 20KB …)")->capture_default_str();
-    g_cmds.push_back({s, [&] { return cmd_save(o); }});
+    cmds_.push_back({s, [&] { return cmd_save(o); }});
+  }
+  {
+    auto* s = app.add_subcommand("run", "Run a job from a YAML config (today: generation with a checkpoint)");
+    s->add_option("--config,-c", o.config_path, "YAML config (see configs/)")->required()->check(CLI::ExistingFile);
+    s->add_option("--set", o.sets, "Override a key: --set generate.max_new_tokens=32 (repeatable)");
+    s->add_flag("--print-config", o.print_config, "Print the resolved config and exit");
+    cmds_.push_back({s, [&] { return cmd_run(o); }});
   }
 }
 
-int run_selected(CLI::App& app) {
-  for (auto& c : g_cmds)
+int Commands::run_selected() {
+  for (auto& c : cmds_)
     if (c.sub->parsed()) return c.run();
   throw Error("no subcommand selected");
 }

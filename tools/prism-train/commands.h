@@ -3,7 +3,30 @@
 
 #include <CLI/CLI.hpp>
 
+#include <functional>
+#include <memory>
+#include <vector>
+
 namespace prism::cli {
-void register_commands(CLI::App& app);
-int run_selected(CLI::App& app);
+
+struct Options;
+
+/// Owns the parsed option values and the subcommand table (no globals, even in the CLI).
+class Commands {
+ public:
+  Commands();
+  ~Commands();
+  void register_all(CLI::App& app);
+  /// Runs the subcommand CLI11 parsed; returns the exit code.
+  int run_selected();
+
+ private:
+  struct Registered {
+    CLI::App* sub;
+    std::function<int()> run;
+  };
+  std::unique_ptr<Options> opts_;
+  std::vector<Registered> cmds_;
+};
+
 }  // namespace prism::cli

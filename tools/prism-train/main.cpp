@@ -5,11 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
-#include <filesystem>
-#include <iomanip>
-#include <iostream>
-#include <map>
-#include <sstream>
+#include <string>
 
 #include "prism-train/commands.h"
 #include "prism/core/error.h"
@@ -20,14 +16,15 @@ int main(int argc, char** argv) {
                "and generation, and save them back in the same format."};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for all subcommands");
-  prism::cli::register_commands(app);
+  prism::cli::Commands commands;
+  commands.register_all(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   try {
-    return prism::cli::run_selected(app);
+    return commands.run_selected();
   } catch (const std::exception& e) {
     std::string msg = e.what();
     // c10::Error carries a multi-line backtrace: keep the first line.
