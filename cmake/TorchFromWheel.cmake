@@ -40,7 +40,10 @@ set(_tl "${PRISM_TORCH_ROOT}/lib")
 add_library(prism::torch INTERFACE IMPORTED GLOBAL)
 set(PRISM_TORCH_INCLUDE_DIRS "${PRISM_TORCH_ROOT}/include" "${PRISM_TORCH_ROOT}/include/torch/csrc/api/include")
 target_include_directories(prism::torch SYSTEM INTERFACE ${PRISM_TORCH_INCLUDE_DIRS})
-set(_libs "${_tl}/libtorch.so" "${_tl}/libtorch_cpu.so" "${_tl}/libc10.so")
+# libstdc++ must come before libtorch in NEEDED: the wheel's libtorch exports its own older copies of
+# std::filesystem functions (remove_all jumps to address 0 with GCC 12's libstdc++) and would
+# otherwise interpose the system's. (prism itself also avoids std::filesystem: prism/core/fs.h.)
+set(_libs "-Wl,--no-as-needed" "-lstdc++" "-Wl,--as-needed" "${_tl}/libtorch.so" "${_tl}/libtorch_cpu.so" "${_tl}/libc10.so")
 # libtorch_cuda registers CUDA kernels from static initializers: keep it despite --as-needed,
 # otherwise tensors cannot move to CUDA ("Cannot initialize CUDA without ATen_cuda library").
 if(EXISTS "${_tl}/libtorch_cuda.so")

@@ -8,8 +8,6 @@
 // and the tensor, never a crash (the parser is fuzzed: tests/fuzz/fuzz_safetensors_header.cpp).
 #pragma once
 
-#include <ATen/core/Tensor.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -46,6 +44,16 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
 
 /// Bytes per element of a safetensors dtype; throws for unknown dtypes.
 size_t safetensors_dtype_size(const std::string& dtype);
+
+}  // namespace prism::io
+
+// Everything below needs ATen. src/io/safetensors_header.cpp defines PRISM_IO_SAFETENSORS_NO_TORCH
+// so that it sees only the torch-free part above: the fuzzer compiles it without LibTorch.
+#ifndef PRISM_IO_SAFETENSORS_NO_TORCH
+#include <ATen/core/Tensor.h>
+
+namespace prism::io {
+
 /// safetensors dtype <-> ATen scalar type ("BF16" <-> at::kBFloat16, "F8_E4M3" <-> Float8_e4m3fn …).
 c10::ScalarType safetensors_to_scalar_type(const std::string& dtype);
 std::string scalar_type_to_safetensors(c10::ScalarType t);
@@ -64,7 +72,9 @@ class SafetensorsFile {
   const SafetensorsHeader& header() const { return header_; }
   bool contains(const std::string& name) const;
   const TensorInfo& info(const std::string& name) const;  ///< throws naming file + tensor
-  at::Tensor get(const std::string& name) const;          ///< CPU tensor, zero-copy when aligned
+  /// CPU tensor, zero-copy when aligned. Views share the private mapping: an in-place write to
+  /// one is seen by later get() calls on this object (never by the file or other opens).
+  at::Tensor get(const std::string& name) const;
   std::vector<std::string> names() const;
 
  private:
@@ -76,8 +86,9 @@ class SafetensorsFile {
   std::map<std::string, size_t> index_;
 };
 
-/// All tensors of a checkpoint: one .safetensors file, or a directory with either
-/// model.safetensors or model.safetensors.index.json (+ its shards).
+/// All tensors of a checkpoint: one .safetensors file, a model.safetensors.index.json file, or a
+/// directory with model.safetensors (preferred, as transformers does) or
+/// model.safetensors.index.json (+ its shards). Every shard is opened and validated up front.
 class CheckpointReader {
  public:
   explicit CheckpointReader(const std::string& path);
@@ -91,6 +102,7 @@ class CheckpointReader {
   const std::map<std::string, std::string>& index_metadata() const { return index_metadata_; }
 
  private:
+  std::string path_;  // as given, for error messages
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
   std::map<std::string, size_t> where_;  // tensor -> files_ index
   std::map<std::string, std::string> index_metadata_;
@@ -98,9 +110,11 @@ class CheckpointReader {
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-/// Writes one safetensors file atomically (`path.tmp.<pid>` then rename). Tensors are written
-/// contiguous, little-endian, sorted by descending alignment then name (as the official writer),
-/// header padded to 8 bytes. Any device/layout is accepted (copied to CPU contiguous).
+/// Writes one safetensors file atomically (`path.tmp.<pid>`, fsync, rename). Tensors are written
+/// contiguous, little-endian, ordered as the official writer does (descending dtype, then name,
+/// so every tensor is naturally aligned), header padded with spaces to 8 bytes; with at most one
+/// metadata entry the bytes equal Python's `safetensors.torch.save_file`. Any device/layout is
+/// accepted (copied to CPU contiguous). "__metadata__" is written only when `metadata` is non-empty.
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
@@ -113,8 +127,14 @@ struct ShardOptions {
 /// Writes `tensors` into directory `dir` (which must exist) as `model.safetensors` when they fit
 /// one shard, else `model-0000i-of-0000N.safetensors` + `model.safetensors.index.json`
 /// ({"metadata": {"total_size": …}, "weight_map": {…}}), each file atomically. Tensors keep
-/// their order and are never split across shards. Returns the written file names.
+/// their order and are never split across shards; a tensor larger than the limit gets a shard of
+/// its own. The index is written last; then stale `<prefix>.safetensors`,
+/// `<prefix>-NNNNN-of-NNNNN.safetensors` and index files of an earlier save into `dir` are
+/// removed (as transformers does), so later readers never pick up an old file. Each file is
+/// atomic, the set is not: for all-or-nothing, save into a fresh directory and rename it (as
+/// CausalLM::save_pretrained does). Returns the written file names (shards, then the index if any).
 std::vector<std::string> save_sharded(const std::string& dir, const NamedTensors& tensors,
                                       const ShardOptions& options = {});
 
 }  // namespace prism::io
+#endif  // PRISM_IO_SAFETENSORS_NO_TORCH
