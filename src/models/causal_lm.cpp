@@ -19,6 +19,8 @@
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
 #include "prism/ops/attention.h"
+#include "prism/ops/causal_conv1d.h"
+#include "prism/ops/ssd_scan.h"
 #include "prism/ops/rmsnorm.h"
 #include "prism/ops/rotary.h"
 
@@ -36,12 +38,21 @@ struct MlpWeights {
   at::Tensor gate_up, out;            // fused SwiGLU (Granite 4): [2F, D], [D, F]
 };
 
+struct Mamba2Weights {
+  at::Tensor in_proj, in_proj_b;    // [2I + 2GN + H, D]: [z | x B C | dt]
+  at::Tensor conv_w, conv_b;        // [conv_dim, 1, K], [conv_dim]
+  at::Tensor dt_bias, A_log, D;     // [H] each
+  at::Tensor norm;                  // [I] gated RMSNorm weight
+  at::Tensor out_proj, out_proj_b;  // [D, I]
+};
+
 struct Block {
   BlockKind kind;
   at::Tensor norm;  // [D]
   AttentionWeights attn;
   MlpWeights mlp;
-  int cache_slot = -1;  // index into InferenceCache keys/values
+  Mamba2Weights mamba;
+  int cache_slot = -1;  // index into InferenceCache keys/values (attention) or conv/ssm states (mamba)
 };
 
 struct ParamSlot {
@@ -72,6 +83,29 @@ std::string torch_name(c10::ScalarType t) {
   }
 }
 
+// Python's json.dumps writes Infinity / -Infinity / NaN (transformers does for time_step_limit),
+// which strict JSON parsers reject: map them (outside strings) to +-1e308 and null.
+std::string sanitize_python_json(const std::string& in) {
+  std::string out;
+  out.reserve(in.size());
+  bool in_str = false;
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (in_str) {
+      out += c;
+      if (c == '\\' && i + 1 < in.size()) out += in[++i];
+      else if (c == '"') in_str = false;
+      continue;
+    }
+    if (c == '"') in_str = true;
+    if (in.compare(i, 9, "-Infinity") == 0) out += "-1e308", i += 8;
+    else if (in.compare(i, 8, "Infinity") == 0) out += "1e308", i += 7;
+    else if (in.compare(i, 3, "NaN") == 0) out += "null", i += 2;
+    else out += c;
+  }
+  return out;
+}
+
 }  // namespace
 
 struct CausalLM::Impl {
@@ -85,6 +119,7 @@ struct CausalLM::Impl {
   std::vector<std::pair<std::string, at::Tensor>> params;
   at::Tensor inv_freq;
   int num_attention_blocks = 0;
+  int num_mamba_blocks = 0;
 
   const char* declaring_kind = "";
   void declare(const std::string& name, std::vector<int64_t> shape, at::Tensor& slot) {
@@ -135,12 +170,25 @@ struct CausalLM::Impl {
               break;
             case MlpKind::kRelu2:
               declare(p + "up_proj.weight", {F, D}, b.mlp.up);
+              if (c.mlp_bias) declare(p + "up_proj.bias", {F}, b.mlp.up_b);
               declare(p + "down_proj.weight", {D, F}, b.mlp.down);
+              if (c.mlp_bias) declare(p + "down_proj.bias", {D}, b.mlp.down_b);
               break;
           }
-        } else {
-          throw Error("block kind '" + std::string(block_kind_name(spec.kind)) + "' is not implemented yet",
-                      {"", "", spec.prefix});
+        } else {  // kMamba2
+          const auto& m = c.mamba;
+          const int64_t I = m.inner(), H = m.num_heads, proj = 2 * I + 2 * m.n_groups * m.state_size + H;
+          b.cache_slot = num_mamba_blocks++;
+          declare(p + "in_proj.weight", {proj, D}, b.mamba.in_proj);
+          if (m.proj_bias) declare(p + "in_proj.bias", {proj}, b.mamba.in_proj_b);
+          declare(p + "conv1d.weight", {m.conv_dim(), 1, m.conv_kernel}, b.mamba.conv_w);
+          if (m.conv_bias) declare(p + "conv1d.bias", {m.conv_dim()}, b.mamba.conv_b);
+          declare(p + "dt_bias", {H}, b.mamba.dt_bias);
+          declare(p + "A_log", {H}, b.mamba.A_log);
+          declare(p + "D", {H}, b.mamba.D);
+          declare(p + "norm.weight", {I}, b.mamba.norm);
+          declare(p + "out_proj.weight", {D, I}, b.mamba.out_proj);
+          if (m.proj_bias) declare(p + "out_proj.bias", {D}, b.mamba.out_proj_b);
         }
       }
     }
@@ -227,6 +275,56 @@ struct CausalLM::Impl {
     return linear(o, b.attn.o, b.attn.o_b);
   }
 
+  // Mamba2 mixer (architectures.md §2.3-2.6; transformers' torch path): in_proj, causal conv +
+  // SiLU over [x B C], dt = clamp(softplus(dt + dt_bias)), chunked SSD scan (fp32), gated RMSNorm,
+  // out_proj. Padding positions are zeroed before in_proj and after the conv, as in HF, so left
+  // padding leaves the state untouched.
+  at::Tensor mamba_forward(const Block& b, const at::Tensor& x_in, const at::Tensor& token_mask,
+                           const at::Tensor& cu_seqlens, InferenceCache* cache) const {
+    const auto& m = cfg.mamba;
+    const int64_t B = x_in.size(0), L = x_in.size(1), I = m.inner(), H = m.num_heads, P = m.head_dim;
+    const int64_t G = m.n_groups, N = m.state_size;
+    auto x = token_mask.defined() ? x_in * token_mask.unsqueeze(-1).to(x_in.scalar_type()) : x_in;
+    auto zxbcdt = linear(x, b.mamba.in_proj, b.mamba.in_proj_b);
+    auto parts = zxbcdt.split_with_sizes({I, m.conv_dim(), H}, -1);
+    auto z = parts[0], xbc = parts[1], dt_raw = parts[2];
+
+    ops::CausalConv1dParams cp;
+    cp.cu_seqlens = cu_seqlens;
+    cp.silu = true;
+    if (cache && cache->conv_states[b.cache_slot].defined()) cp.initial_state = cache->conv_states[b.cache_slot];
+    auto conv = ops::causal_conv1d(xbc.transpose(1, 2), b.mamba.conv_w, b.mamba.conv_b, cp);
+    if (cache) cache->conv_states[b.cache_slot] = conv.final_state;
+    xbc = conv.out.transpose(1, 2);  // [B, L, conv_dim]
+    if (token_mask.defined()) xbc = xbc * token_mask.unsqueeze(-1).to(xbc.scalar_type());
+    auto xs = xbc.split_with_sizes({I, G * N, G * N}, -1);
+
+    auto A = -at::exp(b.mamba.A_log.to(at::kFloat));  // [H] fp32
+    auto dt = at::softplus(dt_raw + b.mamba.dt_bias);  // in the activation dtype, as HF
+    if (m.dt_min > 0.0 || m.dt_max > 0.0)
+      dt = m.dt_max > 0.0 ? dt.clamp(m.dt_min, m.dt_max) : dt.clamp_min(m.dt_min);
+
+    at::Tensor y;  // [B, L, H, P] fp32
+    const bool step = cache && L == 1 && cache->ssm_states[b.cache_slot].defined();
+    if (step) {
+      auto& st = cache->ssm_states[b.cache_slot];
+      y = ops::ssd_step(st, xs[0].view({B, H, P}), dt.view({B, H}), A, xs[1].view({B, G, N}), xs[2].view({B, G, N}),
+                        b.mamba.D)
+              .unsqueeze(1);
+    } else {
+      ops::SsdScanParams sp;
+      sp.chunk_size = m.chunk_size;
+      sp.cu_seqlens = cu_seqlens;
+      if (cache && cache->ssm_states[b.cache_slot].defined()) sp.initial_state = cache->ssm_states[b.cache_slot];
+      auto r = ops::ssd_scan(xs[0].view({B, L, H, P}), dt, A, xs[1].view({B, L, G, N}), xs[2].view({B, L, G, N}),
+                             b.mamba.D, sp);
+      if (cache) cache->ssm_states[b.cache_slot] = r.final_state;
+      y = r.y;
+    }
+    auto yn = ops::rms_norm_gated(y.reshape({B, L, I}), z, b.mamba.norm, I / G, m.norm_eps);
+    return linear(yn.to(dtype), b.mamba.out_proj, b.mamba.out_proj_b);
+  }
+
   ForwardOutput forward(const at::Tensor& input_ids, const ForwardOptions& opts) const {
     PRISM_CHECK(input_ids.dim() == 2, "forward: input_ids must be [B, L], got ", input_ids.sizes());
     PRISM_CHECK(device.type() != at::kMeta, "forward: the model is on the meta device (no weights)");
@@ -234,10 +332,13 @@ struct CausalLM::Impl {
     auto ids = input_ids.to(device, at::kLong);
     InferenceCache* cache = opts.cache;
     const int64_t past = cache ? cache->length : 0;
-    if (cache && cache->keys.size() != static_cast<size_t>(num_attention_blocks)) {
+    if (cache && (cache->keys.size() != static_cast<size_t>(num_attention_blocks) ||
+                  cache->ssm_states.size() != static_cast<size_t>(num_mamba_blocks))) {
       PRISM_CHECK(cache->length == 0, "forward: cache does not belong to this model");
       cache->keys.assign(num_attention_blocks, at::Tensor());
       cache->values.assign(num_attention_blocks, at::Tensor());
+      cache->conv_states.assign(num_mamba_blocks, at::Tensor());
+      cache->ssm_states.assign(num_mamba_blocks, at::Tensor());
     }
 
     ops::AttentionParams ap;
@@ -274,10 +375,12 @@ struct CausalLM::Impl {
       positions = at::arange(past, past + L, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0).expand({B, L});
     }
 
+    at::Tensor token_mask;  // [B, L] for the Mamba2 padding rule
     if (opts.attention_mask.defined()) {
       PRISM_CHECK(opts.attention_mask.sizes() == input_ids.sizes(), "forward: attention_mask must be [B, L] like input_ids, got ",
                   opts.attention_mask.sizes());
       auto m = opts.attention_mask.to(device, at::kLong);
+      token_mask = m;
       if (cache) {
         auto prev = cache->key_mask.defined() ? cache->key_mask
                                               : at::ones({B, past}, at::TensorOptions().dtype(at::kLong).device(device));
@@ -301,7 +404,12 @@ struct CausalLM::Impl {
     for (size_t i = 0; i < layers.size(); ++i) {
       for (const auto& b : layers[i]) {
         auto x = ops::rms_norm(h, b.norm, cfg.norm_eps);
-        at::Tensor y = b.kind == BlockKind::kAttention ? attention_forward(b, x, cos, sin, ap, cache) : mlp_forward(b, x);
+        at::Tensor y;
+        switch (b.kind) {
+          case BlockKind::kAttention: y = attention_forward(b, x, cos, sin, ap, cache); break;
+          case BlockKind::kMlp: y = mlp_forward(b, x); break;
+          case BlockKind::kMamba2: y = mamba_forward(b, x, token_mask, ap.cu_seqlens, cache); break;
+        }
         h = cfg.residual_multiplier != 1.0 ? h + y * cfg.residual_multiplier : h + y;
       }
       if (opts.output_hidden_states && i + 1 < layers.size()) out.hidden_states.push_back(h);
@@ -345,7 +453,7 @@ ModelConfig CausalLM::read_config(const std::string& dir) {
   const std::string text = fs::read_file(p);
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
+    j = nlohmann::json::parse(sanitize_python_json(text));
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("invalid JSON: ") + e.what(), {p});
   }
@@ -383,17 +491,29 @@ std::unique_ptr<CausalLM> CausalLM::from_pretrained(const std::string& dir, cons
   io::CheckpointReader reader(dir);
   std::set<std::string> expected;
   std::vector<std::string> missing;
+  // A family may accept other spellings of a prefix (Nemotron-H: hub "backbone." vs "model.").
+  auto stored_name = [&](const std::string& name) -> std::string {
+    if (reader.contains(name)) return name;
+    for (const auto& [from, to] : impl->cfg.name_aliases) {
+      if (name.rfind(from, 0) == 0) {
+        std::string alt = to + name.substr(from.size());
+        if (reader.contains(alt)) return alt;
+      }
+    }
+    return {};
+  };
   for (auto& s : impl->slots) {
-    expected.insert(s.name);
-    if (!reader.contains(s.name)) {
+    const std::string n = stored_name(s.name);
+    if (n.empty()) {
       missing.push_back(s.name);
       continue;
     }
-    auto t = reader.get(s.name);
+    expected.insert(n);
+    auto t = reader.get(n);
     if (t.sizes() != at::IntArrayRef(s.shape))
-      throw Error("shape does not match config.json", {reader.file_of(s.name), "", s.name, shape_str(s.shape), shape_str(t.sizes())});
+      throw Error("shape does not match config.json", {reader.file_of(n), "", n, shape_str(s.shape), shape_str(t.sizes())});
     if (!at::isFloatingType(t.scalar_type()))
-      throw Error("expected a floating-point tensor", {reader.file_of(s.name), "", s.name, "BF16/F16/F32", reader.info(s.name).dtype});
+      throw Error("expected a floating-point tensor", {reader.file_of(n), "", n, "BF16/F16/F32", reader.info(n).dtype});
     *s.slot = t.to(impl->device, opts.dtype);
   }
   std::vector<std::string> unexpected;
@@ -402,6 +522,7 @@ std::unique_ptr<CausalLM> CausalLM::from_pretrained(const std::string& dir, cons
     // Tied checkpoints may still carry lm_head; rotary buffers are recomputed.
     if (impl->cfg.tie_word_embeddings && n == impl->cfg.lm_head_name) continue;
     if (n.find("rotary_emb.inv_freq") != std::string::npos) continue;
+    if (n.rfind("mtp.", 0) == 0) continue;  // multi-token-prediction heads (Nemotron-H) are not used
     unexpected.push_back(n);
   }
   if (!missing.empty() || !unexpected.empty()) {
@@ -469,7 +590,7 @@ void CausalLM::save_pretrained(const std::string& dir, uint64_t max_shard_bytes)
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   try {
-    auto j = nlohmann::json::parse(cfg.config_json);
+    auto j = nlohmann::json::parse(sanitize_python_json(cfg.config_json));
     // transformers v5 writes "dtype", v4 "torch_dtype": update whichever is present.
     const std::string dn = torch_name(impl_->dtype);
     if (j.contains("dtype")) j["dtype"] = dn;

@@ -26,6 +26,7 @@ ModelConfig parse_llama(const JsonReader& cfg);
 ModelConfig parse_mistral(const JsonReader& cfg);
 ModelConfig parse_granite(const JsonReader& cfg);
 ModelConfig parse_granitemoehybrid(const JsonReader& cfg);
+ModelConfig parse_nemotron_h(const JsonReader& cfg);
 
 // Shared helpers for families (dense_common.cpp).
 /// Common transformer fields (sizes, eps, head_dim, rope in both spellings, biases, tying).

@@ -1,5 +1,6 @@
-// Granite 4.0 family (GraniteMoeHybridForCausalLM). Layers are listed in `layer_types`
-// ("attention" / "mamba"); every layer has the fused shared MLP
+// Granite 4.0 family (GraniteMoeHybridForCausalLM: Granite-4.0-Micro dense, Granite-4.0-H hybrids).
+// Layers are listed in `layer_types` ("attention" / "mamba", or v5's "full_attention" /
+// "linear_attention"); every layer has the fused shared MLP
 // (`shared_mlp.input_linear` = [gate | up], `shared_mlp.output_linear`) and Granite's
 // multipliers. RoPE only when position_embedding_type == "rope" (Granite-4.0-Micro); the
 // hybrids use "nope". Routed experts (num_local_experts > 0) are refused.
@@ -22,6 +23,32 @@ ModelConfig parse_granitemoehybrid(const JsonReader& cfg) {
     cfg.refuse("num_local_experts", "routed MoE experts are not implemented (only num_local_experts: 0)");
   m.intermediate_size = cfg.integer("shared_intermediate_size");
   m.mlp = MlpKind::kFusedSwiGLU;
+
+  // Mamba2 fields (used only when some layer is "mamba"): I = mamba_expand * hidden_size.
+  auto& mb = m.mamba;
+  mb.num_heads = cfg.integer("mamba_n_heads", 128);
+  mb.n_groups = cfg.integer("mamba_n_groups", 1);
+  mb.state_size = cfg.integer("mamba_d_state", 256);
+  mb.conv_kernel = cfg.integer("mamba_d_conv", 4);
+  mb.chunk_size = cfg.integer("mamba_chunk_size", 256);
+  mb.conv_bias = cfg.boolean("mamba_conv_bias", true);
+  mb.proj_bias = cfg.boolean("mamba_proj_bias", false);
+  mb.norm_eps = m.norm_eps;
+  const int64_t inner = cfg.integer("mamba_expand", 2) * m.hidden_size;
+  if (cfg.has("mamba_d_head") && !cfg.json().at("mamba_d_head").is_string())
+    mb.head_dim = cfg.integer("mamba_d_head");
+  else
+    mb.head_dim = mb.num_heads > 0 ? inner / mb.num_heads : 0;
+  if (mb.num_heads <= 0 || mb.head_dim * mb.num_heads != inner || mb.n_groups <= 0 || mb.num_heads % mb.n_groups != 0)
+    cfg.refuse("mamba_n_heads", "mamba_n_heads * mamba_d_head must equal mamba_expand * hidden_size, and mamba_n_groups must divide mamba_n_heads");
+  if (cfg.has("time_step_limit")) {
+    const auto& tl = cfg.json().at("time_step_limit");
+    if (!tl.is_array() || tl.size() != 2 || !tl[0].is_number() || !tl[1].is_number())
+      cfg.refuse("time_step_limit", "expected [min, max]");
+    mb.dt_min = tl[0].get<double>();
+    const double hi = tl[1].get<double>();
+    mb.dt_max = hi >= 1e300 ? 0.0 : hi;  // Infinity (sanitised to 1e308) = no upper limit
+  }
 
   const int64_t n = cfg.integer("num_hidden_layers");
   std::vector<std::string> types;
@@ -46,11 +73,10 @@ ModelConfig parse_granitemoehybrid(const JsonReader& cfg) {
   for (int64_t i = 0; i < n; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     BlockSpec mixer;
-    if (types[i] == "attention") {
+    if (types[i] == "attention" || types[i] == "full_attention") {
       mixer = {BlockKind::kAttention, p + "self_attn.", p + "input_layernorm.weight"};
-    } else if (types[i] == "mamba") {
-      throw Error("Mamba2 layers are not supported yet (Granite-4.0-H hybrids arrive with the hybrid issue)",
-                  {cfg.file(), types_key + "[" + std::to_string(i) + "]", "attention", "mamba"});
+    } else if (types[i] == "mamba" || types[i] == "linear_attention") {
+      mixer = {BlockKind::kMamba2, p + "mamba.", p + "input_layernorm.weight"};
     } else {
       throw Error("unknown layer type", {cfg.file(), types_key + "[" + std::to_string(i) + "]", "attention or mamba", types[i]});
     }

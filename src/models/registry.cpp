@@ -11,8 +11,10 @@ const std::vector<Family>& families() {
       {"llama", "LlamaForCausalLM (Llama 2/3.x, llama3 RoPE scaling)", &parse_llama},
       {"mistral", "MistralForCausalLM (sliding window, explicit head_dim)", &parse_mistral},
       {"granite", "GraniteForCausalLM (Granite 3.x: multipliers, logits_scaling)", &parse_granite},
-      {"granitemoehybrid", "GraniteMoeHybridForCausalLM (Granite 4.0; attention layers, shared MLP)",
+      {"granitemoehybrid", "GraniteMoeHybridForCausalLM (Granite 4.0 dense and -H hybrids: attention/Mamba2, shared MLP)",
        &parse_granitemoehybrid},
+      {"nemotron_h", "NemotronHForCausalLM (Mamba2 / attention / relu2-MLP blocks from hybrid_override_pattern)",
+       &parse_nemotron_h},
   };
   return table;
 }

@@ -2,6 +2,7 @@
 // to the input dtype, then the weight multiply in that dtype.
 #include <ATen/ATen.h>
 
+#include "prism/core/error.h"
 #include "prism/ops/rmsnorm.h"
 
 namespace prism::ops {
@@ -12,6 +13,25 @@ at::Tensor rms_norm_ref(const at::Tensor& x, const at::Tensor& weight, double ep
   auto var = x32.pow(2).mean(-1, /*keepdim=*/true);
   auto n = (x32 * at::rsqrt(var + eps)).to(x.scalar_type());
   return weight * n;
+}
+
+}  // namespace prism::ops
+
+namespace prism::ops {
+
+at::Tensor rms_norm_gated(const at::Tensor& y, const at::Tensor& z, const at::Tensor& weight, int64_t group_size,
+                          double eps) {
+  const int64_t I = y.size(-1);
+  PRISM_CHECK(group_size > 0 && I % group_size == 0, "rms_norm_gated: group_size ", group_size, " must divide ", I);
+  PRISM_CHECK(z.sizes() == y.sizes(), "rms_norm_gated: gate z ", z.sizes(), " must match y ", y.sizes());
+  auto stat_dtype = y.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  auto u = y.to(stat_dtype) * at::silu(z.to(stat_dtype));
+  auto shape = u.sizes().vec();
+  shape.back() = I / group_size;
+  shape.push_back(group_size);
+  auto g = u.view(shape);
+  g = g * at::rsqrt(g.pow(2).mean(-1, true) + eps);
+  return weight * g.view(u.sizes()).to(y.scalar_type());
 }
 
 }  // namespace prism::ops

@@ -77,3 +77,45 @@ TEST(StudyModels, Granite40Micro) {
 }
 
 }  // namespace
+
+namespace {
+
+// The hybrids (hand-summed from architectures.md §3.6 / §4 shapes; the hub shows 8.1B and 3.19B).
+TEST(StudyModels, NemotronH8B) {
+  EXPECT_EQ(count_on_meta(R"({"model_type":"nemotron_h","architectures":["NemotronHForCausalLM"],"vocab_size":131072,
+    "hidden_size":4096,"intermediate_size":21504,"num_hidden_layers":52,"num_attention_heads":32,
+    "num_key_value_heads":8,"attention_head_dim":128,"mlp_hidden_act":"relu2","mamba_num_heads":128,
+    "mamba_head_dim":64,"n_groups":8,"ssm_state_size":128,"conv_kernel":4,"chunk_size":128,"expand":2,
+    "use_conv_bias":true,"use_bias":false,"mamba_proj_bias":false,"layer_norm_epsilon":1e-5,"rms_norm_eps":1e-5,
+    "residual_in_fp32":false,"tie_word_embeddings":false,"max_position_embeddings":8192,
+    "hybrid_override_pattern":"M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"})"),
+            8100852736LL);
+}
+
+TEST(StudyModels, Granite40HMicro) {
+  std::string types;
+  for (int i = 0; i < 40; ++i)
+    types += std::string(i ? "," : "") + ((i == 5 || i == 15 || i == 25 || i == 35) ? "\"attention\"" : "\"mamba\"");
+  EXPECT_EQ(count_on_meta(R"({"model_type":"granitemoehybrid","architectures":["GraniteMoeHybridForCausalLM"],
+    "vocab_size":100352,"hidden_size":2048,"intermediate_size":8192,"shared_intermediate_size":8192,
+    "num_hidden_layers":40,"num_attention_heads":32,"num_key_value_heads":8,"rms_norm_eps":1e-5,
+    "position_embedding_type":"nope","num_local_experts":0,"embedding_multiplier":12.0,
+    "attention_multiplier":0.015625,"residual_multiplier":0.22,"logits_scaling":8.0,"tie_word_embeddings":true,
+    "mamba_n_heads":64,"mamba_d_head":64,"mamba_d_state":128,"mamba_n_groups":1,"mamba_d_conv":4,"mamba_expand":2,
+    "mamba_chunk_size":256,"mamba_conv_bias":true,"mamba_proj_bias":false,"time_step_limit":[0.0, Infinity],
+    "max_position_embeddings":131072,"hidden_act":"silu","layer_types":[)" + types + "]}"),
+            3191396096LL);
+}
+
+TEST(StudyModels, HybridLayoutIsData) {
+  auto dir = prism::test::make_temp_dir("cfg");
+  prism::fs::write_file_atomic(dir + "/config.json", R"({"model_type":"nemotron_h","vocab_size":64,"hidden_size":32,
+    "intermediate_size":48,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":8,"mamba_num_heads":4,
+    "mamba_head_dim":8,"n_groups":2,"ssm_state_size":8,"hybrid_override_pattern":"MM*-M"})");
+  auto cfg = CausalLM::read_config(dir);
+  prism::fs::remove_all(dir);
+  EXPECT_EQ(cfg.layout_string(), "M M * - M");
+  EXPECT_EQ(cfg.num_layers(), 5);
+}
+
+}  // namespace

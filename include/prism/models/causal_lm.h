@@ -19,10 +19,13 @@
 namespace prism::models {
 
 /// Per-sequence state for incremental decoding: keys/values of every attention block
-/// (rotated keys, as transformers caches them) and the key padding mask.
+/// (rotated keys, as transformers caches them), conv and SSM states of every Mamba2 block, and
+/// the key padding mask.
 struct InferenceCache {
-  std::vector<at::Tensor> keys;    ///< per attention block: [B, Hkv, capacity, d]
-  std::vector<at::Tensor> values;  ///< same
+  std::vector<at::Tensor> keys;        ///< per attention block: [B, Hkv, capacity, d]
+  std::vector<at::Tensor> values;      ///< same
+  std::vector<at::Tensor> conv_states; ///< per Mamba2 block: [B, conv_dim, K-1] last conv inputs
+  std::vector<at::Tensor> ssm_states;  ///< per Mamba2 block: [B, H, P, N] fp32
   at::Tensor key_mask;             ///< [B, length] int64, 1 = real token (undefined = all real)
   int64_t length = 0;              ///< tokens cached so far
 };

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace prism::models {
@@ -16,6 +17,23 @@ enum class BlockKind { kAttention, kMlp, kMamba2 };
 enum class MlpKind { kSwiGLU, kFusedSwiGLU, kRelu2 };
 
 const char* block_kind_name(BlockKind k);
+
+/// Mamba2 mixer dimensions and numerics (architectures.md §2). I = num_heads * head_dim.
+struct Mamba2Config {
+  int64_t num_heads = 0;         ///< H
+  int64_t head_dim = 0;          ///< P
+  int64_t n_groups = 1;          ///< G (B/C groups; also the gated-norm groups)
+  int64_t state_size = 0;        ///< N
+  int64_t conv_kernel = 4;       ///< K
+  int64_t chunk_size = 256;      ///< Q
+  bool conv_bias = true;
+  bool proj_bias = false;        ///< in_proj / out_proj bias
+  double dt_min = 0.0;           ///< dt = clamp(softplus(dt + dt_bias), dt_min, dt_max)
+  double dt_max = 0.0;           ///< 0 = no upper limit
+  double norm_eps = 1e-6;        ///< gated RMSNorm epsilon
+  int64_t inner() const { return num_heads * head_dim; }
+  int64_t conv_dim() const { return inner() + 2 * n_groups * state_size; }
+};
 
 /// One residual block: h = h + mixer(norm(h)) * residual_multiplier.
 struct BlockSpec {
@@ -62,6 +80,8 @@ struct ModelConfig {
   std::optional<double> attention_multiplier;  ///< replaces 1/sqrt(head_dim) when set
   double logits_scaling = 1.0;
 
+  Mamba2Config mamba;  ///< used by kMamba2 blocks
+
   std::string torch_dtype = "float32";  ///< dtype the checkpoint declares
   std::string config_json;              ///< the config.json text this was parsed from (saved back)
 
@@ -70,6 +90,9 @@ struct ModelConfig {
   std::string final_norm_name;
   std::string lm_head_name;
   std::vector<LayerSpec> layers;
+  /// Alternative tensor-name prefixes tried when a name is missing from a checkpoint
+  /// ({"backbone.", "model."}: Nemotron-H hub checkpoints vs transformers v5 re-saves).
+  std::vector<std::pair<std::string, std::string>> name_aliases;
 
   int64_t num_layers() const { return static_cast<int64_t>(layers.size()); }
   /// Per-block kinds, one letter each (A attention, M mamba2, F mlp) per layer, for display.
