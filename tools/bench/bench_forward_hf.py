@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Baseline side of the CPU forward benchmark: transformers (eager PyTorch) LlamaForCausalLM.
+
+    bench_forward_hf.py --config tiny|125m [--threads N] [--batch 1] [--seq 256] [--iters K] [--json]
+    bench_forward_hf.py --config tiny|125m --save DIR          # write the model for the C++ side
+    bench_forward_hf.py --config tiny|125m --load DIR ...      # benchmark exactly those weights
+
+Model: built from a LlamaConfig with random init (torch.manual_seed(0)), fp32,
+attn_implementation="eager"; or, with --load, read from DIR (fp32, eager). Sizes:
+  tiny  the `llama` test fixture shape: V128 D64 F96, 3 layers, 8 heads / 2 kv, llama3 RoPE.
+  125m  V32000 D768 F2048, 12 layers, 12 heads / 12 kv (~134M parameters with the untied head).
+Timing: torch.set_num_threads(N), torch.inference_mode(), use_cache=False (no KV cache is built),
+full logits [batch, seq, V]; `--warmup` untimed forwards, then `--iters` timed ones on the same
+random ids. tokens/s = batch * seq * iters / elapsed.
+--save writes DIR with save_pretrained (fp32 safetensors + config.json) and exits, unless --iters
+is given too (then it also benchmarks). With --json the last stdout line is one JSON object:
+{"impl": "transformers", "config": ..., "threads": ..., "batch": ..., "seq": ..., "tokens_per_s": ...}.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def make_config(name):
+    from transformers import LlamaConfig
+
+    if name == "tiny":
+        return LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                           num_attention_heads=8, num_key_value_heads=2, rms_norm_eps=1e-5,
+                           rope_theta=500000.0,
+                           rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                             high_freq_factor=4.0, original_max_position_embeddings=256),
+                           max_position_embeddings=2048, tie_word_embeddings=False,
+                           attention_bias=False, mlp_bias=False, bos_token_id=1, eos_token_id=2)
+    if name == "125m":
+        return LlamaConfig(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                           num_attention_heads=12, num_key_value_heads=12, rms_norm_eps=1e-5,
+                           rope_theta=10000.0, max_position_embeddings=2048, tie_word_embeddings=False,
+                           attention_bias=False, mlp_bias=False, bos_token_id=1, eos_token_id=2)
+    raise ValueError(f"unknown config {name!r}")
+
+
+def build(name):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    cfg = make_config(name)
+    cfg.dtype = "float32"
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).to(torch.float32)
+    model.config._attn_implementation = "eager"
+    return model.eval()
+
+
+def load(path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="transformers CPU forward throughput (baseline for prism)")
+    ap.add_argument("--config", choices=["tiny", "125m"], required=True)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--iters", type=int, default=None, help="timed forwards (default 5)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed forwards first")
+    ap.add_argument("--json", action="store_true", help="print one JSON line")
+    ap.add_argument("--save", metavar="DIR", help="save the model (HF format, fp32) to DIR")
+    ap.add_argument("--load", metavar="DIR", help="benchmark the checkpoint in DIR instead of a fresh init")
+    a = ap.parse_args(argv)
+
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    torch.set_num_threads(a.threads)
+
+    model = load(a.load) if a.load else build(a.config)
+    if a.save:
+        model.save_pretrained(a.save)
+        msg = {"saved": os.path.abspath(a.save), "config": a.config,
+               "parameters": sum(p.numel() for p in model.parameters())}
+        print(json.dumps(msg) if a.json else f"saved {a.config} ({msg['parameters']} parameters) to {a.save}")
+        if a.iters is None:
+            return 0
+    iters = 5 if a.iters is None else a.iters
+    if iters < 1 or a.batch < 1 or a.seq < 1:
+        ap.error("--iters, --batch and --seq must be >= 1")
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(model.config.vocab_size, (a.batch, a.seq), generator=g, dtype=torch.int64)
+    with torch.inference_mode():
+        for _ in range(a.warmup):
+            model(ids, use_cache=False)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            out = model(ids, use_cache=False)
+        dt = time.perf_counter() - t0
+    assert out.logits.shape == (a.batch, a.seq, model.config.vocab_size)
+    tps = a.batch * a.seq * iters / dt
+    res = {"impl": "transformers", "config": a.config, "threads": a.threads, "batch": a.batch, "seq": a.seq,
+           "iters": iters, "ms_per_iter": round(1000.0 * dt / iters, 3), "tokens_per_s": round(tps, 1),
+           "torch": torch.__version__, "transformers": transformers.__version__}
+    if a.json:
+        print(json.dumps(res))
+    else:
+        print(f"transformers {a.config}: batch {a.batch} x seq {a.seq}, {a.threads} threads: "
+              f"{tps:.0f} tokens/s ({res['ms_per_iter']:.1f} ms/forward)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
