@@ -30,8 +30,7 @@ void parse_rope(const JsonReader& cfg, ModelConfig& m) {
   std::string type = r.string("rope_type", r.string("type", "default"));
   if (type == "default") return;
   if (type != "llama3") {
-    throw Error("unsupported RoPE type '" + type + "' (prism implements: default, llama3)",
-                {cfg.file(), key + ".rope_type", "default or llama3", type});
+    throw Error("unsupported RoPE type '" + type + "' (prism implements: default, llama3)", key_context(cfg.file(), key + ".rope_type", "default or llama3", type));
   }
   m.rope_type = "llama3";
   m.rope_factor = r.number("factor");
@@ -54,9 +53,8 @@ void parse_transformer_common(const JsonReader& cfg, ModelConfig& m) {
     cfg.refuse("num_attention_heads", "vocab_size, hidden_size and num_attention_heads must be > 0");
   m.head_dim = cfg.integer("head_dim", m.hidden_size / m.num_heads);
   if (m.num_kv_heads <= 0 || m.num_heads % m.num_kv_heads != 0)
-    throw Error("num_attention_heads must be a multiple of num_key_value_heads",
-                {cfg.file(), "num_key_value_heads", "a divisor of " + std::to_string(m.num_heads),
-                 std::to_string(m.num_kv_heads)});
+    throw Error("num_attention_heads must be a multiple of num_key_value_heads", key_context(cfg.file(), "num_key_value_heads", "a divisor of " + std::to_string(m.num_heads),
+                 std::to_string(m.num_kv_heads)));
   m.norm_eps = cfg.number("rms_norm_eps", 1e-6);
   m.attention_bias = cfg.boolean("attention_bias", false);
   m.mlp_bias = cfg.boolean("mlp_bias", false);

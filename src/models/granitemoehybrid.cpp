@@ -43,11 +43,10 @@ ModelConfig parse_granitemoehybrid(const JsonReader& cfg) {
     cfg.refuse("mamba_n_heads", "mamba_n_heads * mamba_d_head must equal mamba_expand * hidden_size, and mamba_n_groups must divide mamba_n_heads");
   if (cfg.has("time_step_limit")) {
     const auto& tl = cfg.json().at("time_step_limit");
-    if (!tl.is_array() || tl.size() != 2 || !tl[0].is_number() || !tl[1].is_number())
-      cfg.refuse("time_step_limit", "expected [min, max]");
-    mb.dt_min = tl[0].get<double>();
-    const double hi = tl[1].get<double>();
-    mb.dt_max = hi >= 1e300 ? 0.0 : hi;  // Infinity (sanitised to 1e308) = no upper limit
+    if (!tl.is_array() || tl.size() != 2) cfg.refuse("time_step_limit", "expected [min, max]");
+    mb.dt_min = cfg.as_num(tl[0], "time_step_limit[0]");
+    const double hi = cfg.as_num(tl[1], "time_step_limit[1]");
+    mb.dt_max = hi >= 1e300 ? 0.0 : hi;  // Infinity = no upper limit
   }
 
   const int64_t n = cfg.integer("num_hidden_layers");
@@ -64,8 +63,7 @@ ModelConfig parse_granitemoehybrid(const JsonReader& cfg) {
     types.assign(n, "mamba");  // transformers' default when the key is absent
   }
   if (static_cast<int64_t>(types.size()) != n)
-    throw Error("layer_types length differs from num_hidden_layers",
-                {cfg.file(), types_key, std::to_string(n) + " entries", std::to_string(types.size())});
+    throw Error("layer_types length differs from num_hidden_layers", key_context(cfg.file(), types_key, std::to_string(n) + " entries", std::to_string(types.size())));
 
   m.embed_name = "model.embed_tokens.weight";
   m.final_norm_name = "model.norm.weight";
@@ -78,7 +76,7 @@ ModelConfig parse_granitemoehybrid(const JsonReader& cfg) {
     } else if (types[i] == "mamba" || types[i] == "linear_attention") {
       mixer = {BlockKind::kMamba2, p + "mamba.", p + "input_layernorm.weight"};
     } else {
-      throw Error("unknown layer type", {cfg.file(), types_key + "[" + std::to_string(i) + "]", "attention or mamba", types[i]});
+      throw Error("unknown layer type", key_context(cfg.file(), types_key + "[" + std::to_string(i) + "]", "attention or mamba", types[i]));
     }
     m.layers.push_back({{mixer, {BlockKind::kMlp, p + "shared_mlp.", p + "post_attention_layernorm.weight"}}});
   }

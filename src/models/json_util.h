@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -32,31 +33,37 @@ class JsonReader {
   bool boolean(const std::string& key, bool def) const {
     if (!has(key)) return def;
     const auto& v = j_.at(key);
-    if (!v.is_boolean()) throw Error("expected a boolean", {file_, key, "true or false", v.dump()});
+    if (!v.is_boolean()) throw Error("expected a boolean", key_context(file_, key, "true or false", v.dump()));
     return v.get<bool>();
   }
   std::string string(const std::string& key, const std::string& def) const {
     if (!has(key)) return def;
     const auto& v = j_.at(key);
-    if (!v.is_string()) throw Error("expected a string", {file_, key, "a string", v.dump()});
+    if (!v.is_string()) throw Error("expected a string", key_context(file_, key, "a string", v.dump()));
     return v.get<std::string>();
   }
   void require(const std::string& key) const {
-    if (!has(key)) throw Error("missing required key", {file_, key, "", ""});
+    if (!has(key)) throw Error("missing required key", key_context(file_, key, "", ""));
   }
   [[noreturn]] void refuse(const std::string& key, const std::string& why) const {
-    throw Error("unsupported value: " + why, {file_, key, "", has(key) ? j_.at(key).dump() : "absent"});
+    throw Error("unsupported value: " + why, key_context(file_, key, "", has(key) ? j_.at(key).dump() : "absent"));
   }
 
   int64_t as_int(const nlohmann::json& v, const std::string& key) const {
     if (v.is_number_integer() || v.is_number_unsigned()) return v.get<int64_t>();
     if (v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<int64_t>(v.get<double>())))
       return static_cast<int64_t>(v.get<double>());
-    throw Error("expected an integer", {file_, key, "an integer", v.dump()});
+    throw Error("expected an integer", key_context(file_, key, "an integer", v.dump()));
   }
   double as_num(const nlohmann::json& v, const std::string& key) const {
     if (v.is_number()) return v.get<double>();
-    throw Error("expected a number", {file_, key, "a number", v.dump()});
+    // transformers v5 writes non-finite floats as {"__float__": "Infinity"} (e.g. time_step_limit).
+    if (v.is_object() && v.size() == 1 && v.contains("__float__") && v.at("__float__").is_string()) {
+      const auto s = v.at("__float__").get<std::string>();
+      if (s == "Infinity") return std::numeric_limits<double>::infinity();
+      if (s == "-Infinity") return -std::numeric_limits<double>::infinity();
+    }
+    throw Error("expected a number", key_context(file_, key, "a number", v.dump()));
   }
 
  private:

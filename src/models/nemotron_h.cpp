@@ -15,8 +15,8 @@ BlockKind kind_of(const std::string& t, const JsonReader& cfg, const std::string
   if (t == "*" || t == "attention" || t == "full_attention") return BlockKind::kAttention;
   if (t == "-" || t == "mlp") return BlockKind::kMlp;
   if (t == "E" || t == "moe")
-    throw Error("MoE blocks are not implemented (Nemotron-H MoE variants are refused)", {cfg.file(), key, "M, * or -", t});
-  throw Error("unknown Nemotron-H block type", {cfg.file(), key, "M, *, - (mamba, attention, mlp)", t});
+    throw Error("MoE blocks are not implemented (Nemotron-H MoE variants are refused)", key_context(cfg.file(), key, "M, * or -", t));
+  throw Error("unknown Nemotron-H block type", key_context(cfg.file(), key, "M, *, - (mamba, attention, mlp)", t));
 }
 
 }  // namespace

@@ -25,7 +25,7 @@ const Family& find_family(const std::string& model_type, const std::string& file
     if (model_type == f.model_type) return f;
     supported += (supported.empty() ? "" : ", ") + std::string(f.model_type);
   }
-  throw Error("unsupported model_type '" + model_type + "'", {file, "model_type", "one of: " + supported, model_type});
+  throw Error("unsupported model_type '" + model_type + "'", key_context(file, "model_type", "one of: " + supported, model_type));
 }
 
 const char* block_kind_name(BlockKind k) {

@@ -42,12 +42,12 @@ c10::ScalarType parse_dtype(const std::string& s) {
   if (s == "fp32" || s == "float32") return at::kFloat;
   if (s == "bf16" || s == "bfloat16") return at::kBFloat16;
   if (s == "fp16" || s == "float16") return at::kHalf;
-  throw Error("unknown dtype '" + s + "'", {"", "--dtype", "fp32, bf16 or fp16", s});
+  throw Error("unknown dtype '" + s + "'", key_context("", "--dtype", "fp32, bf16 or fp16", s));
 }
 
 std::string resolve_device(const std::string& d) {
   if (d == "auto") return at::hasCUDA() ? "cuda" : "cpu";
-  if (d.rfind("cuda", 0) == 0 && !at::hasCUDA()) throw Error("CUDA requested but no GPU is available", {"", "--device", "", d});
+  if (d.rfind("cuda", 0) == 0 && !at::hasCUDA()) throw Error("CUDA requested but no GPU is available", key_context("", "--device", "", d));
   return d;
 }
 
@@ -67,11 +67,11 @@ std::vector<int64_t> parse_ids(const std::string& s) {
         if (pos != part.size() || x < 0) throw std::invalid_argument(part);
         v.push_back(x);
       } catch (const std::exception&) {
-        throw Error("token ids must be non-negative integers", {"", "--ids", "e.g. \"1 2 3\"", part});
+        throw Error("token ids must be non-negative integers", key_context("", "--ids", "e.g. \"1 2 3\"", part));
       }
     }
   }
-  if (v.empty()) throw Error("no token ids given", {"", "--ids", "e.g. \"1 2 3\"", "nothing"});
+  if (v.empty()) throw Error("no token ids given", key_context("", "--ids", "e.g. \"1 2 3\"", "nothing"));
   return v;
 }
 
@@ -95,7 +95,7 @@ uint64_t parse_size(const std::string& s) {
     if (pos == s.size()) return v;
   } catch (const std::exception&) {
   }
-  throw Error("invalid size", {"", "--shard-size", "e.g. 5GB, 500MB, 20KB", s});
+  throw Error("invalid size", key_context("", "--shard-size", "e.g. 5GB, 500MB, 20KB", s));
 }
 
 std::string human_bytes(uint64_t b) {
@@ -173,7 +173,7 @@ int cmd_forward(const Options& o) {
   auto ids_v = parse_ids(o.ids);
   for (auto id : ids_v)
     if (id >= model->config().vocab_size)
-      throw Error("token id out of range", {"", "--ids", "< vocab_size " + std::to_string(model->config().vocab_size), std::to_string(id)});
+      throw Error("token id out of range", key_context("", "--ids", "< vocab_size " + std::to_string(model->config().vocab_size), std::to_string(id)));
   auto ids = at::tensor(ids_v, at::kLong).unsqueeze(0);
   at::NoGradGuard ng;
   models::ForwardOptions fo;
@@ -226,8 +226,8 @@ int cmd_run(const Options& o) {
   auto model = models::CausalLM::from_pretrained(cfg.model.path, lo);
   for (auto id : cfg.generate.prompt_ids)
     if (id >= model->config().vocab_size)
-      throw Error("token id out of range", {o.config_path, "generate.prompt_ids",
-                                            "< vocab_size " + std::to_string(model->config().vocab_size), std::to_string(id)});
+      throw Error("token id out of range", key_context(o.config_path, "generate.prompt_ids",
+                                            "< vocab_size " + std::to_string(model->config().vocab_size), std::to_string(id)));
   auto prompt = at::tensor(cfg.generate.prompt_ids, at::kLong).unsqueeze(0);
   auto out = model->generate(prompt, cfg.generate.max_new_tokens, cfg.generate.temperature, cfg.generate.top_p,
                              static_cast<uint64_t>(cfg.generate.seed)).cpu();

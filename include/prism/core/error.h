@@ -21,6 +21,16 @@ struct ErrorContext {
   std::string found;     ///< what was found
 };
 
+/// Context for a config/CLI key: `key_context(file, "optimizer.lr", "a number > 0", "\"abc\"")`.
+inline ErrorContext key_context(std::string file, std::string key, std::string expected = {}, std::string found = {}) {
+  ErrorContext c;
+  c.file = std::move(file);
+  c.key = std::move(key);
+  c.expected = std::move(expected);
+  c.found = std::move(found);
+  return c;
+}
+
 class Error : public std::runtime_error {
  public:
   explicit Error(const std::string& message, ErrorContext ctx = {})
