@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Baseline side of the CPU forward benchmark: transformers (eager PyTorch) LlamaForCausalLM.
+"""Baseline side of the CPU forward benchmark: transformers (eager PyTorch) Llama / Nemotron-H.
 
-    bench_forward_hf.py --config tiny|125m [--threads N] [--batch 1] [--seq 256] [--iters K] [--json]
+    bench_forward_hf.py --config tiny|125m|hybrid100m [--threads N] [--batch 1] [--seq 256] [--iters K] [--json]
     bench_forward_hf.py --config tiny|125m --save DIR          # write the model for the C++ side
     bench_forward_hf.py --config tiny|125m --load DIR ...      # benchmark exactly those weights
 
@@ -9,6 +9,8 @@ Model: built from a LlamaConfig with random init (torch.manual_seed(0)), fp32,
 attn_implementation="eager"; or, with --load, read from DIR (fp32, eager). Sizes:
   tiny  the `llama` test fixture shape: V128 D64 F96, 3 layers, 8 heads / 2 kv, llama3 RoPE.
   125m  V32000 D768 F2048, 12 layers, 12 heads / 12 kv (~134M parameters with the untied head).
+  hybrid100m  NemotronH V32000 D768, pattern M-M-*-M-M-*-M-M- (6 Mamba2 H24 P64 N64, 2 attention,
+        8 relu2 MLPs F2048), ~100M parameters; transformers runs its torch (no mamba-ssm) path.
 Timing: torch.set_num_threads(N), torch.inference_mode(), use_cache=False (no KV cache is built),
 full logits [batch, seq, V]; `--warmup` untimed forwards, then `--iters` timed ones on the same
 random ids. tokens/s = batch * seq * iters / elapsed.
@@ -42,18 +44,29 @@ def make_config(name):
                            num_attention_heads=12, num_key_value_heads=12, rms_norm_eps=1e-5,
                            rope_theta=10000.0, max_position_embeddings=2048, tie_word_embeddings=False,
                            attention_bias=False, mlp_bias=False, bos_token_id=1, eos_token_id=2)
+    if name == "hybrid100m":
+        # Nemotron-H-style hybrid, ~100M parameters: 6 Mamba2, 2 attention (no RoPE), 8 relu2-MLP blocks.
+        from transformers import NemotronHConfig
+
+        return NemotronHConfig(vocab_size=32000, hidden_size=768, intermediate_size=2048,
+                               hybrid_override_pattern="M-M-*-M-M-*-M-M-", num_attention_heads=12,
+                               num_key_value_heads=4, head_dim=64, mamba_num_heads=24, mamba_head_dim=64,
+                               n_groups=1, ssm_state_size=64, conv_kernel=4, chunk_size=128,
+                               use_conv_bias=True, use_bias=False, layer_norm_epsilon=1e-5,
+                               max_position_embeddings=2048, tie_word_embeddings=False,
+                               bos_token_id=1, eos_token_id=2, pad_token_id=0)
     raise ValueError(f"unknown config {name!r}")
 
 
 def build(name):
     import torch
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     cfg = make_config(name)
     cfg.dtype = "float32"
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).to(torch.float32)
+    model = AutoModelForCausalLM.from_config(cfg).to(torch.float32)
     model.config._attn_implementation = "eager"
     return model.eval()
 
@@ -67,7 +80,7 @@ def load(path):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="transformers CPU forward throughput (baseline for prism)")
-    ap.add_argument("--config", choices=["tiny", "125m"], required=True)
+    ap.add_argument("--config", choices=["tiny", "125m", "hybrid100m"], required=True)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--seq", type=int, default=256)

@@ -11,7 +11,7 @@ iters="${2:-5}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 printf '| config | batch x seq | threads | transformers tok/s | prism tok/s | prism / HF |\n|---|---|---|---|---|---|\n'
-for cfg in tiny 125m; do
+for cfg in ${PRISM_BENCH_CONFIGS:-tiny 125m hybrid100m}; do
   "$py" "$here/tools/bench/bench_forward_hf.py" --config "$cfg" --save "$tmp/$cfg" >/dev/null
   for shape in "1 256" "4 256"; do
     set -- $shape

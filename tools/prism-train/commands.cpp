@@ -137,6 +137,15 @@ int cmd_inspect(const Options& o) {
     out << "multipliers:   embedding " << cfg.embedding_multiplier << "  residual " << cfg.residual_multiplier
         << "  attention " << cfg.attention_multiplier.value_or(0) << "  logits_scaling " << cfg.logits_scaling << "\n";
   out << "tied embeddings: " << (cfg.tie_word_embeddings ? "yes" : "no") << "\n";
+  bool has_mamba = false;
+  for (const auto& l : cfg.layers)
+    for (const auto& b : l.blocks) has_mamba = has_mamba || b.kind == models::BlockKind::kMamba2;
+  if (has_mamba) {
+    const auto& m = cfg.mamba;
+    out << "mamba2:        heads " << m.num_heads << " x head_dim " << m.head_dim << " (inner " << m.inner() << ")  groups "
+        << m.n_groups << "  state " << m.state_size << "  conv " << m.conv_kernel << "  chunk " << m.chunk_size
+        << "  dt clamp [" << m.dt_min << ", " << (m.dt_max > 0 ? std::to_string(m.dt_max) : "inf") << "]\n";
+  }
   out << "layer pattern: " << cfg.layout_string() << "   (* attention, - mlp, M mamba2)\n";
   out << "per layer:\n";
   for (int64_t i = 0; i < cfg.num_layers(); ++i) {
