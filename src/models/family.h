@@ -27,6 +27,9 @@ ModelConfig parse_mistral(const JsonReader& cfg);
 ModelConfig parse_granite(const JsonReader& cfg);
 ModelConfig parse_granitemoehybrid(const JsonReader& cfg);
 ModelConfig parse_nemotron_h(const JsonReader& cfg);
+ModelConfig parse_bamba(const JsonReader& cfg);
+/// `mamba_*` keys of GraniteMoeHybrid / Bamba into m.mamba (granitemoehybrid.cpp).
+void parse_granite_style_mamba(const JsonReader& cfg, ModelConfig& m);
 
 // Shared helpers for families (dense_common.cpp).
 /// Common transformer fields (sizes, eps, head_dim, rope in both spellings, biases, tying).

@@ -8,23 +8,8 @@
 
 namespace prism::models {
 
-ModelConfig parse_granitemoehybrid(const JsonReader& cfg) {
-  refuse_unsupported_common(cfg);
-  ModelConfig m;
-  m.model_type = "granitemoehybrid";
-  parse_transformer_common(cfg, m);
-  m.embedding_multiplier = cfg.number("embedding_multiplier", 1.0);
-  m.residual_multiplier = cfg.number("residual_multiplier", 1.0);
-  m.attention_multiplier = cfg.number("attention_multiplier", 1.0);
-  m.logits_scaling = cfg.number("logits_scaling", 1.0);
-  if (m.logits_scaling == 0.0) cfg.refuse("logits_scaling", "must be non-zero");
-  m.use_rope = cfg.string("position_embedding_type", "nope") == "rope";
-  if (cfg.integer("num_local_experts", 0) > 0)
-    cfg.refuse("num_local_experts", "routed MoE experts are not implemented (only num_local_experts: 0)");
-  m.intermediate_size = cfg.integer("shared_intermediate_size");
-  m.mlp = MlpKind::kFusedSwiGLU;
-
-  // Mamba2 fields (used only when some layer is "mamba"): I = mamba_expand * hidden_size.
+// Mamba2 fields shared by GraniteMoeHybrid and Bamba (`mamba_*` keys): I = mamba_expand * hidden.
+void parse_granite_style_mamba(const JsonReader& cfg, ModelConfig& m) {
   auto& mb = m.mamba;
   mb.num_heads = cfg.integer("mamba_n_heads", 128);
   mb.n_groups = cfg.integer("mamba_n_groups", 1);
@@ -48,6 +33,26 @@ ModelConfig parse_granitemoehybrid(const JsonReader& cfg) {
     const double hi = cfg.as_num(tl[1], "time_step_limit[1]");
     mb.dt_max = hi >= 1e300 ? 0.0 : hi;  // Infinity = no upper limit
   }
+
+}
+
+ModelConfig parse_granitemoehybrid(const JsonReader& cfg) {
+  refuse_unsupported_common(cfg);
+  ModelConfig m;
+  m.model_type = "granitemoehybrid";
+  parse_transformer_common(cfg, m);
+  m.embedding_multiplier = cfg.number("embedding_multiplier", 1.0);
+  m.residual_multiplier = cfg.number("residual_multiplier", 1.0);
+  m.attention_multiplier = cfg.number("attention_multiplier", 1.0);
+  m.logits_scaling = cfg.number("logits_scaling", 1.0);
+  if (m.logits_scaling == 0.0) cfg.refuse("logits_scaling", "must be non-zero");
+  m.use_rope = cfg.string("position_embedding_type", "nope") == "rope";
+  if (cfg.integer("num_local_experts", 0) > 0)
+    cfg.refuse("num_local_experts", "routed MoE experts are not implemented (only num_local_experts: 0)");
+  m.intermediate_size = cfg.integer("shared_intermediate_size");
+  m.mlp = MlpKind::kFusedSwiGLU;
+
+  parse_granite_style_mamba(cfg, m);
 
   const int64_t n = cfg.integer("num_hidden_layers");
   std::vector<std::string> types;

@@ -13,6 +13,7 @@ const std::vector<Family>& families() {
       {"granite", "GraniteForCausalLM (Granite 3.x: multipliers, logits_scaling)", &parse_granite},
       {"granitemoehybrid", "GraniteMoeHybridForCausalLM (Granite 4.0 dense and -H hybrids: attention/Mamba2, shared MLP)",
        &parse_granitemoehybrid},
+      {"bamba", "BambaForCausalLM (Mamba2 layers + attention at attn_layer_indices, half-rotary RoPE)", &parse_bamba},
       {"nemotron_h", "NemotronHForCausalLM (Mamba2 / attention / relu2-MLP blocks from hybrid_override_pattern)",
        &parse_nemotron_h},
   };

@@ -158,6 +158,7 @@ TEST_P(Parity, SaveAndReloadIsExact) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Parity,
-                         ::testing::Values("llama", "llama_sharded", "mistral", "granite", "granite4_dense", "nemotron_h", "granite4_hybrid"));
+                         ::testing::Values("llama", "llama_sharded", "mistral", "granite", "granite4_dense", "nemotron_h", "granite4_hybrid",
+                                           "bamba"));
 
 }  // namespace
