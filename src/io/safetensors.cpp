@@ -25,12 +25,12 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include "prism/core/error.h"
+#include "prism/core/fs.h"
 #include "safetensors_header.h"
 
 namespace prism::io {
@@ -38,7 +38,6 @@ namespace prism::io {
 static_assert(std::endian::native == std::endian::little,
               "safetensors is little-endian; prism writes tensor memory as is");
 
-namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
@@ -118,7 +117,7 @@ class AtomicFile {
     committed_ = true;
     // Make the rename itself durable. Some filesystems refuse fsync on a directory; the data is
     // already safe then, so that failure is not an error.
-    std::string dir = fs::path(path_).parent_path().string();
+    std::string dir = prism::fs::parent(path_);
     int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
       (void)::fsync(dfd);
@@ -283,19 +282,16 @@ std::vector<std::string> SafetensorsFile::names() const {
 // CheckpointReader
 
 CheckpointReader::CheckpointReader(const std::string& path) : path_(path) {
-  std::error_code ec;
-  const auto status = fs::status(path, ec);
   std::string single, index;
-  if (fs::is_directory(status)) {
-    const fs::path dir(path);
+  if (prism::fs::is_directory(path)) {
     // transformers' order: a single model.safetensors wins over an index.
-    if (fs::exists(dir / "model.safetensors"))
-      single = (dir / "model.safetensors").string();
-    else if (fs::exists(dir / "model.safetensors.index.json"))
-      index = (dir / "model.safetensors.index.json").string();
+    if (prism::fs::exists(prism::fs::join(path, "model.safetensors")))
+      single = prism::fs::join(path, "model.safetensors");
+    else if (prism::fs::exists(prism::fs::join(path, "model.safetensors.index.json")))
+      index = prism::fs::join(path, "model.safetensors.index.json");
     else
       throw Error("directory has neither model.safetensors nor model.safetensors.index.json", ctx(path));
-  } else if (fs::is_regular_file(status)) {
+  } else if (prism::fs::is_regular_file(path)) {
     if (path.ends_with(".index.json"))
       index = path;
     else
@@ -310,7 +306,7 @@ CheckpointReader::CheckpointReader(const std::string& path) : path_(path) {
     return;
   }
 
-  const std::string index_name = fs::path(index).filename().string();
+  const std::string index_name = prism::fs::filename(index);
   json j = detail::parse_json_strict(read_text(index), index);
   if (!j.is_object()) throw Error("index is not a JSON object", ctx(index));
   if (auto m = j.find("metadata"); m != j.end() && !m->is_null()) {
@@ -327,9 +323,13 @@ CheckpointReader::CheckpointReader(const std::string& path) : path_(path) {
     if (!file.is_string())
       throw Error("weight_map values must be shard file names", ctx(index, "weight_map", tensor, "a string", file.dump()));
     std::string name = file.get<std::string>();
-    const fs::path rel(name);
-    bool escapes = name.empty() || rel.is_absolute();
-    for (const auto& part : rel) escapes = escapes || part == "..";
+    bool escapes = name.empty() || name[0] == '/';
+    for (size_t b = 0; b <= name.size();) {  // any ".." path component
+      size_t e = name.find('/', b);
+      if (e == std::string::npos) e = name.size();
+      escapes = escapes || (e - b == 2 && name.compare(b, 2, "..") == 0);
+      b = e + 1;
+    }
     if (escapes)
       throw Error("shard name must be a relative path inside the checkpoint directory",
                   ctx(index, "weight_map", tensor, "", name));
@@ -337,11 +337,11 @@ CheckpointReader::CheckpointReader(const std::string& path) : path_(path) {
     listed.emplace(tensor, std::move(name));
   }
 
-  const fs::path dir = fs::path(index).parent_path();
+  const std::string dir = prism::fs::parent(index);
   std::map<std::string, size_t> shard_index;
   for (const auto& name : shard_names) {
-    const std::string shard_path = (dir / name).string();
-    if (!fs::exists(shard_path))
+    const std::string shard_path = prism::fs::join(dir, name);
+    if (!prism::fs::exists(shard_path))
       throw Error(str("shard listed in ", index_name, " is missing"), ctx(shard_path));
     shard_index.emplace(name, files_.size());
     files_.push_back(SafetensorsFile::open(shard_path));
@@ -472,7 +472,7 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
 
 std::vector<std::string> save_sharded(const std::string& dir, const NamedTensors& tensors,
                                       const ShardOptions& options) {
-  if (!fs::is_directory(dir)) throw Error("output directory does not exist", ctx(dir));
+  if (!prism::fs::is_directory(dir)) throw Error("output directory does not exist", ctx(dir));
   if (options.prefix.empty() || options.prefix.find('/') != std::string::npos)
     throw Error("shard prefix must be a plain file name", ctx(dir, "prefix", "", "", options.prefix));
   {
@@ -523,23 +523,22 @@ std::vector<std::string> save_sharded(const std::string& dir, const NamedTensors
       part.push_back(tensors[i]);
       weight_map[tensors[i].first] = name;
     }
-    save_safetensors((fs::path(dir) / name).string(), part, options.metadata);
+    save_safetensors(prism::fs::join(dir, name), part, options.metadata);
     written.push_back(std::move(name));
   }
   if (num_shards > 1) {
     const std::string index_name = options.prefix + ".safetensors.index.json";
     json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", std::move(weight_map)}};
-    write_text_atomically((fs::path(dir) / index_name).string(), index.dump(2) + "\n");
+    write_text_atomically(prism::fs::join(dir, index_name), index.dump(2) + "\n");
     written.push_back(index_name);
   }
 
   // Remove what an earlier save with the same prefix left behind (a stale model.safetensors would
   // shadow a new index; stale shards would confuse anyone globbing).
   const std::set<std::string> keep(written.begin(), written.end());
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (!keep.count(name) && is_own_output(name, options.prefix) && e.is_regular_file(ec)) fs::remove(e.path(), ec);
+  for (const auto& name : prism::fs::list_dir(dir)) {
+    const std::string p = prism::fs::join(dir, name);
+    if (!keep.count(name) && is_own_output(name, options.prefix) && prism::fs::is_regular_file(p)) ::unlink(p.c_str());
   }
   return written;
 }
