@@ -18,7 +18,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- 1. Debian packages -----------------------------------------------------------------------
 pkgs=(build-essential cmake ninja-build ccache pkg-config python3-venv
-      nlohmann-json3-dev libspdlog-dev libcli11-dev libyaml-cpp-dev libgtest-dev libgmock-dev
+      nlohmann-json3-dev libspdlog-dev libcli11-dev libyaml-cpp-dev libgtest-dev libgmock-dev pkg-config
       libzstd-dev libpcre2-dev clang libclang-rt-14-dev)
 if [[ "${PRISM_SKIP_APT:-0}" != 1 ]]; then
   missing=()

@@ -17,6 +17,7 @@
 #include "prism/core/config.h"
 #include "prism/core/error.h"
 #include "prism/core/run_config.h"
+#include "prism/data/mixture.h"
 
 namespace {
 
@@ -498,6 +499,7 @@ TEST(ConfigFiles, EveryFileUnderConfigsParsesAndRoundTrips) {
   if (src.empty()) GTEST_SKIP() << "source tree not found (set PRISM_SOURCE)";
   const std::vector<std::pair<std::string, void (*)(const fs::path&)>> kinds = {
       {"generate", &check_config_file<prism::GenerateJobConfig>},
+      {"prism-", &check_config_file<prism::data::MixtureConfig>},  // configs/mixtures/prism-*.yaml
   };
   int checked = 0;
   for (const auto& entry : fs::recursive_directory_iterator(fs::path(src) / "configs")) {
