@@ -8,11 +8,14 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <chrono>
+#include <cstdio>
 
 #include "prism-train/commands.h"
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
 #include "prism/core/run_config.h"
+#include "prism/data/tokenize.h"
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
 
@@ -34,6 +37,7 @@ struct Options {
   std::string config_path;
   std::vector<std::string> sets;
   bool print_config = false;
+  data::TokenizeOptions tok;
 };
 
 namespace {
@@ -250,6 +254,36 @@ int cmd_run(const Options& o) {
   return 0;
 }
 
+int cmd_data_tokenize(const Options& o) {
+  auto last = std::chrono::steady_clock::now() - std::chrono::seconds(10);
+  const auto start = std::chrono::steady_clock::now();
+  auto progress = [&](const data::TokenizeProgress& p) {
+    auto now = std::chrono::steady_clock::now();
+    if (now - last < std::chrono::milliseconds(500)) return;
+    last = now;
+    const double frac = p.bytes_total > 0 ? std::min(1.0, double(p.bytes_read) / double(p.bytes_total)) : 0.0;
+    const int width = 30, filled = static_cast<int>(frac * width);
+    const double secs = std::chrono::duration<double>(now - start).count();
+    std::fprintf(stderr, "\r[%s%s] %5.1f%%  %lld docs  %lld tokens  %.1f MB/s ", std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(), 100.0 * frac, static_cast<long long>(p.documents),
+                 static_cast<long long>(p.tokens), secs > 0 ? p.bytes_read / 1e6 / secs : 0.0);
+  };
+  auto st = data::tokenize_corpus(o.tok, progress);
+  std::fprintf(stderr, "\n");
+  std::cout << "documents:   " << with_commas(st.documents) << "\n"
+            << "tokens:      " << with_commas(st.tokens) << "\n"
+            << "text bytes:  " << human_bytes(static_cast<uint64_t>(st.bytes)) << "\n"
+            << "shards:      " << st.shards.size() << " in " << o.tok.output_dir << "\n"
+            << "bad records: " << st.bad_records << "\n"
+            << "throughput:  " << std::fixed << std::setprecision(2) << (st.seconds > 0 ? st.bytes / 1e6 / st.seconds : 0.0)
+            << " MB/s, " << std::setprecision(0) << (st.seconds > 0 ? st.tokens / st.seconds : 0.0) << " tokens/s ("
+            << std::setprecision(1) << st.seconds << " s)\n";
+  for (size_t i = 0; i < st.bad.size() && i < 10; ++i)
+    std::cout << "  bad: " << st.bad[i].file << ":" << st.bad[i].line << ": " << st.bad[i].reason << "\n";
+  if (st.bad_records > 10) std::cout << "  (" << st.bad_records - 10 << " more in manifest.json)\n";
+  return 0;
+}
+
 }  // namespace
 
 Commands::Commands() : opts_(std::make_unique<Options>()) {}
@@ -298,6 +332,24 @@ void Commands::register_all(CLI::App& app) {
     s->add_option("--set", o.sets, "Override a key: --set generate.max_new_tokens=32 (repeatable)");
     s->add_flag("--print-config", o.print_config, "Print the resolved config and exit");
     cmds_.push_back({s, [&] { return cmd_run(o); }});
+  }
+  {
+    auto* d = app.add_subcommand("data", "Data preparation");
+    d->require_subcommand(1);
+    auto* s = d->add_subcommand("tokenize", "Tokenize JSONL / JSONL.zst / text files into token shards (docs/data-format.md)");
+    s->add_option("--tokenizer", o.tok.tokenizer, "tokenizer.json or a directory holding it")->required();
+    s->add_option("--input,-i", o.tok.inputs, "Input files or globs (repeatable)")->required();
+    s->add_option("--output,-o", o.tok.output_dir, "Output directory for shards + manifest.json")->required();
+    s->add_option("--field", o.tok.field, "JSONL field holding the text")->capture_default_str();
+    s->add_option("--template", o.tok.text_template,
+                  "JSONL record template, e.g. \"{question}\\n{answer}\" or \"User: {prompt}\\nAssistant: {response}\"");
+    s->add_option("--text-unit", o.tok.text_unit, "Plain text: one document per file | line | paragraph")
+        ->capture_default_str()->check(CLI::IsMember({"file", "line", "paragraph"}));
+    s->add_flag("!--no-special-tokens", o.tok.add_special_tokens, "Do not add BOS/EOS from the post-processor");
+    s->add_flag("--strict", o.tok.strict, "Fail on the first bad record instead of counting it");
+    s->add_option("--threads", o.tok.num_threads, "Encoding threads (0 = all cores)")->capture_default_str();
+    s->add_option("--shard-tokens", o.tok.shard_tokens, "Tokens per shard")->capture_default_str();
+    cmds_.push_back({s, [&] { return cmd_data_tokenize(o); }});
   }
 }
 
