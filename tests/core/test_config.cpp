@@ -5,6 +5,8 @@
 // configs/ walk is the check that every shipped config parses and round-trips (rule 9).
 #include <ftw.h>
 #include <gtest/gtest.h>
+
+#include "util/test_util.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -143,10 +145,9 @@ void remove_tree(const fs::path& dir) {
 
 /// The source tree: $PRISM_SOURCE (set by CTest), else found from this file's path.
 std::string source_root() {
-  if (const char* src = std::getenv("PRISM_SOURCE")) return src;
-  fs::path guess = fs::path(__FILE__).parent_path().parent_path().parent_path();
+  const std::string src = prism::test::source_dir();  // $PRISM_SOURCE, else the configured tree
   struct stat st {};
-  return ::stat((guess / "configs").c_str(), &st) == 0 ? guess.string() : "";
+  return ::stat((src + "/configs").c_str(), &st) == 0 ? src : "";
 }
 
 // ---------------------------------------------------------------------------------------------
