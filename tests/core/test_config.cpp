@@ -105,7 +105,7 @@ data:
     - {name: web, path: data/web}
 )";
 
-fs::path data_dir() { return fs::path(__FILE__).parent_path() / "data"; }
+fs::path data_dir() { return fs::path(prism::test::source_dir()) / "tests" / "core" / "data"; }
 
 /// what() of the prism::Error thrown by f, or a test failure.
 template <class F>
