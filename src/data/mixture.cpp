@@ -27,6 +27,7 @@
 #include <set>
 
 #include "prism/core/error.h"
+#include "prism/core/log.h"
 #include "prism/data/token_shard.h"
 
 namespace prism::data {
@@ -261,7 +262,10 @@ struct MixtureLoader::Impl {
         ++src.epoch;
         src.position = 0;
         src.reset_perm(static_cast<uint64_t>(cfg.seed));
-        if (on_epoch && !quiet) on_epoch(src.name, src.epoch);
+        if (!quiet) {
+          log::info("mixture: source '" + src.name + "' exhausted, starting epoch " + std::to_string(src.epoch));
+          if (on_epoch) on_epoch(src.name, src.epoch);
+        }
       }
       int64_t d = static_cast<int64_t>(src.perm(static_cast<uint64_t>(src.position++)));
       int64_t len = src.doc_len(d);

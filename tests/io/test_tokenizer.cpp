@@ -18,7 +18,8 @@ using prism::io::Tokenizer;
 
 namespace {
 
-const std::vector<std::string> kNames = {"gpt2", "gpt2_legacy", "llama3", "sp_bpe", "sp_metaspace", "mixed", "whitespace", "wsplit"};
+const std::vector<std::string> kNames = {"gpt2", "gpt2_legacy", "llama3", "sp_bpe", "sp_metaspace", "mixed", "whitespace", "wsplit",
+                                        "smollm2"};  // real: tests/data/smollm2 (SmolLM2-135M)
 
 std::string dir_of(const std::string& name) { return prism::test::fixture("tokenizers/" + name); }
 

