@@ -28,6 +28,8 @@ ModelConfig parse_granite(const JsonReader& cfg);
 ModelConfig parse_granitemoehybrid(const JsonReader& cfg);
 ModelConfig parse_nemotron_h(const JsonReader& cfg);
 ModelConfig parse_bamba(const JsonReader& cfg);
+/// Granite's embedding/residual/attention multipliers and logits_scaling (granite.cpp).
+void parse_granite_multipliers(const JsonReader& cfg, ModelConfig& m);
 /// `mamba_*` keys of GraniteMoeHybrid / Bamba into m.mamba (granitemoehybrid.cpp).
 void parse_granite_style_mamba(const JsonReader& cfg, ModelConfig& m);
 

@@ -7,16 +7,20 @@
 
 namespace prism::models {
 
-ModelConfig parse_granite(const JsonReader& cfg) {
-  refuse_unsupported_common(cfg);
-  ModelConfig m;
-  m.model_type = "granite";
-  parse_transformer_common(cfg, m);
+void parse_granite_multipliers(const JsonReader& cfg, ModelConfig& m) {
   m.embedding_multiplier = cfg.number("embedding_multiplier", 1.0);
   m.residual_multiplier = cfg.number("residual_multiplier", 1.0);
   m.attention_multiplier = cfg.number("attention_multiplier", 1.0);
   m.logits_scaling = cfg.number("logits_scaling", 1.0);
   if (m.logits_scaling == 0.0) cfg.refuse("logits_scaling", "must be non-zero");
+}
+
+ModelConfig parse_granite(const JsonReader& cfg) {
+  refuse_unsupported_common(cfg);
+  ModelConfig m;
+  m.model_type = "granite";
+  parse_transformer_common(cfg, m);
+  parse_granite_multipliers(cfg, m);
   m.mlp = MlpKind::kSwiGLU;
   llama_layout(m, cfg.integer("num_hidden_layers"));
   return m;

@@ -41,11 +41,7 @@ ModelConfig parse_granitemoehybrid(const JsonReader& cfg) {
   ModelConfig m;
   m.model_type = "granitemoehybrid";
   parse_transformer_common(cfg, m);
-  m.embedding_multiplier = cfg.number("embedding_multiplier", 1.0);
-  m.residual_multiplier = cfg.number("residual_multiplier", 1.0);
-  m.attention_multiplier = cfg.number("attention_multiplier", 1.0);
-  m.logits_scaling = cfg.number("logits_scaling", 1.0);
-  if (m.logits_scaling == 0.0) cfg.refuse("logits_scaling", "must be non-zero");
+  parse_granite_multipliers(cfg, m);
   m.use_rope = cfg.string("position_embedding_type", "nope") == "rope";
   if (cfg.integer("num_local_experts", 0) > 0)
     cfg.refuse("num_local_experts", "routed MoE experts are not implemented (only num_local_experts: 0)");
