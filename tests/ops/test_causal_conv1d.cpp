@@ -213,17 +213,8 @@ TEST(CausalConv1d, GradsMatchFp64AndFiniteDifferences) {
     EXPECT_TRUE(close_rel(l32[i].grad(), l64[i].grad(), 1e-5, 0, std::string("fp32 vs fp64 d") + names[i]));
     const int64_t n = l64[i].numel();
     for (int64_t k : {int64_t{0}, n / 2, n - 1}) {
-      auto eval = [&](double delta) {
-        std::vector<at::Tensor> v;
-        for (size_t j = 0; j < l64.size(); ++j) {
-          auto t = l64[j].detach().clone();
-          if (j == i) t.view(-1)[k] += delta;
-          v.push_back(t);
-        }
-        at::NoGradGuard ng;
-        return loss(v).item<double>();
-      };
-      const double fd = (eval(1e-6) - eval(-1e-6)) / 2e-6;
+      const double fd = prism::test::central_difference(
+          [&](const std::vector<at::Tensor>& v) { return loss(v).item<double>(); }, l64, i, k);
       EXPECT_NEAR(l64[i].grad().view(-1)[k].item<double>(), fd, 1e-7 * std::max(1.0, std::abs(fd)))
           << "d" << names[i] << "[" << k << "]";
     }

@@ -226,19 +226,12 @@ TEST(SsdScan, GradsMatchFiniteDifferencesFp64) {
       for (int64_t k : {int64_t{0}, n / 3, n / 2, n - 1}) {
         // Entries that start a document (dt index 3 or 6) are included: the reset makes their
         // decay irrelevant, and FD must agree with the zero a-gradient there.
-        auto eval = [&](double delta) {
-          std::vector<at::Tensor> v;
-          for (size_t j = 0; j < vals.size(); ++j) {
-            auto t = vals[j].detach().clone();
-            if (j == i) t.view(-1)[k] += delta;
-            v.push_back(t);
-          }
-          at::NoGradGuard ng;
-          return loss_of(prism::ops::ssd_scan_ref(v[0], v[1], v[2], v[3], v[4], v[5], params(3, v[6], cu)), w)
-              .item<double>();
-        };
-        const double eps = 1e-6;
-        const double fd = (eval(eps) - eval(-eps)) / (2 * eps);
+        const double fd = prism::test::central_difference(
+            [&](const std::vector<at::Tensor>& v) {
+              return loss_of(prism::ops::ssd_scan_ref(v[0], v[1], v[2], v[3], v[4], v[5], params(3, v[6], cu)), w)
+                  .item<double>();
+            },
+            vals, i, k);
         const double ad = vals[i].grad().view(-1)[k].item<double>();
         EXPECT_NEAR(ad, fd, 1e-6 * std::max(1.0, std::abs(fd)))
             << "d" << kLeafNames[i] << "[" << k << "]" << (cu.empty() ? "" : " packed");

@@ -1,6 +1,7 @@
 #include "util/test_util.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "prism/core/fs.h"
 
@@ -58,6 +59,21 @@ double max_abs(const at::Tensor& a) { return a.to(at::kDouble).abs().max().item<
     return ::testing::AssertionFailure() << os.str();
   }
   return ::testing::AssertionSuccess() << what << ": max|diff| " << err;
+}
+
+double central_difference(const std::function<double(const std::vector<at::Tensor>&)>& loss,
+                          const std::vector<at::Tensor>& inputs, size_t i, int64_t k, double eps) {
+  auto eval = [&](double delta) {
+    std::vector<at::Tensor> v;
+    for (size_t j = 0; j < inputs.size(); ++j) {
+      auto t = inputs[j].detach().clone();
+      if (j == i) t.view(-1)[k] += delta;
+      v.push_back(t);
+    }
+    at::NoGradGuard ng;
+    return loss(v);
+  };
+  return (eval(eps) - eval(-eps)) / (2 * eps);
 }
 
 }  // namespace prism::test

@@ -5,7 +5,9 @@
 #include <ATen/core/Tensor.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
+#include <vector>
 
 namespace prism::test {
 
@@ -28,5 +30,10 @@ double max_abs(const at::Tensor& a);
 /// position of the largest error.
 ::testing::AssertionResult close_rel(const at::Tensor& actual, const at::Tensor& expected, double rel,
                                      double abs = 0.0, const std::string& what = "");
+
+/// Central difference d loss / d inputs[i].view(-1)[k] at step `eps`, in float64: each call of
+/// `loss` gets fresh detached copies of `inputs` with entry k of input i shifted.
+double central_difference(const std::function<double(const std::vector<at::Tensor>&)>& loss,
+                          const std::vector<at::Tensor>& inputs, size_t i, int64_t k, double eps = 1e-6);
 
 }  // namespace prism::test
