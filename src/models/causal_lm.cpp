@@ -125,6 +125,11 @@ struct CausalLM::Impl {
   void declare(const std::string& name, std::vector<int64_t> shape, at::Tensor& slot) {
     slots.push_back({name, std::move(shape), &slot, declaring_kind});
   }
+  /// An nn.Linear: `<name>.weight` [out, in] and, when `bias`, `<name>.bias` [out].
+  void declare_linear(const std::string& name, int64_t out, int64_t in, bool bias, at::Tensor& w, at::Tensor& b) {
+    declare(name + ".weight", {out, in}, w);
+    if (bias) declare(name + ".bias", {out}, b);
+  }
 
   void build_slots() {
     const auto& c = cfg;
@@ -146,49 +151,38 @@ struct CausalLM::Impl {
         const std::string& p = spec.prefix;
         if (spec.kind == BlockKind::kAttention) {
           b.cache_slot = num_attention_blocks++;
-          declare(p + "q_proj.weight", {q_out, D}, b.attn.q);
-          if (c.attention_bias) declare(p + "q_proj.bias", {q_out}, b.attn.q_b);
-          declare(p + "k_proj.weight", {kv_out, D}, b.attn.k);
-          if (c.attention_bias) declare(p + "k_proj.bias", {kv_out}, b.attn.k_b);
-          declare(p + "v_proj.weight", {kv_out, D}, b.attn.v);
-          if (c.attention_bias) declare(p + "v_proj.bias", {kv_out}, b.attn.v_b);
-          declare(p + "o_proj.weight", {D, q_out}, b.attn.o);
-          if (c.attention_bias) declare(p + "o_proj.bias", {D}, b.attn.o_b);
+          declare_linear(p + "q_proj", q_out, D, c.attention_bias, b.attn.q, b.attn.q_b);
+          declare_linear(p + "k_proj", kv_out, D, c.attention_bias, b.attn.k, b.attn.k_b);
+          declare_linear(p + "v_proj", kv_out, D, c.attention_bias, b.attn.v, b.attn.v_b);
+          declare_linear(p + "o_proj", D, q_out, c.attention_bias, b.attn.o, b.attn.o_b);
         } else if (spec.kind == BlockKind::kMlp) {
           switch (c.mlp) {
             case MlpKind::kSwiGLU:
-              declare(p + "gate_proj.weight", {F, D}, b.mlp.gate);
-              if (c.mlp_bias) declare(p + "gate_proj.bias", {F}, b.mlp.gate_b);
-              declare(p + "up_proj.weight", {F, D}, b.mlp.up);
-              if (c.mlp_bias) declare(p + "up_proj.bias", {F}, b.mlp.up_b);
-              declare(p + "down_proj.weight", {D, F}, b.mlp.down);
-              if (c.mlp_bias) declare(p + "down_proj.bias", {D}, b.mlp.down_b);
+              declare_linear(p + "gate_proj", F, D, c.mlp_bias, b.mlp.gate, b.mlp.gate_b);
+              declare_linear(p + "up_proj", F, D, c.mlp_bias, b.mlp.up, b.mlp.up_b);
+              declare_linear(p + "down_proj", D, F, c.mlp_bias, b.mlp.down, b.mlp.down_b);
               break;
             case MlpKind::kFusedSwiGLU:
               declare(p + "input_linear.weight", {2 * F, D}, b.mlp.gate_up);
               declare(p + "output_linear.weight", {D, F}, b.mlp.out);
               break;
             case MlpKind::kRelu2:
-              declare(p + "up_proj.weight", {F, D}, b.mlp.up);
-              if (c.mlp_bias) declare(p + "up_proj.bias", {F}, b.mlp.up_b);
-              declare(p + "down_proj.weight", {D, F}, b.mlp.down);
-              if (c.mlp_bias) declare(p + "down_proj.bias", {D}, b.mlp.down_b);
+              declare_linear(p + "up_proj", F, D, c.mlp_bias, b.mlp.up, b.mlp.up_b);
+              declare_linear(p + "down_proj", D, F, c.mlp_bias, b.mlp.down, b.mlp.down_b);
               break;
           }
         } else {  // kMamba2
           const auto& m = c.mamba;
           const int64_t I = m.inner(), H = m.num_heads, proj = 2 * I + 2 * m.n_groups * m.state_size + H;
           b.cache_slot = num_mamba_blocks++;
-          declare(p + "in_proj.weight", {proj, D}, b.mamba.in_proj);
-          if (m.proj_bias) declare(p + "in_proj.bias", {proj}, b.mamba.in_proj_b);
+          declare_linear(p + "in_proj", proj, D, m.proj_bias, b.mamba.in_proj, b.mamba.in_proj_b);
           declare(p + "conv1d.weight", {m.conv_dim(), 1, m.conv_kernel}, b.mamba.conv_w);
           if (m.conv_bias) declare(p + "conv1d.bias", {m.conv_dim()}, b.mamba.conv_b);
           declare(p + "dt_bias", {H}, b.mamba.dt_bias);
           declare(p + "A_log", {H}, b.mamba.A_log);
           declare(p + "D", {H}, b.mamba.D);
           declare(p + "norm.weight", {I}, b.mamba.norm);
-          declare(p + "out_proj.weight", {D, I}, b.mamba.out_proj);
-          if (m.proj_bias) declare(p + "out_proj.bias", {D}, b.mamba.out_proj_b);
+          declare_linear(p + "out_proj", D, I, m.proj_bias, b.mamba.out_proj, b.mamba.out_proj_b);
         }
       }
     }
