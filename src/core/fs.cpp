@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc >= 2.28)
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -188,6 +189,38 @@ void fsync_dir(const std::string& dir) {
   if (fd < 0) return;  // best effort: some file systems do not allow it
   ::fsync(fd);
   ::close(fd);
+}
+
+void fsync_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open for fsync", path);
+  if (::fsync(fd) != 0) {
+    int e = errno;
+    ::close(fd);
+    fail("fsync failed", path, e);
+  }
+  ::close(fd);
+}
+
+void fsync_tree(const std::string& dir) {
+  for (const auto& n : list_dir(dir)) {
+    const std::string p = join(dir, n);
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0) fail("cannot stat", p);
+    if (S_ISDIR(st.st_mode)) {
+      fsync_tree(p);
+    } else if (S_ISREG(st.st_mode)) {
+      fsync_file(p);
+    }
+  }
+  fsync_dir(dir);
+}
+
+bool rename_exchange(const std::string& a, const std::string& b) {
+  if (::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE) == 0) return true;
+  // EINVAL: the file system has no RENAME_EXCHANGE; ENOSYS: neither has the kernel.
+  if (errno == EINVAL || errno == ENOSYS) return false;
+  fail("cannot exchange with " + b, a);
 }
 
 void write_file_atomic(const std::string& path, const std::string& data) {

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <chrono>
 #include <cstdio>
+#include <csignal>
 
 #include "prism-train/commands.h"
 #include "prism/core/error.h"
@@ -19,6 +20,7 @@
 #include "prism/data/tokenize.h"
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
+#include "prism/train/trainer.h"
 
 namespace prism::cli {
 
@@ -42,6 +44,8 @@ struct Options {
   int64_t batches = 8;
   int rank = 0;
   int world = 1;
+  std::string resume;
+  std::string export_dtype = "keep";
 };
 
 namespace {
@@ -319,6 +323,43 @@ int cmd_data_mixture(const Options& o) {
   return 0;
 }
 
+// The one piece of process-global state prism has: a signal handler can only reach a global, and
+// it only records that SIGTERM/SIGINT arrived; the trainer polls it once per step, checkpoints and
+// exits (Slurm sends SIGTERM before preemption / time limits).
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void prism_on_stop_signal(int sig) { g_stop_signal = sig; }
+
+int cmd_mid(const Options& o) {
+  auto cfg = config::load_config<train::MidTrainConfig>(o.config_path, o.sets);
+  if (o.print_config) {
+    std::cout << config::dump_config(cfg);
+    return 0;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = prism_on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  train::RunOptions ro;
+  ro.resume = o.resume;
+  ro.should_stop = [] { return g_stop_signal != 0; };
+  auto r = train::run_mid_training(cfg, ro);
+  if (r.stopped) {
+    std::cerr << "mid: stopped by signal " << static_cast<int>(g_stop_signal) << " at step " << r.step
+              << "; checkpoint " << r.last_checkpoint << "; continue with --resume auto\n";
+    return 0;
+  }
+  std::cerr << "mid: done, " << r.step << " steps, last loss " << r.last_loss << "; checkpoint " << r.last_checkpoint
+            << (r.final_export.empty() ? std::string() : "; HF export " + r.final_export) << "\n";
+  return 0;
+}
+
+int cmd_export(const Options& o) {
+  train::export_checkpoint(o.model_dir, o.out_dir, o.export_dtype == "keep" ? "" : o.export_dtype);
+  std::cerr << "export: wrote " << o.out_dir << " (HF format)\n";
+  return 0;
+}
+
 }  // namespace
 
 Commands::Commands() : opts_(std::make_unique<Options>()) {}
@@ -367,6 +408,21 @@ void Commands::register_all(CLI::App& app) {
     s->add_option("--set", o.sets, "Override a key: --set generate.max_new_tokens=32 (repeatable)");
     s->add_flag("--print-config", o.print_config, "Print the resolved config and exit");
     cmds_.push_back({s, [&] { return cmd_run(o); }});
+  }
+  {
+    auto* s = app.add_subcommand("mid", "Mid-training from a YAML config (configs/mid/); data-parallel under tools/launch.sh or torchrun");
+    s->add_option("--config,-c", o.config_path, "YAML config (configs/mid/*.yaml)")->required()->check(CLI::ExistingFile);
+    s->add_option("--set", o.sets, "Override a key: --set optimizer.lr=1e-4 (repeatable)");
+    s->add_option("--resume", o.resume, "auto: newest complete checkpoint of output_dir (fresh start if none), or a checkpoint dir");
+    s->add_flag("--print-config", o.print_config, "Print the resolved config and exit");
+    cmds_.push_back({s, [&] { return cmd_mid(o); }});
+  }
+  {
+    auto* s = app.add_subcommand("export", "Write the model of a training checkpoint (or a run's newest) in HF format");
+    s->add_option("checkpoint", o.model_dir, "Checkpoint directory (checkpoints/step-N) or a run's output_dir")->required()->check(CLI::ExistingDirectory);
+    s->add_option("out_dir", o.out_dir, "Destination directory (written atomically)")->required();
+    s->add_option("--dtype", o.export_dtype, "keep | fp32 | bf16")->capture_default_str()->check(CLI::IsMember({"keep", "fp32", "bf16"}));
+    cmds_.push_back({s, [&] { return cmd_export(o); }});
   }
   {
     auto* d = app.add_subcommand("data", "Data preparation");

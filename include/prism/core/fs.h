@@ -48,5 +48,14 @@ void write_file_atomic(const std::string& path, const std::string& data);
 std::string read_file(const std::string& path);
 /// fsync of a directory (makes a rename durable).
 void fsync_dir(const std::string& dir);
+/// fsync of a regular file's data; throws naming the file.
+void fsync_file(const std::string& path);
+/// fsync of every regular file and directory under `dir`, children before parents, `dir` last:
+/// after it returns, the whole tree survives a power loss (used before a checkpoint is committed).
+void fsync_tree(const std::string& dir);
+/// Atomically swaps two existing paths (renameat2 RENAME_EXCHANGE: either may be a non-empty
+/// directory, which rename(2) cannot replace). Returns false when the file system does not support
+/// it (the caller falls back to two renames); throws naming both paths on other errors.
+bool rename_exchange(const std::string& a, const std::string& b);
 
 }  // namespace prism::fs

@@ -1,0 +1,425 @@
+// DistributedAdamW (include/prism/train/optimizer.h): flat buckets, overlapped reduction, ZeRO-1.
+#include "prism/train/optimizer.h"
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <mutex>
+
+#include "prism/core/error.h"
+#include "prism/core/fs.h"
+#include "prism/core/log.h"
+#include "prism/dist/communicator.h"
+#include "prism/io/safetensors.h"
+
+namespace prism::train {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Elements per piece are padded to this multiple so that every rank's piece starts 256-byte
+// aligned in fp32 (NCCL and vectorised kernels like aligned buffers).
+constexpr int64_t kAlign = 64;
+
+std::string rank_file_name(int rank, int world) {
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), "optimizer-rank%05d-of-%05d.safetensors", rank, world);
+  return buf;
+}
+
+}  // namespace
+
+std::string parameter_kind(const std::string& name, int64_t dim, const std::string& embed_name,
+                           const std::string& lm_head_name) {
+  if (name == embed_name) return "embedding";
+  if (!lm_head_name.empty() && name == lm_head_name) return "lm_head";
+  if (ends_with(name, ".bias")) return "bias";
+  if (ends_with(name, "A_log") || ends_with(name, ".D") || ends_with(name, "dt_bias")) return "ssm";
+  if (dim <= 1) return "norm";
+  return "matrix";
+}
+
+struct DistributedAdamW::Impl {
+  struct Param {
+    std::string name;
+    at::Tensor tensor;     // the live parameter (a view into its bucket's flat buffer after setup)
+    int64_t numel = 0;
+    int64_t logical = 0;   // offset in the world-independent index space (reverse model order)
+    int bucket = 0;
+    int64_t offset = 0;    // offset inside the bucket
+    bool decay = true;
+    bool ready = false;    // gradient of the current sync backward accumulated
+  };
+  struct Bucket {
+    std::vector<int> params;  // indices into `params`
+    int64_t used = 0;         // elements holding parameters
+    int64_t size = 0;         // padded: shard_world * piece
+    int64_t piece = 0;        // elements owned per rank
+    at::Tensor param_flat;    // [size] model dtype; parameters are views into it
+    at::Tensor grad_flat;     // [size] fp32 accumulator
+    at::Tensor grad_shard;    // [piece] fp32 reduced gradient of the owned piece (view when not sharded)
+    at::Tensor master;        // [piece] fp32
+    at::Tensor exp_avg, exp_avg_sq;  // [piece] fp32
+    int ready = 0;
+    std::shared_ptr<dist::Work> work;
+    bool launched = false;
+  };
+  // A contiguous owned range of one parameter inside one bucket's owned piece.
+  struct Segment {
+    int param = 0;
+    int bucket = 0;
+    int64_t local = 0;    // offset in the owned piece
+    int64_t length = 0;
+    int64_t logical = 0;  // offset in the logical index space
+  };
+
+  dist::Communicator& comm;
+  OptimizerConfig cfg;
+  std::vector<Param> params;
+  std::vector<Bucket> buckets;
+  std::vector<Segment> segments;  // sorted by logical offset
+  int shard_world = 1, shard_rank = 0;
+  bool sync = true;
+  int next_launch = 0;
+  int64_t step_count = 0;
+  int64_t logical_total = 0;
+  std::string layout;  // names and sizes in logical order, checked on load
+  // Per decay group (0: no decay, 1: decay): segment views handed to the fused kernel.
+  std::array<std::vector<at::Tensor>, 2> g_master, g_grad, g_m, g_v, g_steps;
+  std::mutex mu;  // hooks may run on an autograd device thread
+
+  Impl(dist::Communicator& c, const OptimizerConfig& o) : comm(c), cfg(o) {}
+
+  at::Tensor grad_view(const Param& p) const {
+    return buckets[p.bucket].grad_flat.narrow(0, p.offset, p.numel).view(p.tensor.sizes());
+  }
+
+  void launch(int b) {
+    auto& bk = buckets[b];
+    bk.launched = true;
+    if (comm.world_size() == 1) return;
+    bk.work = shard_world > 1 ? comm.reduce_scatter_sum_async(bk.grad_flat, bk.grad_shard)
+                              : comm.all_reduce_sum_async(bk.grad_flat);
+  }
+  // Buckets go out strictly in index order, so all ranks issue identical collective sequences.
+  void launch_ready() {
+    while (next_launch < static_cast<int>(buckets.size()) &&
+           buckets[next_launch].ready == static_cast<int>(buckets[next_launch].params.size())) {
+      launch(next_launch++);
+    }
+  }
+
+  void on_grad(int idx, const at::Tensor& t) {
+    auto& g = const_cast<at::Tensor&>(t).mutable_grad();
+    if (!g.defined()) return;
+    std::lock_guard<std::mutex> lock(mu);
+    auto& p = params[idx];
+    grad_view(p).add_(g.view(p.tensor.sizes()));
+    g.reset();  // the fp32 bucket is the accumulator; no per-parameter .grad is kept alive
+    if (sync && !p.ready) {
+      p.ready = true;
+      ++buckets[p.bucket].ready;
+      launch_ready();
+    }
+  }
+
+  struct Hook : torch::autograd::PostAccumulateGradHook {
+    Impl* impl;
+    int idx;
+    Hook(Impl* i, int k) : impl(i), idx(k) {}
+    void operator()(const torch::autograd::Variable& t) override { impl->on_grad(idx, t); }
+  };
+
+  void setup(const std::vector<std::pair<std::string, at::Tensor>>& named, const std::vector<bool>& decay) {
+    PRISM_CHECK(named.size() == decay.size(), "DistributedAdamW: ", named.size(), " parameters but ", decay.size(),
+                " decay flags");
+    PRISM_CHECK(!named.empty(), "DistributedAdamW: no parameters");
+    const int W = comm.world_size();
+    shard_world = (cfg.zero1 && W > 1) ? W : 1;
+    shard_rank = shard_world > 1 ? comm.rank() : 0;
+    const auto dtype = named.front().second.scalar_type();
+    const auto device = named.front().second.device();
+    // Backward produces gradients roughly from the last layer to the first, so buckets are filled
+    // in reverse model order; the logical index space uses the same order.
+    for (size_t k = named.size(); k-- > 0;) {
+      const auto& [name, t] = named[k];
+      PRISM_CHECK(t.defined() && t.is_leaf(), "DistributedAdamW: parameter '", name, "' is not a leaf tensor");
+      PRISM_CHECK(t.scalar_type() == dtype && t.device() == device, "DistributedAdamW: parameter '", name,
+                  "' has dtype/device ", t.scalar_type(), "/", t.device(), ", expected ", dtype, "/", device,
+                  " like the others");
+      Param p;
+      p.name = name;
+      p.tensor = t;
+      p.numel = t.numel();
+      p.logical = logical_total;
+      p.decay = decay[k];
+      logical_total += p.numel;
+      layout += name + ":" + std::to_string(p.numel) + ";";
+      params.push_back(std::move(p));
+    }
+    const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(cfg.bucket_mb * 1024 * 1024 / 4));
+    for (int i = 0; i < static_cast<int>(params.size()); ++i) {
+      if (buckets.empty() || (buckets.back().used > 0 && buckets.back().used + params[i].numel > cap)) buckets.emplace_back();
+      auto& b = buckets.back();
+      params[i].bucket = static_cast<int>(buckets.size()) - 1;
+      params[i].offset = b.used;
+      b.params.push_back(i);
+      b.used += params[i].numel;
+    }
+    auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+    at::NoGradGuard no_grad;
+    for (int bi = 0; bi < static_cast<int>(buckets.size()); ++bi) {
+      auto& b = buckets[bi];
+      b.piece = (b.used + shard_world * kAlign - 1) / (shard_world * kAlign) * kAlign;
+      b.size = b.piece * shard_world;
+      b.param_flat = at::zeros({b.size}, at::TensorOptions().dtype(dtype).device(device));
+      b.grad_flat = at::zeros({b.size}, f32);
+      for (int i : b.params) {
+        auto& p = params[i];
+        auto view = b.param_flat.narrow(0, p.offset, p.numel);
+        view.copy_(p.tensor.reshape({-1}));
+        p.tensor.set_data(view.view(p.tensor.sizes()));  // same values, now inside the bucket
+      }
+      const int64_t own = static_cast<int64_t>(shard_rank) * b.piece;
+      b.grad_shard = shard_world > 1 ? at::zeros({b.piece}, f32) : b.grad_flat.narrow(0, own, b.piece);
+      b.master = b.param_flat.narrow(0, own, b.piece).to(at::kFloat).clone();
+      b.exp_avg = at::zeros({b.piece}, f32);
+      b.exp_avg_sq = at::zeros({b.piece}, f32);
+      for (int i : b.params) {
+        const auto& p = params[i];
+        const int64_t lo = std::max(own, p.offset), hi = std::min(own + b.piece, p.offset + p.numel);
+        if (hi > lo) segments.push_back({i, bi, lo - own, hi - lo, p.logical + (lo - p.offset)});
+      }
+    }
+    std::sort(segments.begin(), segments.end(), [](const Segment& a, const Segment& b) { return a.logical < b.logical; });
+    for (const auto& s : segments) {
+      const auto& b = buckets[s.bucket];
+      const int g = params[s.param].decay ? 1 : 0;
+      g_master[g].push_back(b.master.narrow(0, s.local, s.length));
+      g_grad[g].push_back(b.grad_shard.narrow(0, s.local, s.length));
+      g_m[g].push_back(b.exp_avg.narrow(0, s.local, s.length));
+      g_v[g].push_back(b.exp_avg_sq.narrow(0, s.local, s.length));
+      g_steps[g].push_back(at::zeros({}, f32));
+    }
+    for (int i = 0; i < static_cast<int>(params.size()); ++i) {
+      params[i].tensor.requires_grad_(true);
+      torch::autograd::impl::set_post_acc_grad_hooks(params[i].tensor, std::make_unique<Hook>(this, i));
+    }
+  }
+
+  void remove_hooks() {
+    for (auto& p : params) torch::autograd::impl::set_post_acc_grad_hooks(p.tensor, nullptr);
+  }
+
+  void write_back_params() {
+    at::NoGradGuard no_grad;
+    std::vector<std::shared_ptr<dist::Work>> works;
+    for (auto& b : buckets) {
+      auto own = b.param_flat.narrow(0, static_cast<int64_t>(shard_rank) * b.piece, b.piece);
+      own.copy_(b.master);
+      if (shard_world > 1) works.push_back(comm.all_gather_async(own, b.param_flat));
+    }
+    for (auto& w : works) w->wait();
+  }
+
+  void adamw_reference(int g, double lr) {
+    const double b1 = cfg.betas[0], b2 = cfg.betas[1];
+    const double wd = g == 1 ? cfg.weight_decay : 0.0;
+    const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step_count));
+    const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step_count));
+    for (size_t k = 0; k < g_master[g].size(); ++k) {
+      auto& p = g_master[g][k];
+      auto& grad = g_grad[g][k];
+      p.mul_(1.0 - lr * wd);
+      g_m[g][k].lerp_(grad, 1.0 - b1);
+      g_v[g][k].mul_(b2).addcmul_(grad, grad, 1.0 - b2);
+      auto denom = (g_v[g][k].sqrt() / std::sqrt(bc2)).add_(cfg.eps);
+      p.addcdiv_(g_m[g][k], denom, -lr / bc1);
+    }
+  }
+};
+
+DistributedAdamW::DistributedAdamW(const std::vector<std::pair<std::string, at::Tensor>>& params,
+                                   const std::vector<bool>& decay, dist::Communicator& comm,
+                                   const OptimizerConfig& cfg)
+    : impl_(std::make_unique<Impl>(comm, cfg)) {
+  impl_->setup(params, decay);
+}
+
+DistributedAdamW::~DistributedAdamW() {
+  if (impl_) impl_->remove_hooks();
+}
+
+void DistributedAdamW::zero_grad() {
+  auto& I = *impl_;
+  for (auto& b : I.buckets) {
+    PRISM_CHECK(!b.work, "DistributedAdamW: zero_grad while a reduction is in flight (call finish_grad_sync)");
+    b.grad_flat.zero_();
+    b.ready = 0;
+    b.launched = false;
+  }
+  for (auto& p : I.params) p.ready = false;
+  I.next_launch = 0;
+}
+
+void DistributedAdamW::set_sync(bool sync) { impl_->sync = sync; }
+
+void DistributedAdamW::finish_grad_sync() {
+  auto& I = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(I.mu);
+    while (I.next_launch < static_cast<int>(I.buckets.size())) I.launch(I.next_launch++);
+  }
+  for (auto& b : I.buckets) {
+    if (b.work) b.work->wait();
+    b.work.reset();
+  }
+}
+
+double DistributedAdamW::grad_norm() {
+  auto& I = *impl_;
+  at::Tensor sq;
+  for (auto& b : I.buckets) {
+    auto n = at::linalg_vector_norm(b.grad_shard, 2, std::nullopt, false, at::kDouble);
+    sq = sq.defined() ? sq + n * n : n * n;
+  }
+  double total = sq.item<double>();
+  if (I.shard_world > 1) total = I.comm.all_reduce_sum(total);
+  return std::sqrt(total);
+}
+
+double DistributedAdamW::clip_grads(double norm, double max_norm) {
+  if (max_norm <= 0 || !std::isfinite(norm)) return 1.0;
+  const double coef = std::min(1.0, max_norm / (norm + 1e-6));
+  if (coef < 1.0)
+    for (auto& b : impl_->buckets) b.grad_shard.mul_(coef);
+  return coef;
+}
+
+void DistributedAdamW::step(double lr) {
+  auto& I = *impl_;
+  at::NoGradGuard no_grad;
+  ++I.step_count;
+  for (int g = 0; g < 2; ++g) {
+    if (I.g_master[g].empty()) continue;
+    for (auto& s : I.g_steps[g]) s.fill_(static_cast<double>(I.step_count));
+    if (I.cfg.fused) {
+      at::_fused_adamw_(I.g_master[g], I.g_grad[g], I.g_m[g], I.g_v[g], {}, I.g_steps[g], lr, I.cfg.betas[0],
+                        I.cfg.betas[1], g == 1 ? I.cfg.weight_decay : 0.0, I.cfg.eps, false, false);
+    } else {
+      I.adamw_reference(g, lr);
+    }
+  }
+  I.write_back_params();
+}
+
+int64_t DistributedAdamW::steps() const { return impl_->step_count; }
+
+int64_t DistributedAdamW::state_bytes() const {
+  int64_t n = 0;
+  for (const auto& b : impl_->buckets) {
+    n += b.grad_flat.numel() * 4 + b.master.numel() * 12;
+    if (impl_->shard_world > 1) n += b.grad_shard.numel() * 4;
+  }
+  return n;
+}
+
+void DistributedAdamW::save(const std::string& dir) const {
+  const auto& I = *impl_;
+  std::vector<at::Tensor> m, a, v;
+  nlohmann::json ranges = nlohmann::json::array();
+  for (const auto& s : I.segments) {
+    const auto& b = I.buckets[s.bucket];
+    m.push_back(b.master.narrow(0, s.local, s.length));
+    a.push_back(b.exp_avg.narrow(0, s.local, s.length));
+    v.push_back(b.exp_avg_sq.narrow(0, s.local, s.length));
+    ranges.push_back({s.logical, s.length});
+  }
+  auto cat = [](const std::vector<at::Tensor>& xs) {
+    return xs.empty() ? at::zeros({0}, at::kFloat) : at::cat(xs).to(at::kCPU);
+  };
+  std::map<std::string, std::string> meta;
+  meta["format"] = "prism-zero1";
+  meta["ranges"] = ranges.dump();
+  meta["step"] = std::to_string(I.step_count);
+  meta["logical_total"] = std::to_string(I.logical_total);
+  meta["layout"] = I.layout;
+  // Only the sharding world matters for reading; non-sharded runs write one file from rank 0.
+  if (I.shard_world == 1 && I.comm.rank() != 0) return;
+  io::save_safetensors(fs::join(dir, rank_file_name(I.shard_rank, I.shard_world)),
+                       {{"master", cat(m)}, {"exp_avg", cat(a)}, {"exp_avg_sq", cat(v)}}, meta);
+}
+
+void DistributedAdamW::load(const std::string& dir) {
+  auto& I = *impl_;
+  std::vector<std::string> files;
+  for (const auto& f : fs::list_dir(dir))
+    if (f.rfind("optimizer-rank", 0) == 0 && ends_with(f, ".safetensors")) files.push_back(fs::join(dir, f));
+  std::sort(files.begin(), files.end());
+  PRISM_CHECK(!files.empty(), dir, ": no optimizer-rank*.safetensors files (optimizer state of a checkpoint)");
+  struct Range {
+    int64_t start, length, file_offset;
+    size_t file;
+  };
+  std::vector<Range> all;
+  std::vector<std::array<at::Tensor, 3>> data;
+  int64_t step = -1;
+  for (size_t fi = 0; fi < files.size(); ++fi) {
+    auto f = io::SafetensorsFile::open(files[fi]);
+    const auto& md = f->header().metadata;
+    auto get = [&](const std::string& k) -> const std::string& {
+      auto it = md.find(k);
+      if (it == md.end())
+        throw Error("optimizer state is missing metadata key '" + k + "'", key_context(files[fi], "__metadata__." + k));
+      return it->second;
+    };
+    if (get("layout") != I.layout)
+      throw Error("optimizer state was saved for a different model (parameter names or sizes differ)",
+                  key_context(files[fi], "__metadata__.layout"));
+    const int64_t s = std::stoll(get("step"));
+    PRISM_CHECK(step < 0 || s == step, files[fi], ": step ", s, " differs from the other optimizer shards (", step, ")");
+    step = s;
+    data.push_back({f->get("master"), f->get("exp_avg"), f->get("exp_avg_sq")});
+    int64_t off = 0;
+    for (const auto& r : nlohmann::json::parse(get("ranges"))) {
+      all.push_back({r.at(0).get<int64_t>(), r.at(1).get<int64_t>(), off, fi});
+      off += r.at(1).get<int64_t>();
+    }
+    if (off != data.back()[0].numel())
+      throw Error("optimizer state ranges cover " + std::to_string(off) + " elements but 'master' has " +
+                      std::to_string(data.back()[0].numel()),
+                  key_context(files[fi], "__metadata__.ranges"));
+  }
+  std::sort(all.begin(), all.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
+  at::NoGradGuard no_grad;
+  for (const auto& s : I.segments) {
+    const auto& b = I.buckets[s.bucket];
+    int64_t covered = 0;
+    auto it = std::upper_bound(all.begin(), all.end(), s.logical, [](int64_t x, const Range& r) { return x < r.start; });
+    if (it != all.begin()) --it;
+    for (; it != all.end() && it->start < s.logical + s.length; ++it) {
+      const int64_t lo = std::max(s.logical, it->start), hi = std::min(s.logical + s.length, it->start + it->length);
+      if (hi <= lo) continue;
+      const int64_t src = it->file_offset + (lo - it->start), dst = s.local + (lo - s.logical);
+      b.master.narrow(0, dst, hi - lo).copy_(data[it->file][0].narrow(0, src, hi - lo));
+      b.exp_avg.narrow(0, dst, hi - lo).copy_(data[it->file][1].narrow(0, src, hi - lo));
+      b.exp_avg_sq.narrow(0, dst, hi - lo).copy_(data[it->file][2].narrow(0, src, hi - lo));
+      covered += hi - lo;
+    }
+    PRISM_CHECK(covered == s.length, dir, ": optimizer state does not cover parameter '", I.params[s.param].name,
+                "' (", covered, " of ", s.length, " elements found; are shards missing?)");
+  }
+  I.step_count = step;
+  I.write_back_params();
+}
+
+}  // namespace prism::train
