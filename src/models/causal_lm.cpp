@@ -13,7 +13,9 @@
 #include <sstream>
 #include <unistd.h>
 
+#include "models/activation_checkpoint.h"
 #include "models/family.h"
+#include "models/init.h"
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
 #include "prism/io/safetensors.h"
@@ -60,6 +62,7 @@ struct ParamSlot {
   std::vector<int64_t> shape;
   at::Tensor* slot;
   const char* kind;  // embedding | attention | mlp | norm | lm_head (for inspect's breakdown)
+  InitKind init;     // what init_weights draws for it
 };
 
 std::string shape_str(at::IntArrayRef s) {
@@ -122,13 +125,14 @@ struct CausalLM::Impl {
   int num_mamba_blocks = 0;
 
   const char* declaring_kind = "";
-  void declare(const std::string& name, std::vector<int64_t> shape, at::Tensor& slot) {
-    slots.push_back({name, std::move(shape), &slot, declaring_kind});
+  void declare(const std::string& name, std::vector<int64_t> shape, at::Tensor& slot, InitKind init) {
+    slots.push_back({name, std::move(shape), &slot, declaring_kind, init});
   }
   /// An nn.Linear: `<name>.weight` [out, in] and, when `bias`, `<name>.bias` [out].
-  void declare_linear(const std::string& name, int64_t out, int64_t in, bool bias, at::Tensor& w, at::Tensor& b) {
-    declare(name + ".weight", {out, in}, w);
-    if (bias) declare(name + ".bias", {out}, b);
+  void declare_linear(const std::string& name, int64_t out, int64_t in, bool bias, at::Tensor& w, at::Tensor& b,
+                      InitKind w_init = InitKind::kNormal) {
+    declare(name + ".weight", {out, in}, w, w_init);
+    if (bias) declare(name + ".bias", {out}, b, InitKind::kZeros);
   }
 
   void build_slots() {
@@ -136,7 +140,7 @@ struct CausalLM::Impl {
     const int64_t D = c.hidden_size, F = c.intermediate_size, d = c.head_dim;
     const int64_t q_out = c.num_heads * d, kv_out = c.num_kv_heads * d;
     declaring_kind = "embedding";
-    declare(c.embed_name, {c.vocab_size, D}, embed);
+    declare(c.embed_name, {c.vocab_size, D}, embed, InitKind::kEmbedding);
     layers.resize(c.layers.size());
     for (size_t i = 0; i < c.layers.size(); ++i) {
       auto& L = layers[i];
@@ -146,7 +150,7 @@ struct CausalLM::Impl {
         auto& b = L[j];
         b.kind = spec.kind;
         declaring_kind = "norm";
-        declare(spec.norm, {D}, b.norm);
+        declare(spec.norm, {D}, b.norm, InitKind::kOnes);
         declaring_kind = block_kind_name(spec.kind);
         const std::string& p = spec.prefix;
         if (spec.kind == BlockKind::kAttention) {
@@ -163,8 +167,8 @@ struct CausalLM::Impl {
               declare_linear(p + "down_proj", D, F, c.mlp_bias, b.mlp.down, b.mlp.down_b);
               break;
             case MlpKind::kFusedSwiGLU:
-              declare(p + "input_linear.weight", {2 * F, D}, b.mlp.gate_up);
-              declare(p + "output_linear.weight", {D, F}, b.mlp.out);
+              declare(p + "input_linear.weight", {2 * F, D}, b.mlp.gate_up, InitKind::kNormal);
+              declare(p + "output_linear.weight", {D, F}, b.mlp.out, InitKind::kNormal);
               break;
             case MlpKind::kRelu2:
               declare_linear(p + "up_proj", F, D, c.mlp_bias, b.mlp.up, b.mlp.up_b);
@@ -176,20 +180,21 @@ struct CausalLM::Impl {
           const int64_t I = m.inner(), H = m.num_heads, proj = 2 * I + 2 * m.n_groups * m.state_size + H;
           b.cache_slot = num_mamba_blocks++;
           declare_linear(p + "in_proj", proj, D, m.proj_bias, b.mamba.in_proj, b.mamba.in_proj_b);
-          declare(p + "conv1d.weight", {m.conv_dim(), 1, m.conv_kernel}, b.mamba.conv_w);
-          if (m.conv_bias) declare(p + "conv1d.bias", {m.conv_dim()}, b.mamba.conv_b);
-          declare(p + "dt_bias", {H}, b.mamba.dt_bias);
-          declare(p + "A_log", {H}, b.mamba.A_log);
-          declare(p + "D", {H}, b.mamba.D);
-          declare(p + "norm.weight", {I}, b.mamba.norm);
-          declare_linear(p + "out_proj", D, I, m.proj_bias, b.mamba.out_proj, b.mamba.out_proj_b);
+          declare(p + "conv1d.weight", {m.conv_dim(), 1, m.conv_kernel}, b.mamba.conv_w, InitKind::kNormal);
+          if (m.conv_bias) declare(p + "conv1d.bias", {m.conv_dim()}, b.mamba.conv_b, InitKind::kZeros);
+          declare(p + "dt_bias", {H}, b.mamba.dt_bias, InitKind::kMambaDtBias);
+          declare(p + "A_log", {H}, b.mamba.A_log, InitKind::kMambaALog);
+          declare(p + "D", {H}, b.mamba.D, InitKind::kOnes);
+          declare(p + "norm.weight", {I}, b.mamba.norm, InitKind::kOnes);
+          declare_linear(p + "out_proj", D, I, m.proj_bias, b.mamba.out_proj, b.mamba.out_proj_b,
+                         c.rescale_prenorm_residual ? InitKind::kResidualOut : InitKind::kNormal);
         }
       }
     }
     declaring_kind = "norm";
-    declare(c.final_norm_name, {D}, final_norm);
+    declare(c.final_norm_name, {D}, final_norm, InitKind::kOnes);
     declaring_kind = "lm_head";
-    if (!c.tie_word_embeddings) declare(c.lm_head_name, {c.vocab_size, D}, lm_head);
+    if (!c.tie_word_embeddings) declare(c.lm_head_name, {c.vocab_size, D}, lm_head, InitKind::kNormal);
   }
 
   void finish() {
@@ -319,8 +324,53 @@ struct CausalLM::Impl {
     return linear(yn.to(dtype), b.mamba.out_proj, b.mamba.out_proj_b);
   }
 
+  // What every block of a forward call shares besides the hidden state.
+  struct LayerContext {
+    at::Tensor cos, sin;      // RoPE tables [B, L, rot] (undefined without RoPE)
+    ops::AttentionParams ap;  // scale, window, masks, cu_seqlens
+    at::Tensor token_mask;    // [B, L] Mamba2 padding rule (undefined = all tokens)
+    InferenceCache* cache;    // null under activation checkpointing
+  };
+
+  // One decoder layer (one hidden_states entry): its residual blocks in order.
+  at::Tensor layer_forward(size_t i, at::Tensor h, const LayerContext& c) const {
+    for (const auto& b : layers[i]) {
+      auto x = ops::rms_norm(h, b.norm, cfg.norm_eps);
+      at::Tensor y;
+      switch (b.kind) {
+        case BlockKind::kAttention: y = attention_forward(b, x, c.cos, c.sin, c.ap, c.cache); break;
+        case BlockKind::kMlp: y = mlp_forward(b, x); break;
+        case BlockKind::kMamba2: y = mamba_forward(b, x, c.token_mask, c.ap.cu_seqlens, c.cache); break;
+      }
+      h = cfg.residual_multiplier != 1.0 ? h + y * cfg.residual_multiplier : h + y;
+    }
+    return h;
+  }
+
+  // Every parameter tensor layer i reads (the explicit inputs of its checkpoint).
+  std::vector<at::Tensor> layer_params(size_t i) const {
+    std::vector<at::Tensor> ps;
+    auto add = [&](std::initializer_list<const at::Tensor*> ts) {
+      for (const auto* t : ts)
+        if (t->defined()) ps.push_back(*t);
+    };
+    for (const auto& b : layers[i]) {
+      const auto& a = b.attn;
+      const auto& m = b.mlp;
+      const auto& s = b.mamba;
+      add({&b.norm, &a.q, &a.k, &a.v, &a.o, &a.q_b, &a.k_b, &a.v_b, &a.o_b});
+      add({&m.gate, &m.up, &m.down, &m.gate_b, &m.up_b, &m.down_b, &m.gate_up, &m.out});
+      add({&s.in_proj, &s.in_proj_b, &s.conv_w, &s.conv_b, &s.dt_bias, &s.A_log, &s.D, &s.norm, &s.out_proj,
+           &s.out_proj_b});
+    }
+    return ps;
+  }
+
   ForwardOutput forward(const at::Tensor& input_ids, const ForwardOptions& opts) const {
     PRISM_CHECK(input_ids.dim() == 2, "forward: input_ids must be [B, L], got ", input_ids.sizes());
+    PRISM_CHECK(!(opts.activation_checkpointing && opts.cache),
+                "forward: activation_checkpointing cannot be combined with an InferenceCache (the cache would be "
+                "appended to again when a layer is recomputed in backward)");
     PRISM_CHECK(device.type() != at::kMeta, "forward: the model is on the meta device (no weights)");
     const int64_t B = input_ids.size(0), L = input_ids.size(1);
     auto ids = input_ids.to(device, at::kLong);
@@ -395,16 +445,14 @@ struct CausalLM::Impl {
     auto h = at::embedding(embed, ids);
     if (cfg.embedding_multiplier != 1.0) h = h * cfg.embedding_multiplier;
     if (opts.output_hidden_states) out.hidden_states.push_back(h);
+    const LayerContext lc{cos, sin, ap, token_mask, cache};
+    const bool ckpt = opts.activation_checkpointing && at::GradMode::is_enabled();
     for (size_t i = 0; i < layers.size(); ++i) {
-      for (const auto& b : layers[i]) {
-        auto x = ops::rms_norm(h, b.norm, cfg.norm_eps);
-        at::Tensor y;
-        switch (b.kind) {
-          case BlockKind::kAttention: y = attention_forward(b, x, cos, sin, ap, cache); break;
-          case BlockKind::kMlp: y = mlp_forward(b, x); break;
-          case BlockKind::kMamba2: y = mamba_forward(b, x, token_mask, ap.cu_seqlens, cache); break;
-        }
-        h = cfg.residual_multiplier != 1.0 ? h + y * cfg.residual_multiplier : h + y;
+      if (ckpt) {
+        // The closure outlives this call (it runs again in backward): context by value, no cache.
+        h = checkpointed([this, i, lc](const at::Tensor& x) { return layer_forward(i, x, lc); }, h, layer_params(i));
+      } else {
+        h = layer_forward(i, h, lc);
       }
       if (opts.output_hidden_states && i + 1 < layers.size()) out.hidden_states.push_back(h);
     }
@@ -533,6 +581,17 @@ std::unique_ptr<CausalLM> CausalLM::from_pretrained(const std::string& dir, cons
   }
   impl->finish();
   return std::unique_ptr<CausalLM>(new CausalLM(std::move(impl)));
+}
+
+void CausalLM::init_weights(uint64_t seed, double initializer_range) {
+  const double std = initializer_range < 0 ? impl_->cfg.initializer_range : initializer_range;
+  PRISM_CHECK(std >= 0.0 && std::isfinite(std), "init_weights: initializer_range must be a finite value >= 0, got ",
+              std);
+  PRISM_CHECK(impl_->device.type() != at::kMeta, "init_weights: the model is on the meta device (no storage)");
+  // In place, so tensors already handed out (optimizer state, named_parameters()) stay the parameters.
+  at::NoGradGuard no_grad;
+  for (const auto& s : impl_->slots)
+    s.slot->copy_(initial_values(s.init, s.name, s.shape, impl_->cfg, seed, std));
 }
 
 ForwardOutput CausalLM::forward(const at::Tensor& input_ids, const ForwardOptions& opts) const {

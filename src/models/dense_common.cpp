@@ -62,6 +62,20 @@ void parse_transformer_common(const JsonReader& cfg, ModelConfig& m) {
   m.max_position_embeddings = cfg.integer("max_position_embeddings", 0);
   m.torch_dtype = cfg.string("torch_dtype", cfg.string("dtype", "float32"));
   parse_rope(cfg, m);
+  parse_init_fields(cfg, m);
+  // These families build nn.Embedding(vocab, hidden, padding_idx=pad_token_id); only the init
+  // zeroes that row. A non-integer pad_token_id (some configs write a list) is not an error here:
+  // it never affects what prism computes.
+  const auto& j = cfg.json();
+  if (cfg.has("pad_token_id") && j.at("pad_token_id").is_number_integer()) {
+    int64_t pad = j.at("pad_token_id").get<int64_t>();
+    if (pad < 0) pad += m.vocab_size;  // nn.Embedding's convention for a negative padding_idx
+    if (pad >= 0 && pad < m.vocab_size) m.padding_idx = pad;
+  }
+}
+
+void parse_init_fields(const JsonReader& cfg, ModelConfig& m) {
+  m.initializer_range = cfg.number("initializer_range", 0.02);
 }
 
 void refuse_unsupported_common(const JsonReader& cfg) {

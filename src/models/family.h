@@ -36,6 +36,8 @@ void parse_granite_style_mamba(const JsonReader& cfg, ModelConfig& m);
 // Shared helpers for families (dense_common.cpp).
 /// Common transformer fields (sizes, eps, head_dim, rope in both spellings, biases, tying).
 void parse_transformer_common(const JsonReader& cfg, ModelConfig& m);
+/// `initializer_range` (default 0.02, transformers' default for every supported family).
+void parse_init_fields(const JsonReader& cfg, ModelConfig& m);
 /// Rejects settings prism does not implement so they never pass silently.
 void refuse_unsupported_common(const JsonReader& cfg);
 

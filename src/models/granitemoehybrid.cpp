@@ -19,6 +19,7 @@ void parse_granite_style_mamba(const JsonReader& cfg, ModelConfig& m) {
   mb.conv_bias = cfg.boolean("mamba_conv_bias", true);
   mb.proj_bias = cfg.boolean("mamba_proj_bias", false);
   mb.norm_eps = m.norm_eps;
+  mb.dt_bias_init_ones = true;  // GraniteMoeHybrid/Bamba _init_weights: dt_bias = 1 (no log-uniform dt)
   const int64_t inner = cfg.integer("mamba_expand", 2) * m.hidden_size;
   if (cfg.has("mamba_d_head") && !cfg.json().at("mamba_d_head").is_string())
     mb.head_dim = cfg.integer("mamba_d_head");

@@ -60,6 +60,13 @@ ModelConfig parse_nemotron_h(const JsonReader& cfg) {
   // The transformers torch path clamps dt at time_step_min (no upper limit); see docs/models.md.
   mb.dt_min = cfg.number("time_step_min", cfg.number("mamba_dt_min", 0.001));
   mb.dt_max = 0.0;
+  // Initialisation only (transformers' NemotronHPreTrainedModel._init_weights), with the legacy
+  // aliases; checked by init_weights, not here, so odd values never block loading a checkpoint.
+  mb.time_step_min = mb.dt_min;
+  mb.time_step_max = cfg.number("time_step_max", cfg.number("mamba_dt_max", 0.1));
+  mb.time_step_floor = cfg.number("time_step_floor", cfg.number("mamba_dt_init_floor", 1e-4));
+  parse_init_fields(cfg, m);
+  m.rescale_prenorm_residual = cfg.boolean("rescale_prenorm_residual", true);
   if (mb.num_heads <= 0 || mb.head_dim <= 0 || mb.state_size <= 0 || mb.n_groups <= 0 || mb.num_heads % mb.n_groups != 0)
     cfg.refuse("mamba_num_heads", "mamba_num_heads, mamba_head_dim, ssm_state_size must be > 0 and n_groups must divide mamba_num_heads");
 

@@ -37,6 +37,11 @@ struct ForwardOptions {
                               ///< restart at 0 in each document and attention never crosses them
   InferenceCache* cache = nullptr;  ///< appended to when given
   bool output_hidden_states = false;
+  /// Per-layer activation checkpointing (when grad mode is on): each decoder layer keeps only its
+  /// input for backward and is recomputed there, so activation memory is one hidden state per layer
+  /// plus one layer's intermediates, for about one extra forward of compute. Results and gradients
+  /// equal the plain forward's. Not allowed with `cache`; the model must outlive the backward.
+  bool activation_checkpointing = false;
 };
 
 struct ForwardOutput {
@@ -70,6 +75,15 @@ class CausalLM {
   int64_t num_parameters() const;
   /// Parameter counts grouped by kind (embedding, attention, mlp, norm, lm_head), in model order.
   std::vector<std::pair<std::string, int64_t>> parameter_counts_by_kind() const;
+
+  /// Overwrites every parameter in place with a fresh initialisation for training from scratch,
+  /// following transformers' `_init_weights` of the family (docs/models.md "Initialisation"):
+  /// linear / conv1d / embedding weights ~ N(0, initializer_range), biases 0, norm weights 1, the
+  /// embedding's padding row 0, Mamba2 A_log = log(1..H), D = 1, dt_bias per family.
+  /// `initializer_range` < 0 takes the config's (config.json `initializer_range`, default 0.02).
+  /// Deterministic: the same seed gives the same values on any thread count and device; a bf16
+  /// model gets the fp32 values rounded.
+  void init_weights(uint64_t seed, double initializer_range = -1.0);
 
   ForwardOutput forward(const at::Tensor& input_ids, const ForwardOptions& opts = {}) const;
 

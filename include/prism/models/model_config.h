@@ -31,6 +31,11 @@ struct Mamba2Config {
   double dt_min = 0.0;           ///< dt = clamp(softplus(dt + dt_bias), dt_min, dt_max)
   double dt_max = 0.0;           ///< 0 = no upper limit
   double norm_eps = 1e-6;        ///< gated RMSNorm epsilon
+  // Initialisation only (CausalLM::init_weights; docs/models.md "Initialisation").
+  double time_step_min = 0.001;  ///< dt_bias = softplus^-1(dt), dt log-uniform in [time_step_min,
+  double time_step_max = 0.1;    ///< time_step_max] and floored at time_step_floor ...
+  double time_step_floor = 1e-4;
+  bool dt_bias_init_ones = false;  ///< ... unless set: dt_bias = 1 (transformers' Granite-4 and Bamba)
   int64_t inner() const { return num_heads * head_dim; }
   int64_t conv_dim() const { return inner() + 2 * n_groups * state_size; }
 };
@@ -81,6 +86,11 @@ struct ModelConfig {
   double logits_scaling = 1.0;
 
   Mamba2Config mamba;  ///< used by kMamba2 blocks
+
+  // Initialisation only (CausalLM::init_weights; docs/models.md "Initialisation").
+  double initializer_range = 0.02;        ///< std of the normal init of linear / embedding / conv weights
+  std::optional<int64_t> padding_idx;     ///< embedding row zeroed at init (HF nn.Embedding(padding_idx))
+  bool rescale_prenorm_residual = false;  ///< Nemotron-H: Mamba2 out_proj ~ U(+-1/sqrt(fan_in)) / sqrt(num_layers)
 
   std::string torch_dtype = "float32";  ///< dtype the checkpoint declares
   std::string config_json;              ///< the config.json text this was parsed from (saved back)
