@@ -78,14 +78,19 @@ bool cuda_available() { return at::detail::getCUDAHooks().hasCUDA() && at::detai
 // A string shared by rank 0 (e.g. a temp directory name that contains its pid).
 std::string broadcast_string(dist::Communicator& comm, const std::string& s, const std::string& device) {
   if (comm.world_size() == 1) return s;
+  // int64 cells: every backend reduces/broadcasts int64 (bytes are not universally supported).
   constexpr int64_t kMax = 4096;
   PRISM_CHECK(static_cast<int64_t>(s.size()) < kMax, "path too long to broadcast: ", s);
-  auto t = at::zeros({kMax}, at::kByte);
-  std::memcpy(t.data_ptr<uint8_t>(), s.data(), s.size());
+  auto t = at::zeros({kMax}, at::kLong);
+  auto* p = t.data_ptr<int64_t>();
+  for (size_t i = 0; i < s.size(); ++i) p[i] = static_cast<unsigned char>(s[i]);
   auto d = t.to(device);
   comm.broadcast(d, 0);
   t = d.to(at::kCPU);
-  return std::string(reinterpret_cast<const char*>(t.data_ptr<uint8_t>()));
+  p = t.data_ptr<int64_t>();
+  std::string out;
+  for (int64_t i = 0; i < kMax && p[i] != 0; ++i) out += static_cast<char>(p[i]);
+  return out;
 }
 
 // Training FLOPs per token (docs/training.md §MFU; metrics.h flops_per_token): parameters

@@ -266,6 +266,9 @@ TEST_F(MidE2E, ResumeWithAnotherWorldSize) {
   ASSERT_EQ(run({"ws_straight", {"train.steps=10"}}), 0);
   RunSpec two{"ws_mixed", {"train.steps=10", "train.grad_accum=1"}, {{"PRISM_DEBUG_SIGKILL_AFTER_STEP", "5"}}, 2};
   EXPECT_NE(run(two), 0);
+  const auto ck5 = fs::join(out_dir("ws_mixed"), "checkpoints/step-00000005");
+  ASSERT_EQ(prism::train::CheckpointDir::latest_complete(out_dir("ws_mixed")).value_or(""), ck5);
+  ASSERT_TRUE(fs::exists(fs::join(ck5, "optimizer-rank00001-of-00002.safetensors")));
   RunSpec one{"ws_mixed", {"train.steps=10"}, {}, 1, "auto"};
   ASSERT_EQ(run(one), 0);
   auto a = losses("ws_straight"), b = losses("ws_mixed");
@@ -367,6 +370,26 @@ TEST_F(MidE2E, FreshStartRefusesExistingCheckpointsAndExportWorks) {
     EXPECT_EQ(w[n].scalar_type(), at::kBFloat16);
     EXPECT_TRUE(at::equal(w[n], t.to(at::kBFloat16))) << n;
   }
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(MidE2E, ActivationCheckpointingChangesNothingAndBf16Trains) {
+  ASSERT_EQ(run({"noac", {"train.steps=3"}}), 0);
+  ASSERT_EQ(run({"ac", {"train.steps=3", "model.activation_checkpointing=true"}}), 0);
+  auto a = losses("noac"), b = losses("ac");
+  ASSERT_EQ(b.size(), 3u);
+  for (const auto& [s, v] : a) EXPECT_NEAR(b[s], v, 1e-6 * std::abs(v)) << "step " << s;
+  expect_weights(fs::join(out_dir("noac"), "final"), fs::join(out_dir("ac"), "final"), 1e-6);
+
+  // bf16 compute with fp32 master weights: the loss falls, the export is bf16.
+  ASSERT_EQ(run({"bf16", {"train.steps=30", "model.dtype=bf16", "checkpoint.every=30"}}), 0);
+  auto l = losses("bf16");
+  EXPECT_LT(l[30], l[1] - 0.5) << "bf16 loss " << l[1] << " -> " << l[30];
+  auto w = weights(fs::join(out_dir("bf16"), "final"));
+  EXPECT_EQ(w.begin()->second.scalar_type(), at::kBFloat16);
 }
 
 }  // namespace
