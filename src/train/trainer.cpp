@@ -265,7 +265,6 @@ struct Trainer {
     std::string final_dir;
     if (rank0()) final_dir = ck.commit(tmp, step);
     last_checkpoint = broadcast_string(*comm, final_dir, device);
-    info(str("checkpoint step ", step, " -> ", last_checkpoint));
   }
 
   // Held-out loss per eval source: the same first `batches` micro-batches of every source each time.
