@@ -71,12 +71,6 @@ std::string shape_str(at::IntArrayRef s) {
   return os.str();
 }
 
-c10::ScalarType dtype_from_torch_name(const std::string& s) {
-  if (s == "bfloat16") return at::kBFloat16;
-  if (s == "float16") return at::kHalf;
-  return at::kFloat;
-}
-
 std::string torch_name(c10::ScalarType t) {
   switch (t) {
     case at::kBFloat16: return "bfloat16";
