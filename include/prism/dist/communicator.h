@@ -51,8 +51,9 @@ struct DistEnv {
 };
 
 struct CommOptions {
-  std::string backend = "auto";  ///< auto | local | tcp | nccl (auto: nccl for CUDA runs, tcp otherwise; local when world_size == 1)
-  std::string device = "cpu";    ///< device of the tensors passed in ("cpu", "cuda", "cuda:N")
+  /// auto | local | tcp | nccl (auto: local when world_size == 1, else nccl for CUDA runs, tcp otherwise)
+  std::string backend = "auto";
+  std::string device = "cpu";  ///< device of the tensors passed in ("cpu", "cuda", "cuda:N")
   std::chrono::milliseconds timeout{std::chrono::minutes(10)};  ///< per collective and for rendezvous
 };
 
