@@ -298,6 +298,7 @@ struct Trainer {
     fo.position_ids = b.position_ids.reshape({1, -1});
     fo.cu_seqlens = b.cu_seqlens;
     fo.activation_checkpointing = train && cfg.model.activation_checkpointing;
+    fo.impl = cfg.model.kernels == "reference" ? ops::Impl::kReference : ops::Impl::kAuto;
     auto ids = b.input_ids.reshape({1, -1}).to(device);
     auto out = model->forward(ids, fo);
     auto labels = b.labels.reshape({-1}).to(device);

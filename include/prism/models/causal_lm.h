@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "prism/models/model_config.h"
+#include "prism/ops/dispatch.h"
 
 namespace prism::models {
 
@@ -42,6 +43,8 @@ struct ForwardOptions {
   /// plus one layer's intermediates, for about one extra forward of compute. Results and gradients
   /// equal the plain forward's. Not allowed with `cache`; the model must outlive the backward.
   bool activation_checkpointing = false;
+  /// kAuto: CUDA kernels where they apply; kReference: the ATen reference ops everywhere.
+  ops::Impl impl = ops::Impl::kAuto;
 };
 
 struct ForwardOutput {

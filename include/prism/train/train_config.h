@@ -22,6 +22,7 @@ struct MidModelSection {
   std::string dtype = "bf16";        ///< compute/parameter dtype; master weights are always fp32
   std::string device = "auto";       ///< cpu | cuda | auto (cuda:LOCAL_RANK when a GPU is present)
   bool activation_checkpointing = false;
+  std::string kernels = "auto";      ///< auto: CUDA kernels where they apply | reference: ATen reference ops
 
   void visit(config::Visitor& v) {
     using namespace config;
@@ -33,6 +34,8 @@ struct MidModelSection {
     v.field("device", device, one_of({"cpu", "cuda", "auto"}), "auto: cuda:LOCAL_RANK when available, else cpu");
     v.field("activation_checkpointing", activation_checkpointing,
             "recompute each decoder layer in backward instead of keeping its activations");
+    v.field("kernels", kernels, one_of({"auto", "reference"}),
+            "auto: prism's CUDA kernels where they apply; reference: the plain ATen ops (debugging, parity)");
   }
   bool operator==(const MidModelSection&) const = default;
 };
