@@ -20,6 +20,7 @@
 #include "prism/core/error.h"
 #include "prism/core/run_config.h"
 #include "prism/data/mixture.h"
+#include "prism/train/train_config.h"
 
 namespace {
 
@@ -501,13 +502,16 @@ TEST(ConfigFiles, EveryFileUnderConfigsParsesAndRoundTrips) {
   const std::vector<std::pair<std::string, void (*)(const fs::path&)>> kinds = {
       {"generate", &check_config_file<prism::GenerateJobConfig>},
       {"prism-", &check_config_file<prism::data::MixtureConfig>},  // configs/mixtures/prism-*.yaml
+      {"mid/", &check_config_file<prism::train::MidTrainConfig>},  // configs/mid/*.yaml (by directory)
   };
   int checked = 0;
   for (const auto& entry : fs::recursive_directory_iterator(fs::path(src) / "configs")) {
     const fs::path& p = entry.path();
     if (!entry.is_regular_file() || (p.extension() != ".yaml" && p.extension() != ".yml")) continue;
     const std::string stem = p.stem().string();
-    auto row = std::find_if(kinds.begin(), kinds.end(), [&](const auto& k) { return stem.rfind(k.first, 0) == 0; });
+    const std::string rel = fs::relative(p, fs::path(src) / "configs").string();
+    auto row = std::find_if(kinds.begin(), kinds.end(),
+                            [&](const auto& k) { return stem.rfind(k.first, 0) == 0 || rel.rfind(k.first, 0) == 0; });
     if (row == kinds.end()) {
       ADD_FAILURE() << p << ": no config struct is known for this file name; add a row to `kinds`";
       continue;
