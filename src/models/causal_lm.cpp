@@ -273,7 +273,7 @@ struct CausalLM::Impl {
   // out_proj. Padding positions are zeroed before in_proj and after the conv, as in HF, so left
   // padding leaves the state untouched.
   at::Tensor mamba_forward(const Block& b, const at::Tensor& x_in, const at::Tensor& token_mask,
-                           const at::Tensor& cu_seqlens, InferenceCache* cache) const {
+                           const at::Tensor& cu_seqlens, InferenceCache* cache, ops::Impl impl) const {
     const auto& m = cfg.mamba;
     const int64_t B = x_in.size(0), L = x_in.size(1), I = m.inner(), H = m.num_heads, P = m.head_dim;
     const int64_t G = m.n_groups, N = m.state_size;
@@ -285,6 +285,7 @@ struct CausalLM::Impl {
     ops::CausalConv1dParams cp;
     cp.cu_seqlens = cu_seqlens;
     cp.silu = true;
+    cp.impl = impl;
     if (cache && cache->conv_states[b.cache_slot].defined()) cp.initial_state = cache->conv_states[b.cache_slot];
     auto conv = ops::causal_conv1d(xbc.transpose(1, 2), b.mamba.conv_w, b.mamba.conv_b, cp);
     if (cache) cache->conv_states[b.cache_slot] = conv.final_state;
@@ -302,19 +303,20 @@ struct CausalLM::Impl {
     if (step) {
       auto& st = cache->ssm_states[b.cache_slot];
       y = ops::ssd_step(st, xs[0].view({B, H, P}), dt.view({B, H}), A, xs[1].view({B, G, N}), xs[2].view({B, G, N}),
-                        b.mamba.D)
+                        b.mamba.D, impl)
               .unsqueeze(1);
     } else {
       ops::SsdScanParams sp;
       sp.chunk_size = m.chunk_size;
       sp.cu_seqlens = cu_seqlens;
+      sp.impl = impl;
       if (cache && cache->ssm_states[b.cache_slot].defined()) sp.initial_state = cache->ssm_states[b.cache_slot];
       auto r = ops::ssd_scan(xs[0].view({B, L, H, P}), dt, A, xs[1].view({B, L, G, N}), xs[2].view({B, L, G, N}),
                              b.mamba.D, sp);
       if (cache) cache->ssm_states[b.cache_slot] = r.final_state;
       y = r.y;
     }
-    auto yn = ops::rms_norm_gated(y.reshape({B, L, I}), z, b.mamba.norm, I / G, m.norm_eps);
+    auto yn = ops::rms_norm_gated(y.reshape({B, L, I}), z, b.mamba.norm, I / G, m.norm_eps, impl);
     return linear(yn.to(dtype), b.mamba.out_proj, b.mamba.out_proj_b);
   }
 
@@ -324,17 +326,18 @@ struct CausalLM::Impl {
     ops::AttentionParams ap;  // scale, window, masks, cu_seqlens
     at::Tensor token_mask;    // [B, L] Mamba2 padding rule (undefined = all tokens)
     InferenceCache* cache;    // null under activation checkpointing
+    ops::Impl impl = ops::Impl::kAuto;  // ForwardOptions::impl (kernels or the ATen references)
   };
 
   // One decoder layer (one hidden_states entry): its residual blocks in order.
   at::Tensor layer_forward(size_t i, at::Tensor h, const LayerContext& c) const {
     for (const auto& b : layers[i]) {
-      auto x = ops::rms_norm(h, b.norm, cfg.norm_eps);
+      auto x = ops::rms_norm(h, b.norm, cfg.norm_eps, c.impl);
       at::Tensor y;
       switch (b.kind) {
         case BlockKind::kAttention: y = attention_forward(b, x, c.cos, c.sin, c.ap, c.cache); break;
         case BlockKind::kMlp: y = mlp_forward(b, x); break;
-        case BlockKind::kMamba2: y = mamba_forward(b, x, c.token_mask, c.ap.cu_seqlens, c.cache); break;
+        case BlockKind::kMamba2: y = mamba_forward(b, x, c.token_mask, c.ap.cu_seqlens, c.cache, c.impl); break;
       }
       h = cfg.residual_multiplier != 1.0 ? h + y * cfg.residual_multiplier : h + y;
     }
@@ -384,6 +387,7 @@ struct CausalLM::Impl {
     ap.causal = true;
     ap.window = cfg.sliding_window;
     ap.q_offset = past;
+    ap.impl = opts.impl;
 
     at::Tensor positions;
     if (opts.cu_seqlens.defined()) {
@@ -439,7 +443,7 @@ struct CausalLM::Impl {
     auto h = at::embedding(embed, ids);
     if (cfg.embedding_multiplier != 1.0) h = h * cfg.embedding_multiplier;
     if (opts.output_hidden_states) out.hidden_states.push_back(h);
-    const LayerContext lc{cos, sin, ap, token_mask, cache};
+    const LayerContext lc{cos, sin, ap, token_mask, cache, opts.impl};
     const bool ckpt = opts.activation_checkpointing && at::GradMode::is_enabled();
     for (size_t i = 0; i < layers.size(); ++i) {
       if (ckpt) {
@@ -450,10 +454,14 @@ struct CausalLM::Impl {
       }
       if (opts.output_hidden_states && i + 1 < layers.size()) out.hidden_states.push_back(h);
     }
-    h = ops::rms_norm(h, final_norm, cfg.norm_eps);
+    h = ops::rms_norm(h, final_norm, cfg.norm_eps, opts.impl);
     if (opts.output_hidden_states) out.hidden_states.push_back(h);
-    out.logits = at::linear(h, lm_head);
-    if (cfg.logits_scaling != 1.0) out.logits = out.logits / cfg.logits_scaling;
+    if (opts.skip_lm_head) {
+      out.last_hidden = h;  // the caller applies lm_head_weight() / logits_scaling (fused linear + CE)
+    } else {
+      out.logits = at::linear(h, lm_head);
+      if (cfg.logits_scaling != 1.0) out.logits = out.logits / cfg.logits_scaling;
+    }
     if (cache) cache->length = past + L;
     return out;
   }
@@ -466,6 +474,7 @@ const ModelConfig& CausalLM::config() const { return impl_->cfg; }
 const std::vector<std::pair<std::string, at::Tensor>>& CausalLM::named_parameters() const { return impl_->params; }
 c10::ScalarType CausalLM::dtype() const { return impl_->dtype; }
 at::Device CausalLM::device() const { return impl_->device; }
+const at::Tensor& CausalLM::lm_head_weight() const { return impl_->lm_head; }
 
 int64_t CausalLM::num_parameters() const {
   int64_t n = 0;

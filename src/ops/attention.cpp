@@ -1,8 +1,10 @@
-// Attention dispatch. Order of preference:
-//   1. a fused prism kernel (kernels/attention, CUDA builds; added by the kernels issue),
+// Attention dispatch. Order of preference under Impl::kAuto:
+//   1. the fused prism kernels (kernels/attention via attention_cuda.cpp, CUDA builds) when they
+//      cover the call (attention_fused_supported),
 //   2. at::scaled_dot_product_attention when the mask is expressible without fully-masked rows
 //      (no key padding): same math as the reference up to fp32 summation order,
 //   3. the reference (padding masks, fp64, anything unusual).
+// Impl::kReference always runs the reference.
 #include <ATen/ATen.h>
 
 #include "prism/core/error.h"
@@ -12,7 +14,35 @@ namespace prism::ops {
 
 at::Tensor repeat_kv(const at::Tensor& x, int64_t n_rep);  // attention_ref.cpp
 
+#ifndef PRISM_HAS_CUDA_KERNELS
+// Builds without nvcc: the fused kernels do not exist (attention_cuda.cpp is not compiled).
+bool attention_fused_supported(const at::Tensor&, const at::Tensor&, const at::Tensor&, const AttentionParams&) {
+  return false;
+}
+namespace {
+[[noreturn]] void no_kernels(const char* fn) {
+  throw Error(prism::str(fn, ": prism was built without CUDA kernels (no nvcc at configure time, or PRISM_WITH_CUDA=OFF)"));
+}
+}  // namespace
+at::Tensor attention_fused(const at::Tensor&, const at::Tensor&, const at::Tensor&, const AttentionParams&) {
+  no_kernels("attention_fused");
+}
+AttentionFusedOutput attention_fused_forward(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                             const AttentionParams&) {
+  no_kernels("attention_fused_forward");
+}
+AttentionFusedGrads attention_fused_backward(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                             const at::Tensor&, const at::Tensor&, const AttentionParams&) {
+  no_kernels("attention_fused_backward");
+}
+at::Tensor attention_fused_decode(const at::Tensor&, const at::Tensor&, const at::Tensor&, const AttentionParams&) {
+  no_kernels("attention_fused_decode");
+}
+#endif
+
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionParams& p) {
+  if (p.impl == Impl::kReference) return attention_ref(q, k, v, p);
+  if (attention_fused_supported(q, k, v, p)) return attention_fused(q, k, v, p);
   const bool sdpa_ok = !p.key_mask.defined() && q.scalar_type() != at::kDouble && q.dim() == 4 && k.dim() == 4 &&
                        q.size(1) % k.size(1) == 0 && k.sizes() == v.sizes();
   if (!sdpa_ok) return attention_ref(q, k, v, p);

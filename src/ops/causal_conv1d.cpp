@@ -1,14 +1,21 @@
 // causal_conv1d: argument checks and dispatch (style.md §3 rule 4, the kernel triplet).
 //
 // Shapes, dtypes and cu_seqlens are checked once here with the argument's name, its expected shape
-// and what was found. Dispatch: the CUDA kernel (Dao-AILab causal-conv1d `causal_conv1d_fn`
-// equivalent) belongs to the kernels issue; until it exists every device runs the reference.
+// and what was found. Dispatch: the CUDA kernel (kernels/causal_conv1d, forward + backward through
+// an autograd Function in causal_conv1d_cuda.cpp) for CUDA tensors in fp32/fp16/bf16 with
+// K in 2..4, unless p.impl forces the reference; everything else runs the reference.
 #include <ATen/ATen.h>
 
 #include "prism/core/error.h"
 #include "prism/ops/causal_conv1d.h"
 
 namespace prism::ops {
+
+#ifdef PRISM_HAS_CUDA_KERNELS
+bool causal_conv1d_cuda_supports(const at::Tensor& x, const at::Tensor& weight);  // causal_conv1d_cuda.cpp
+CausalConv1dResult causal_conv1d_cuda(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                      const CausalConv1dParams& p);
+#endif
 
 CausalConv1dResult causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                                  const CausalConv1dParams& p) {
@@ -48,7 +55,9 @@ CausalConv1dResult causal_conv1d(const at::Tensor& x, const at::Tensor& weight, 
       PRISM_CHECK(c[i] >= c[i - 1], "causal_conv1d: cu_seqlens must be non-decreasing, got ", c[i - 1], " then ",
                   c[i], " at index ", i);
   }
-  // TODO(kernels issue): dispatch CUDA tensors to the causal-conv1d kernel when PRISM_HAS_CUDA_KERNELS.
+#ifdef PRISM_HAS_CUDA_KERNELS
+  if (p.impl == Impl::kAuto && causal_conv1d_cuda_supports(x, weight)) return causal_conv1d_cuda(x, weight, bias, p);
+#endif
   return causal_conv1d_ref(x, weight, bias, p);
 }
 

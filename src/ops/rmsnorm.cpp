@@ -1,6 +1,6 @@
-// RMSNorm dispatch: the fused CUDA kernel (kernels/rmsnorm, forward only) when the tensor is on a
-// GPU, the kernel is built and no gradient is needed; otherwise the reference (exact to
-// transformers, differentiable). The backward kernel belongs to the kernels issue.
+// RMSNorm dispatch: the fused CUDA kernels (kernels/rmsnorm, forward and backward) for CUDA tensors
+// when they are built and kAuto is asked for; otherwise the reference (exact to transformers,
+// differentiable through ATen).
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
@@ -10,16 +10,28 @@
 namespace prism::ops {
 
 #ifdef PRISM_HAS_CUDA_KERNELS
-at::Tensor rms_norm_cuda(const at::Tensor& x, const at::Tensor& weight, double eps);  // rmsnorm_cuda.cpp
+// rmsnorm_cuda.cpp: the autograd Function over the kernels, and the backward's row-length limit.
+at::Tensor rms_norm_cuda(const at::Tensor& x, const at::Tensor& weight, double eps);
+bool rms_norm_cuda_supports(const at::Tensor& x, const at::Tensor& weight, bool needs_grad);
 #endif
 
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  PRISM_CHECK(weight.dim() == 1 && x.size(-1) == weight.size(0), "rms_norm: weight ", weight.sizes(),
-              " does not match the last dim of x ", x.sizes());
+bool rms_norm_uses_kernel(const at::Tensor& x, const at::Tensor& weight, Impl impl) {
 #ifdef PRISM_HAS_CUDA_KERNELS
   const bool needs_grad = at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad());
-  if (x.is_cuda() && !needs_grad && x.scalar_type() == weight.scalar_type() && x.scalar_type() != at::kDouble)
-    return rms_norm_cuda(x, weight, eps);
+  return impl == Impl::kAuto && rms_norm_cuda_supports(x, weight, needs_grad);
+#else
+  (void)x;
+  (void)weight;
+  (void)impl;
+  return false;
+#endif
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, Impl impl) {
+  PRISM_CHECK(weight.dim() == 1 && x.dim() >= 1 && x.size(-1) == weight.size(0), "rms_norm: weight ", weight.sizes(),
+              " does not match the last dim of x ", x.sizes());
+#ifdef PRISM_HAS_CUDA_KERNELS
+  if (rms_norm_uses_kernel(x, weight, impl)) return rms_norm_cuda(x, weight, eps);
 #endif
   return rms_norm_ref(x, weight, eps);
 }

@@ -2,9 +2,12 @@
 //
 // Every shape, dtype and cu_seqlens invariant is checked here once, with the argument's name, the
 // expected shape spelled with the actual sizes and what was found, so that neither the reference
-// nor the future kernel has to. Dispatch: the CUDA kernel (mamba_ssm `mamba_chunk_scan_combined`
-// equivalent) belongs to the kernels issue; until it exists every device runs ssd_scan_ref.
+// nor the kernel has to. Dispatch: CUDA tensors that need no gradient run the chunked forward
+// kernel (kernels/ssd, mamba_ssm `mamba_chunk_scan_combined` without dt preprocessing) when it
+// supports the shape; everything else (gradients: the backward kernel is not written yet; fp64;
+// other P/N/Q; p.impl == kReference) runs ssd_scan_ref. ssd_step likewise (kernels/ssd/ssd_step.cu).
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <string>
 
@@ -12,7 +15,25 @@
 #include "prism/ops/ssd_scan.h"
 
 namespace prism::ops {
+
+#ifdef PRISM_HAS_CUDA_KERNELS
+// ssd_scan_cuda.cpp
+bool ssd_scan_cuda_supports(const at::Tensor& x, const at::Tensor& B, int64_t chunk_size);
+SsdScanResult ssd_scan_cuda(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A, const at::Tensor& B,
+                            const at::Tensor& C, const at::Tensor& D, const SsdScanParams& p);
+bool ssd_step_cuda_supports(const at::Tensor& state, const at::Tensor& x, const at::Tensor& B, const at::Tensor& C);
+at::Tensor ssd_step_cuda(at::Tensor& state, const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
+                         const at::Tensor& B, const at::Tensor& C, const at::Tensor& D);
+#endif
+
 namespace {
+
+bool any_requires_grad(std::initializer_list<const at::Tensor*> ts) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const at::Tensor* t : ts)
+    if (t->defined() && t->requires_grad()) return true;
+  return false;
+}
 
 std::string dims(std::initializer_list<int64_t> v) {
   std::string s = "[";
@@ -76,8 +97,43 @@ SsdScanResult ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tens
       PRISM_CHECK(c[i] >= c[i - 1], "ssd_scan: cu_seqlens must be non-decreasing, got ", c[i - 1], " then ", c[i],
                   " at index ", i);
   }
-  // TODO(kernels issue): dispatch CUDA tensors to the chunked-scan kernel when PRISM_HAS_CUDA_KERNELS.
+#ifdef PRISM_HAS_CUDA_KERNELS
+  if (p.impl == Impl::kAuto && !any_requires_grad({&x, &dt, &A, &B, &C, &D, &p.initial_state}) &&
+      ssd_scan_cuda_supports(x, B, p.chunk_size))
+    return ssd_scan_cuda(x, dt, A, B, C, D, p);
+#endif
   return ssd_scan_ref(x, dt, A, B, C, D, p);
+}
+
+at::Tensor ssd_step(at::Tensor& state, const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
+                    const at::Tensor& B, const at::Tensor& C, const at::Tensor& D, Impl impl) {
+  PRISM_CHECK(state.defined() && x.defined() && dt.defined() && A.defined() && B.defined() && C.defined(),
+              "ssd_step: state, x, dt, A, B and C must be defined");
+
+  PRISM_CHECK(state.dim() == 4, "ssd_step: state must be [B, H, P, N], got ", state.sizes());
+  const int64_t Bsz = state.size(0), H = state.size(1), P = state.size(2), N = state.size(3);
+  PRISM_CHECK(state.is_floating_point() && state.scalar_type() != at::kBFloat16 && state.scalar_type() != at::kHalf,
+              "ssd_step: state must be fp32 (or fp64), got ", state.scalar_type());
+  PRISM_CHECK(x.dim() == 3 && x.size(0) == Bsz && x.size(1) == H && x.size(2) == P,
+              "ssd_step: x must be [B, H, P] = [", Bsz, ", ", H, ", ", P, "], got ", x.sizes());
+  PRISM_CHECK(dt.dim() == 2 && dt.size(0) == Bsz && dt.size(1) == H, "ssd_step: dt must be [B, H] = [", Bsz, ", ",
+              H, "], got ", dt.sizes());
+  PRISM_CHECK(A.dim() == 1 && A.size(0) == H, "ssd_step: A must be [H] = [", H, "], got ", A.sizes());
+  PRISM_CHECK(B.dim() == 3 && B.size(0) == Bsz && B.size(2) == N && B.size(1) > 0 && H % B.size(1) == 0,
+              "ssd_step: B must be [B, G, N] with H % G == 0 (B = ", Bsz, ", H = ", H, ", N = ", N, "), got ",
+              B.sizes());
+  PRISM_CHECK(C.sizes() == B.sizes(), "ssd_step: C must be [B, G, N] = ", B.sizes(), ", got ", C.sizes());
+  PRISM_CHECK(!D.defined() || (D.dim() == 1 && D.size(0) == H), "ssd_step: D must be [H] = [", H, "], got ",
+              D.sizes());
+  for (const at::Tensor* t : {&x, &dt, &A, &B, &C, &D})
+    PRISM_CHECK(!t->defined() || t->device() == state.device(), "ssd_step: all tensors must be on the state's device ",
+                state.device(), ", found one on ", t->device());
+#ifdef PRISM_HAS_CUDA_KERNELS
+  if (impl == Impl::kAuto && !any_requires_grad({&state, &x, &dt, &A, &B, &C, &D}) &&
+      ssd_step_cuda_supports(state, x, B, C))
+    return ssd_step_cuda(state, x, dt, A, B, C, D);
+#endif
+  return ssd_step_ref(state, x, dt, A, B, C, D);
 }
 
 }  // namespace prism::ops

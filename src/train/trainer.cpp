@@ -24,7 +24,7 @@
 #include "prism/data/mixture.h"
 #include "prism/dist/communicator.h"
 #include "prism/models/causal_lm.h"
-#include "prism/ops/cross_entropy.h"
+#include "prism/ops/linear_cross_entropy.h"
 #include "prism/train/checkpoint_dir.h"
 #include "prism/train/metrics.h"
 
@@ -292,20 +292,26 @@ struct Trainer {
     return out;
   }
 
-  // Sum of token losses (+ z-loss when training) of one micro-batch, and its label-token count.
-  std::pair<at::Tensor, int64_t> forward_loss(const data::Batch& b, bool train, at::Tensor* z_sum = nullptr) {
+  // Sum of token losses of one micro-batch (detached, for logging) and its label-token count;
+  // `objective` gets the differentiable loss_sum + z_loss_sum (z-loss only when training). The
+  // lm_head is fused with the loss (ops::linear_cross_entropy; with kernels: auto the [tokens, vocab]
+  // logits are never materialised whole).
+  std::pair<at::Tensor, int64_t> forward_loss(const data::Batch& b, bool train, at::Tensor* objective = nullptr) {
     models::ForwardOptions fo;
     fo.position_ids = b.position_ids.reshape({1, -1});
     fo.cu_seqlens = b.cu_seqlens;
     fo.activation_checkpointing = train && cfg.model.activation_checkpointing;
     fo.impl = cfg.model.kernels == "reference" ? ops::Impl::kReference : ops::Impl::kAuto;
     auto ids = b.input_ids.reshape({1, -1}).to(device);
+    fo.skip_lm_head = true;
     auto out = model->forward(ids, fo);
     auto labels = b.labels.reshape({-1}).to(device);
-    ops::CrossEntropyOptions co;
+    ops::LinearCrossEntropyOptions co;
     co.z_loss_weight = train ? cfg.train.z_loss : 0.0;
-    auto ce = ops::cross_entropy(out.logits.reshape({-1, out.logits.size(-1)}), labels, co);
-    if (z_sum) *z_sum = ce.z_loss_sum;
+    co.logits_scaling = model->config().logits_scaling;
+    auto ce = ops::linear_cross_entropy(out.last_hidden.reshape({-1, out.last_hidden.size(-1)}),
+                                        model->lm_head_weight(), labels, co, fo.impl);
+    if (objective) *objective = ce.loss;
     return {ce.loss_sum, (b.labels != -100).sum().item<int64_t>()};
   }
 
@@ -348,9 +354,8 @@ struct Trainer {
       double loss_local = 0;
       for (int64_t i = 0; i < cfg.train.grad_accum; ++i) {
         opt->set_sync(i + 1 == cfg.train.grad_accum);
-        at::Tensor z;
-        auto [ls, n] = forward_loss(mbs[i], true, &z);
-        auto total = z.defined() && cfg.train.z_loss > 0 ? ls + z : ls;
+        at::Tensor total;  // loss_sum + z_loss_sum: what the gradient is taken of
+        auto [ls, n] = forward_loss(mbs[i], true, &total);
         if (debug.nan_at(step + 1)) {
           ls = ls * std::numeric_limits<double>::quiet_NaN();
           total = total * std::numeric_limits<double>::quiet_NaN();

@@ -45,10 +45,15 @@ struct ForwardOptions {
   bool activation_checkpointing = false;
   /// kAuto: CUDA kernels where they apply; kReference: the ATen reference ops everywhere.
   ops::Impl impl = ops::Impl::kAuto;
+  /// Stop after the final norm: ForwardOutput::last_hidden is set and logits are not computed, so
+  /// a trainer can fuse lm_head with the loss (ops::linear_cross_entropy with lm_head_weight()
+  /// and config().logits_scaling) instead of materialising [B, L, V] logits.
+  bool skip_lm_head = false;
 };
 
 struct ForwardOutput {
-  at::Tensor logits;                       ///< [B, L, V] in the model dtype
+  at::Tensor logits;                       ///< [B, L, V] in the model dtype (undefined with skip_lm_head)
+  at::Tensor last_hidden;                  ///< [B, L, D] final-norm output (only with skip_lm_head)
   std::vector<at::Tensor> hidden_states;   ///< num_layers + 1 entries (transformers' convention)
 };
 
@@ -101,6 +106,9 @@ class CausalLM {
 
   c10::ScalarType dtype() const;
   at::Device device() const;
+  /// The lm_head weight [V, D] (the embedding when tie_word_embeddings): logits =
+  /// last_hidden @ lm_head_weight()^T / config().logits_scaling.
+  const at::Tensor& lm_head_weight() const;
 
  private:
   struct Impl;

@@ -2,12 +2,15 @@
 //   h_t = exp(dt_t * A) h_{t-1} + dt_t * B_t x_t^T,   y_t = C_t h_t + D * x_t
 // evaluated chunk-wise (the SSD algorithm: quadratic inside a chunk, a linear recurrence over
 // chunk states), with state resets at document boundaries and optional initial/final states.
-// The CUDA kernel belongs to the kernels issue; the reference here runs everywhere with autograd.
+// CUDA kernels (kernels/ssd): the chunked forward and the decode step; the backward runs the
+// reference (autograd), which runs everywhere.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+
+#include "prism/ops/dispatch.h"
 
 namespace prism::ops {
 
@@ -16,6 +19,8 @@ struct SsdScanParams {
   at::Tensor cu_seqlens;      ///< packed documents, int64 [num_docs + 1] over L (B == 1): the state
                               ///< is reset at every document start. Undefined = one document.
   at::Tensor initial_state;   ///< [B, H, P, N] fp32 state entering position 0 (undefined = zeros)
+  Impl impl = Impl::kAuto;    ///< kAuto: the CUDA forward kernel (kernels/ssd) for CUDA tensors when no
+                              ///< gradient is needed (P = 64, N in {64, 128}, Q a multiple of 64 <= 256)
 };
 
 struct SsdScanResult {
@@ -33,7 +38,10 @@ SsdScanResult ssd_scan_ref(const at::Tensor& x, const at::Tensor& dt, const at::
 
 /// One decode step (selective_state_update): state [B, H, P, N] fp32 is updated in place and
 /// y [B, H, P] (fp32) returned. x [B, H, P], dt [B, H], B/C [B, G, N].
+/// kAuto: the CUDA kernel (kernels/ssd/ssd_step.cu) for a contiguous fp32 CUDA state without autograd.
 at::Tensor ssd_step(at::Tensor& state, const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
-                    const at::Tensor& B, const at::Tensor& C, const at::Tensor& D);
+                    const at::Tensor& B, const at::Tensor& C, const at::Tensor& D, Impl impl = Impl::kAuto);
+at::Tensor ssd_step_ref(at::Tensor& state, const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
+                        const at::Tensor& B, const at::Tensor& C, const at::Tensor& D);
 
 }  // namespace prism::ops

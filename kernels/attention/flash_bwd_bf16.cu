@@ -1,0 +1,6 @@
+// Backward kernels (preprocess + dk/dv/dq) for bf16, one translation unit per dtype.
+#include "flash_launch.cuh"
+
+namespace prism::kernels::attn {
+int flash_bwd_bf16(const FlashBwdParams& p, cudaStream_t s) { return run_flash_bwd<Bf16>(p, CudaLauncher{s}); }
+}  // namespace prism::kernels::attn
