@@ -15,6 +15,8 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <spawn.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -89,6 +91,23 @@ int wait_for(Proc& p, double timeout_s = 300) {
 
 std::string read_log(const Proc& p) { return fs::exists(p.log) ? fs::read_file(p.log) : ""; }
 
+// A port nobody listens on now: ctest runs tests in parallel, so the default 29500 collides.
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd >= 0) close(fd);
+    return 29500;
+  }
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
 struct RunSpec {
   std::string name;
   std::vector<std::string> sets;
@@ -102,7 +121,8 @@ std::string out_dir(const std::string& name) { return fs::join(g_root, "runs/" +
 Proc start(const RunSpec& r) {
   std::vector<std::string> cmd;
   if (r.nproc > 1) {
-    cmd = {"/bin/bash", fs::join(prism::test::source_dir(), "tools/launch.sh"), "--nproc", std::to_string(r.nproc), "--"};
+    cmd = {"/bin/bash", fs::join(prism::test::source_dir(), "tools/launch.sh"), "--nproc", std::to_string(r.nproc),
+           "--master-port", std::to_string(free_port()), "--"};
   }
   cmd.push_back(fs::join(prism::test::bin_dir(), "prism-train"));
   for (const auto& a : {std::string("mid"), std::string("--config"), fs::join(g_root, "mid.yaml"), std::string("--set"),
@@ -403,7 +423,7 @@ TEST_F(MidE2E, RunsUnderTorchrunAndFromScratch) {
   const auto python = fs::join(prism::test::source_dir(), ".venv/bin/python");
   if (!fs::exists(python)) GTEST_SKIP() << "no " << python;
   ASSERT_EQ(run({"tr_ref", {"train.steps=3", "train.grad_accum=1"}, {}, 2}), 0);
-  const int port = 29500 + static_cast<int>(getpid() % 2000);
+  const int port = free_port();
   auto p = spawn({python, "-m", "torch.distributed.run", "--no-python", "--nproc-per-node", "2", "--master-port", std::to_string(port),
                   fs::join(prism::test::bin_dir(), "prism-train"), "mid", "--config", fs::join(g_root, "mid.yaml"),
                   "--set", "output_dir=" + out_dir("torchrun"), "--set", "train.steps=3", "--set", "train.grad_accum=1"},
