@@ -123,6 +123,47 @@ TEST_P(AdamW, MatchesFloat64ReferenceWithDecayGroupsAndAccumulation) {
 
 INSTANTIATE_TEST_SUITE_P(FusedAndReference, AdamW, ::testing::Values(true, false));
 
+// A parameter missing from a step's graph has a zero gradient in that step, even though the
+// previous step left its gradient in the bucket (zero_grad does not clear the buckets).
+TEST(AdamWUnused, ParameterWithoutGradientInAStepCountsAsZero) {
+  auto comm = local_comm();
+  auto ps = make_params(3);
+  OptimizerConfig cfg;
+  cfg.betas = {0.9, 0.95};
+  cfg.eps = 1e-8;
+  cfg.weight_decay = 0.1;
+  auto decay = decay_flags(ps);
+  std::vector<Ref> ref;
+  for (auto& [n, t] : ps) {
+    auto p = t.detach().to(at::kDouble).reshape({-1}).clone();
+    ref.push_back({p, at::zeros_like(p), at::zeros_like(p)});
+  }
+  DistributedAdamW opt(ps, decay, *comm, cfg);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  const size_t skipped = 2;  // up_proj.weight: in the graph at step 1 only
+  for (int step = 1; step <= 2; ++step) {
+    opt.zero_grad();
+    std::vector<at::Tensor> c;
+    for (auto& [n, t] : ps) c.push_back(at::randn(t.sizes(), gen));
+    at::Tensor l = at::zeros({}, at::kFloat);
+    for (size_t i = 0; i < ps.size(); ++i)
+      if (step == 1 || i != skipped) l = l + (ps[i].second * c[i]).sum();
+    l.backward();
+    opt.finish_grad_sync();
+    double norm2 = 0;
+    for (size_t i = 0; i < ps.size(); ++i)
+      if (step == 1 || i != skipped) norm2 += c[i].to(at::kDouble).pow(2).sum().item<double>();
+    EXPECT_NEAR(opt.grad_norm(), std::sqrt(norm2), 1e-5 * std::sqrt(norm2)) << "step " << step;
+    opt.step(1e-2);
+    for (size_t i = 0; i < ps.size(); ++i) {
+      auto g = step == 2 && i == skipped ? at::zeros_like(ref[i].p) : c[i].to(at::kDouble).reshape({-1});
+      ref_step(ref[i], g, 1e-2, 0.9, 0.95, 1e-8, decay[i] ? 0.1 : 0.0, step);
+      auto got = ps[i].second.detach().to(at::kDouble).reshape({-1});
+      EXPECT_TRUE(prism::test::close_rel(got, ref[i].p, 2e-6)) << ps[i].first << " step " << step;
+    }
+  }
+}
+
 TEST(AdamWClip, ScalesTheGradientToTheMaxNorm) {
   auto comm = local_comm();
   auto ps = make_params(2);
