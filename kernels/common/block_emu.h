@@ -53,6 +53,19 @@ T shfl_xor(T v, int lane_mask) {
   return r;
 }
 
+/// __shfl_up_sync: the value of lane - delta, or the caller's own value for lanes < delta.
+template <typename T>
+T shfl_up(T v, int delta) {
+  static_assert(sizeof(T) <= sizeof(uint64_t));
+  auto& t = tls();
+  std::memcpy(&t.slots[t.lane], &v, sizeof(T));
+  t.warp->arrive_and_wait();
+  T r;
+  std::memcpy(&r, &t.slots[t.lane >= delta ? t.lane - delta : t.lane], sizeof(T));
+  t.warp->arrive_and_wait();
+  return r;
+}
+
 template <typename T>
 T* dynamic_smem() {
   return reinterpret_cast<T*>(tls().smem);

@@ -8,8 +8,9 @@
 //
 // Kernel code written against this header uses only: __global__ / __device__ / __forceinline__ /
 // __launch_bounds__, __shared__ arrays and scalars, PRISM_DYNAMIC_SMEM for dynamic shared memory,
-// threadIdx / blockIdx / blockDim / gridDim, __syncthreads, __shfl_xor_sync (float), the
-// dev::to_f / dev::from_f conversions and <cmath> float functions.
+// threadIdx / blockIdx / blockDim / gridDim, __syncthreads, __shfl_xor_sync (float, double),
+// __shfl_up_sync (float, double), __fadd_rn / __fmul_rn, the dev::to_f / dev::from_f conversions
+// and <cmath> float functions.
 #pragma once
 
 #include <cstdint>
@@ -72,6 +73,17 @@ inline void __syncthreads() { ::prism::kernels::emu::syncthreads(); }
 inline float __shfl_xor_sync(unsigned /*mask*/, float v, int lane_mask) {
   return ::prism::kernels::emu::shfl_xor(v, lane_mask);
 }
+inline double __shfl_xor_sync(unsigned /*mask*/, double v, int lane_mask) {
+  return ::prism::kernels::emu::shfl_xor(v, lane_mask);
+}
+inline float __shfl_up_sync(unsigned /*mask*/, float v, int delta) { return ::prism::kernels::emu::shfl_up(v, delta); }
+inline double __shfl_up_sync(unsigned /*mask*/, double v, int delta) {
+  return ::prism::kernels::emu::shfl_up(v, delta);
+}
+// Host float arithmetic is IEEE round-to-nearest and not contracted into FMAs on x86-64 without
+// -mfma: the plain operators are the _rn intrinsics.
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
 
 namespace prism::kernels::dev {
 

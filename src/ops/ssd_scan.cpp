@@ -2,10 +2,12 @@
 //
 // Every shape, dtype and cu_seqlens invariant is checked here once, with the argument's name, the
 // expected shape spelled with the actual sizes and what was found, so that neither the reference
-// nor the kernel has to. Dispatch: CUDA tensors that need no gradient run the chunked forward
-// kernel (kernels/ssd, mamba_ssm `mamba_chunk_scan_combined` without dt preprocessing) when it
-// supports the shape; everything else (gradients: the backward kernel is not written yet; fp64;
-// other P/N/Q; p.impl == kReference) runs ssd_scan_ref. ssd_step likewise (kernels/ssd/ssd_step.cu).
+// nor the kernel has to. Dispatch: CUDA tensors run the chunked kernels (kernels/ssd, mamba_ssm
+// `mamba_chunk_scan_combined` without dt preprocessing) when they support the shape: the forward
+// kernel alone without autograd, an autograd Function over the forward and backward kernels when
+// any input needs a gradient (ssd_scan_cuda.cpp; gradients for x, dt, A, B, C, D and
+// initial_state, the same contract as the reference's autograd). Everything else (fp64; other
+// P/N/Q; p.impl == kReference) runs ssd_scan_ref. ssd_step: kernels/ssd/ssd_step.cu without autograd.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
@@ -98,9 +100,7 @@ SsdScanResult ssd_scan(const at::Tensor& x, const at::Tensor& dt, const at::Tens
                   " at index ", i);
   }
 #ifdef PRISM_HAS_CUDA_KERNELS
-  if (p.impl == Impl::kAuto && !any_requires_grad({&x, &dt, &A, &B, &C, &D, &p.initial_state}) &&
-      ssd_scan_cuda_supports(x, B, p.chunk_size))
-    return ssd_scan_cuda(x, dt, A, B, C, D, p);
+  if (p.impl == Impl::kAuto && ssd_scan_cuda_supports(x, B, p.chunk_size)) return ssd_scan_cuda(x, dt, A, B, C, D, p);
 #endif
   return ssd_scan_ref(x, dt, A, B, C, D, p);
 }

@@ -250,6 +250,93 @@ TEST(SsdScanCuda, ForwardMatchesReference) {
   }
 }
 
+TEST(SsdScanCuda, BackwardMatchesReference) {
+  // The autograd Function over the forward + backward kernels (any input requiring grad) against
+  // the reference's autograd, in the kernel's dtype and in float64.
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(16);
+  const SsdCase cases[] = {{2, 200, 4, 2, 64, 64, false, true, true},  {1, 1, 4, 1, 128, 128, false, true, false},
+                           {1, 517, 8, 2, 128, 128, true, true, true}, {3, 64, 2, 1, 64, 64, false, false, false},
+                           {1, 331, 4, 4, 128, 256, true, false, true}, {2, 129, 16, 2, 128, 128, false, true, true}};
+  for (auto dt : {at::kFloat, at::kBFloat16}) {
+    for (const auto& c : cases) {
+      for (bool use_d : {true, false}) {
+        const std::string what = "B" + std::to_string(c.B) + " L" + std::to_string(c.L) + " H" + std::to_string(c.H) +
+                                 " G" + std::to_string(c.G) + " N" + std::to_string(c.N) + " Q" + std::to_string(c.Q) +
+                                 (c.docs ? " docs" : "") + (c.init ? " init" : "") + (use_d ? " D" : "") + " " +
+                                 c10::toString(dt);
+        auto in = ssd_inputs(c.B, c.L, c.H, 64, c.G, c.N, c.strided);
+        if (dt != at::kFloat) {  // the rounded inputs are the oracle's inputs too
+          in.x = in.x.to(dt).to(at::kDouble);
+          in.B = in.B.to(dt).to(at::kDouble);
+          in.C = in.C.to(dt).to(at::kDouble);
+          in.dt = in.dt.to(dt).to(at::kDouble);
+          in.D = in.D.to(dt).to(at::kDouble);
+        }
+        in.A = in.A.to(at::kFloat).to(at::kDouble);
+        in.init = in.init.to(at::kFloat).to(at::kDouble);
+        auto o64 = in.x.options();
+        auto gy = at::randn({c.B, c.L, c.H, 64}, o64).to(at::kFloat).to(at::kDouble);
+        auto gf = at::randn({c.B, c.H, 64, c.N}, o64).to(at::kFloat).to(at::kDouble);
+        auto run = [&](at::ScalarType t, Impl impl, std::vector<at::Tensor>* grads) {
+          const auto a = t == at::kDouble ? at::kDouble : at::kFloat;
+          auto leaf = [](const at::Tensor& v, at::ScalarType s) { return v.to(s).detach().requires_grad_(true); };
+          auto x = leaf(in.x, t), dtt = leaf(in.dt, t), A = leaf(in.A, a), B = leaf(in.B, t), C = leaf(in.C, t);
+          auto D = use_d ? leaf(in.D, t) : at::Tensor();
+          auto init = c.init ? leaf(in.init, a) : at::Tensor();
+          prism::ops::SsdScanParams p;
+          p.chunk_size = c.Q;
+          if (c.docs) p.cu_seqlens = cu_tensor(many_docs(c.L));
+          p.initial_state = init;
+          p.impl = impl;
+          poison_allocator();
+          auto r = prism::ops::ssd_scan(x, dtt, A, B, C, D, p);
+          ((r.y.to(at::kDouble) * gy).sum() + (r.final_state.to(at::kDouble) * gf).sum()).backward();
+          *grads = {x.grad(), dtt.grad(), A.grad(), B.grad(), C.grad(), use_d ? D.grad() : at::Tensor(),
+                    c.init ? init.grad() : at::Tensor()};
+          return r;
+        };
+        std::vector<at::Tensor> gk, gr, g64;
+        auto k = run(dt, Impl::kAuto, &gk);
+        auto r = run(dt, Impl::kReference, &gr);
+        auto r64 = run(at::kDouble, Impl::kReference, &g64);
+        EXPECT_TRUE(within_2x(k.y, r.y, r64.y, what + " y"));
+        EXPECT_TRUE(within_2x(k.final_state, r.final_state, r64.final_state, what + " final_state"));
+        const char* gname[] = {"dx", "ddt", "dA", "dB", "dC", "dD", "dinitial_state"};
+        for (int i = 0; i < 7; ++i) {
+          if (!g64[i].defined()) continue;
+          ASSERT_TRUE(gk[i].defined()) << what << " " << gname[i] << " missing";
+          EXPECT_EQ(gk[i].scalar_type(), gr[i].scalar_type()) << what << " " << gname[i];
+          EXPECT_TRUE(within_2x(gk[i], gr[i], g64[i], what + " " + gname[i]));
+        }
+      }
+    }
+  }
+}
+
+TEST(SsdScanCuda, BackwardIsDeterministic) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(17);
+  auto in = ssd_inputs(1, 1000, 8, 64, 2, 128, true);
+  auto f = [](const at::Tensor& t) { return t.to(at::kBFloat16).detach().requires_grad_(true); };
+  auto gy = at::randn({1, 1000, 8, 64}, in.x.options().dtype(at::kFloat));
+  std::vector<at::Tensor> first;
+  for (int run = 0; run < 3; ++run) {
+    auto x = f(in.x), dt = f(in.dt), B = f(in.B), C = f(in.C), D = f(in.D);
+    auto A = in.A.to(at::kFloat).detach().requires_grad_(true);
+    prism::ops::SsdScanParams p;
+    p.chunk_size = 128;
+    p.cu_seqlens = cu_tensor(many_docs(1000));
+    prism::ops::ssd_scan(x, dt, A, B, C, D, p).y.backward(gy);
+    std::vector<at::Tensor> g{x.grad(), dt.grad(), A.grad(), B.grad(), C.grad(), D.grad()};
+    if (run == 0) {
+      first = g;
+      continue;
+    }
+    for (size_t i = 0; i < g.size(); ++i) EXPECT_TRUE(at::equal(g[i], first[i])) << "run " << run << " grad " << i;
+  }
+}
+
 TEST(SsdStepCuda, StepsEqualScanAndReference) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   at::NoGradGuard ng;

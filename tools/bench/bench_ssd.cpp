@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
                  io_f + io_b);
         }
       }
-      // ---- SSD chunked scan (forward kernel; backward = reference autograd)
+      // ---- SSD chunked scan (forward kernels; forward + backward kernels vs the reference's autograd)
       {
         auto xbc = at::randn({1, L, CD}, bf);
         auto parts = xbc.split_with_sizes({I, G * N, G * N}, -1);
@@ -143,13 +143,19 @@ int main(int argc, char** argv) {
           report("ssd_scan", "fwd", L, nm, time_ms([&] { prism::ops::ssd_scan(x, dt, A, Bm, Cm, D, p); }, iters), io,
                  flops);
         }
-        {
+        // fwd+bwd: every input requires grad (the training path: the autograd Function over the
+        // forward and backward kernels, or the reference's autograd).
+        auto gy = at::randn({1, L, H, P}, f32);
+        for (Impl impl : {Impl::kAuto, Impl::kReference}) {
           prism::ops::SsdScanParams p;
           p.chunk_size = Q;
-          auto xg = x.detach().requires_grad_(true);
-          auto gy = at::randn({1, L, H, P}, f32);
-          report("ssd_scan", "fwd+bwd", L, "reference",
-                 time_ms([&] { prism::ops::ssd_scan(xg, dt, A, Bm, Cm, D, p).y.backward(gy); }, iters), io, 3 * flops);
+          p.impl = impl;
+          auto xg = x.detach().requires_grad_(true), dtg = dt.detach().requires_grad_(true);
+          auto Ag = A.detach().requires_grad_(true), Bg = Bm.detach().requires_grad_(true);
+          auto Cg = Cm.detach().requires_grad_(true), Dg = D.detach().requires_grad_(true);
+          report("ssd_scan", "fwd+bwd", L, impl == Impl::kAuto ? "kernel" : "reference",
+                 time_ms([&] { prism::ops::ssd_scan(xg, dtg, Ag, Bg, Cg, Dg, p).y.backward(gy); }, iters),
+                 io + double(L) * (CD * 2 + H * 2 + I * 4), 3 * flops);
         }
       }
     }

@@ -2,8 +2,8 @@
 //   h_t = exp(dt_t * A) h_{t-1} + dt_t * B_t x_t^T,   y_t = C_t h_t + D * x_t
 // evaluated chunk-wise (the SSD algorithm: quadratic inside a chunk, a linear recurrence over
 // chunk states), with state resets at document boundaries and optional initial/final states.
-// CUDA kernels (kernels/ssd): the chunked forward and the decode step; the backward runs the
-// reference (autograd), which runs everywhere.
+// CUDA kernels (kernels/ssd): the chunked forward and backward (an autograd Function) and the
+// decode step; the reference (ATen autograd) runs everywhere else.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -19,8 +19,9 @@ struct SsdScanParams {
   at::Tensor cu_seqlens;      ///< packed documents, int64 [num_docs + 1] over L (B == 1): the state
                               ///< is reset at every document start. Undefined = one document.
   at::Tensor initial_state;   ///< [B, H, P, N] fp32 state entering position 0 (undefined = zeros)
-  Impl impl = Impl::kAuto;    ///< kAuto: the CUDA forward kernel (kernels/ssd) for CUDA tensors when no
-                              ///< gradient is needed (P = 64, N in {64, 128}, Q a multiple of 64 <= 256)
+  Impl impl = Impl::kAuto;    ///< kAuto: the CUDA kernels (kernels/ssd; forward, and backward when a
+                              ///< gradient is needed) for CUDA tensors with P = 64, N in {64, 128} and
+                              ///< Q a multiple of 64 <= 256 (fp32/bf16/fp16 x); else the reference
 };
 
 struct SsdScanResult {
