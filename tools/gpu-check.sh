@@ -27,7 +27,7 @@ if [[ ! -f "$build/build.ninja" ]]; then
   cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPRISM_WITH_CUDA=ON -DPRISM_PYTHON="$py" \
     > "$out/configure.log" 2>&1 || { log "configure FAILED (see configure.log)"; exit 1; }
 fi
-targets=(test_ops bench_ssd bench_linear_ce bench_rmsnorm test_models bench_attention)
+targets=(test_ops bench_ssd bench_linear_ce bench_rmsnorm test_models bench_attention bench_train)
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" > "$out/build.log" 2>&1 \
   || { log "build FAILED (see build.log)"; tail -50 "$out/build.log" >&2; exit 1; }
 log "built ${targets[*]} in $build"
@@ -93,6 +93,19 @@ if "$build/bin/bench_attention" --json "$out/bench_attention.json" --md "$out/be
   log "attention: benchmark done (bench_attention.md, bench_attention.json)"
 else
   status=1; log "attention: benchmark FAILED (see bench_attention.log)"
+fi
+
+# --- part: training step vs transformers + PyTorch (issue 5: ~1B models at seq 4096) ----------------
+# llama1b (Llama-3.2-1B's shape) and hybrid1b (Nemotron-H-shaped) saved in bf16, then prism's
+# bench_train and transformers + torch AdamW (autocast bf16) on the same weights, interleaved:
+# tokens/s, MFU, peak memory. PRISM_BENCH_BATCHES / _CKPT / _ITERS / _REPEATS tune it (see the script).
+log "training step: llama1b + hybrid1b, seq ${PRISM_BENCH_SEQ:-4096}, prism vs transformers (run_train_bench_gpu.sh)"
+if PRISM_PYTHON="$py" "$here/tools/bench/run_train_bench_gpu.sh" "$build" "$out/train_bench" \
+    > "$out/train_bench_gpu.md" 2> "$out/train_bench_gpu.log"; then
+  log "training step: done (train_bench_gpu.md); $(grep -E '^\| (llama1b|hybrid1b) ' "$out/train_bench_gpu.md" \
+    | awk -F' [|] ' '{printf "%s %s ckpt %s: %s, MFU %s; ", $1, $2, $3, $6, $7}' | tr -d '|')"
+else
+  status=1; log "training step: FAILED (see train_bench_gpu.log, train_bench/logs)"; tail -20 "$out/train_bench_gpu.log" >&2
 fi
 
 log "done, status $status, results in $out"

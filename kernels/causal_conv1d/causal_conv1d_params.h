@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "ssd/ssm_types.h"
+#include "../ssd/ssm_types.h"
 
 namespace prism::kernels::ssm {
 

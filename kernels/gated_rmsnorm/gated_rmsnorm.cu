@@ -1,82 +1,20 @@
-// Fused gated RMSNorm of the Mamba2 mixer (architectures.md §1.2, norm_before_gate = False,
-// grouped): u = y * silu(z) in fp32, n = u * rsqrt(mean_group(u^2) + eps), rounded to y's dtype,
-// out = w * n rounded to the output dtype (transformers' order; src/ops/rmsnorm_ref.cpp).
-//
-// Forward: one block per (row, group), two passes over the group (the second re-reads y and z,
-// which are in L1/L2); the fp32 rstd per (row, group) is saved for backward.
-// Backward: one block per (chunk of rows, group). Per row: dn = dout * w, c = mean(dn * n),
-// du = rstd * (dn - n * c), dy = du * silu(z), dz = du * y * silu'(z); the weight gradient
-// sum_rows dout * round(n) accumulates in shared memory per block and is written as one fp32
-// partial row per chunk (deterministic; the binding sums the partials).
+// Host launchers of the fused gated RMSNorm kernels (device code: gated_rmsnorm_kernel.cuh, which
+// explains the numerics and the deterministic weight-gradient partial rows).
 #include <cuda_runtime.h>
 
+#include "gated_rmsnorm/gated_rmsnorm_kernel.cuh"
 #include "gated_rmsnorm/gated_rmsnorm_params.h"
-#include "ssd/ssm_device.cuh"
 
 namespace prism::kernels::ssm {
-namespace {
 
-__global__ void __launch_bounds__(kGatedNormThreads) gated_norm_fwd_kernel(GatedRmsNormParams p) {
-  __shared__ float scratch[33];
-  const int64_t row = blockIdx.x, g = blockIdx.y, G = gridDim.y;
-  const int64_t c0 = g * p.group, c1 = c0 + p.group;
-  const int64_t yo = row * p.y_rs, zo = row * p.z_rs;
-  float acc = 0.f;
-  for (int64_t c = c0 + threadIdx.x; c < c1; c += kGatedNormThreads) {
-    const float u = ld(p.y, p.y_dtype, yo + c) * siluf_(ld(p.z, p.z_dtype, zo + c));
-    acc = fmaf(u, u, acc);
-  }
-  const float rstd = rsqrtf(block_sum(acc, scratch) / static_cast<float>(p.group) + p.eps);
-  if (p.rstd && threadIdx.x == 0) p.rstd[row * G + g] = rstd;
-  for (int64_t c = c0 + threadIdx.x; c < c1; c += kGatedNormThreads) {
-    const float u = ld(p.y, p.y_dtype, yo + c) * siluf_(ld(p.z, p.z_dtype, zo + c));
-    const float n = round_to(p.y_dtype, u * rstd);
-    st(p.out, p.out_dtype, row * p.I + c, p.w[c] * n);
-  }
-}
-
-__global__ void __launch_bounds__(kGatedNormThreads) gated_norm_bwd_kernel(GatedRmsNormBwdParams q) {
-  extern __shared__ float dw_s[];  // [group]
-  __shared__ float scratch[33];
-  const auto& p = q.f;
-  const int64_t chunk = blockIdx.x, g = blockIdx.y, G = gridDim.y;
-  const int64_t c0 = g * p.group;
-  for (int64_t c = threadIdx.x; c < p.group; c += kGatedNormThreads) dw_s[c] = 0.f;
-  const int64_t r0 = chunk * q.rows_per_chunk;
-  const int64_t r1 = min(r0 + q.rows_per_chunk, p.rows);
-  for (int64_t row = r0; row < r1; ++row) {
-    const float rstd = p.rstd[row * G + g];
-    const int64_t yo = row * p.y_rs, zo = row * p.z_rs, oo = row * p.I;
-    float acc = 0.f;
-    for (int64_t c = threadIdx.x; c < p.group; c += kGatedNormThreads) {
-      const int64_t cc = c0 + c;
-      const float n = ld(p.y, p.y_dtype, yo + cc) * siluf_(ld(p.z, p.z_dtype, zo + cc)) * rstd;
-      acc = fmaf(ld(q.dout, p.out_dtype, oo + cc) * p.w[cc], n, acc);
-    }
-    const float mean_dn_n = block_sum(acc, scratch) / static_cast<float>(p.group);
-    for (int64_t c = threadIdx.x; c < p.group; c += kGatedNormThreads) {
-      const int64_t cc = c0 + c;
-      const float y = ld(p.y, p.y_dtype, yo + cc), z = ld(p.z, p.z_dtype, zo + cc);
-      const float sz = siluf_(z);
-      const float n = y * sz * rstd;
-      const float go = ld(q.dout, p.out_dtype, oo + cc);
-      const float du = rstd * (go * p.w[cc] - n * mean_dn_n);
-      st(q.dy, p.y_dtype, oo + cc, du * sz);
-      st(q.dz, p.z_dtype, oo + cc, du * y * dsiluf_(z));
-      dw_s[c] = fmaf(go, round_to(p.y_dtype, n), dw_s[c]);
-    }
-  }
-  __syncthreads();
-  for (int64_t c = threadIdx.x; c < p.group; c += kGatedNormThreads) q.dw_partial[chunk * p.I + c0 + c] = dw_s[c];
-}
-
-}  // namespace
+using gated_rmsnorm::gated_norm_bwd_kernel;
+using gated_rmsnorm::gated_norm_fwd_kernel;
 
 int gated_rms_norm_fwd(const GatedRmsNormParams& p, void* stream) {
   if (p.rows == 0 || p.I == 0) return 0;
   if (p.group <= 0 || p.I % p.group != 0 || p.rows > 0x7fffffff) return static_cast<int>(cudaErrorInvalidValue);
   const dim3 grid(static_cast<unsigned>(p.rows), static_cast<unsigned>(p.I / p.group));
-  gated_norm_fwd_kernel<<<grid, kGatedNormThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  gated_norm_fwd_kernel<kGatedNormThreads><<<grid, kGatedNormThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -87,12 +25,12 @@ int gated_rms_norm_bwd(const GatedRmsNormBwdParams& q, void* stream) {
     return static_cast<int>(cudaErrorInvalidValue);
   const size_t smem = static_cast<size_t>(p.group) * sizeof(float);
   if (smem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(gated_norm_bwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    const cudaError_t e = cudaFuncSetAttribute(gated_norm_bwd_kernel<kGatedNormThreads>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem));
     if (e != cudaSuccess) return static_cast<int>(e);
   }
   const dim3 grid(static_cast<unsigned>(q.num_chunks), static_cast<unsigned>(p.I / p.group));
-  gated_norm_bwd_kernel<<<grid, kGatedNormThreads, smem, static_cast<cudaStream_t>(stream)>>>(q);
+  gated_norm_bwd_kernel<kGatedNormThreads><<<grid, kGatedNormThreads, smem, static_cast<cudaStream_t>(stream)>>>(q);
   return static_cast<int>(cudaGetLastError());
 }
 

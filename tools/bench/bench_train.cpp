@@ -1,21 +1,38 @@
-// CPU throughput of one prism mid-training step on an HF checkpoint directory (tokens/s), the
-// prism side of tools/bench/run_train_bench.sh (the baseline side is bench_train_hf.py on the same
-// weights, ids and thread count).
+// Throughput of one prism mid-training step on an HF checkpoint directory (tokens/s, and on a GPU
+// MFU and peak memory), the prism side of tools/bench/run_train_bench.sh (CPU) and
+// tools/bench/run_train_bench_gpu.sh (CUDA); the baseline side is bench_train_hf.py on the same
+// weights and ids.
 //
 //     bench_train <hf_dir> <threads> <batch> <seq> <iters> [label] [--packed]
+//                 [--device cpu|cuda] [--dtype fp32|bf16] [--ckpt] [--fused-loss] [--warmup N]
+//                 [--peak-tflops X]
 //
 // One step is what src/train/trainer.cpp does for one micro-batch: zero_grad, forward, token
 // cross-entropy (sum over label tokens / label tokens), backward, finish_grad_sync, grad_norm,
-// clip to 1.0, AdamW step (DistributedAdamW, "local" communicator, fp32, fused, lr 1e-4,
-// weight decay 0.1 except norms / biases / SSM parameters). Ids are at::randint(V, [batch, seq])
-// after at::manual_seed(0); labels are the ids shifted left, -100 at each row's last position.
+// clip to 1.0, AdamW step (DistributedAdamW, "local" communicator, fused, lr 1e-4, weight decay
+// 0.1 except norms / biases / SSM parameters; fp32 master weights and moments whatever the
+// parameter dtype). Ids are at::randint(V, [batch, seq]) after at::manual_seed(0) (drawn on the
+// CPU, then moved); labels are the ids shifted left, -100 at each row's last position.
 // Plain: input [batch, seq], causal. --packed: input [1, batch * seq] with cu_seqlens marking one
 // document per row and positions restarting per document, as the trainer feeds packed batches.
-// 2 untimed warm-up steps, then `iters` timed ones. The last stdout line is one JSON object with
-// tokens_per_s (input tokens), step_ms (mean), step_ms_min (fastest timed step), the mean
-// forward / backward / optimizer split, and loss0 (first step's loss: equals the baseline's).
+// --device / --dtype: where the model lives and its parameter dtype (LoadOptions; default cpu,
+// fp32). --ckpt: per-layer activation checkpointing (ForwardOptions::activation_checkpointing, the
+// trainer's model.activation_checkpointing). --fused-loss: the trainer's loss path (skip_lm_head +
+// ops::linear_cross_entropy, the [tokens, V] logits never materialised; the lm_head backward then
+// runs inside the "forward" phase) instead of full logits + ops::cross_entropy.
+// `--warmup` untimed steps (default 2), then `iters` timed ones. On CUDA every phase boundary is a
+// device synchronisation, so the phase times add up to the step time.
+//
+// The last stdout line is one JSON object: tokens_per_s (input tokens), step_ms (mean),
+// step_ms_min (fastest timed step), the mean forward / backward / optimizer split, loss0 (first
+// step's loss: equals the baseline's), params and flops_per_token (metrics.h: 6 N + 12 L H Q T, N
+// without the input embedding unless tied), mfu (tokens/s * flops_per_token / peak: the H100 dense
+// bf16 peak on CUDA, --peak-tflops overrides; null on CPU without it) and peak_mem_gib (the CUDA
+// caching allocator's peak allocated bytes since the model was loaded, the number the trainer
+// logs; null on CPU).
 // PRISM_BENCH_VERBOSE=1 prints the optimizer part of every step (sync, grad_norm, clip, step) to stderr.
 #include <ATen/ATen.h>
+#include <ATen/DeviceAccelerator.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -24,31 +41,97 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "prism/dist/communicator.h"
 #include "prism/models/causal_lm.h"
 #include "prism/ops/cross_entropy.h"
+#include "prism/ops/linear_cross_entropy.h"
+#include "prism/train/metrics.h"
 #include "prism/train/optimizer.h"
+
+namespace prism::train {
+#ifdef PRISM_HAS_CUDA_KERNELS
+// src/train/device_memory_cuda.cpp: peak bytes allocated by the CUDA caching allocator on `device`.
+int64_t cuda_peak_allocated_bytes(int device);
+#endif
+}  // namespace prism::train
 
 namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+constexpr const char* kUsage =
+    "usage: bench_train <hf_dir> <threads> <batch> <seq> <iters> [label] [--packed] [--device cpu|cuda]\n"
+    "                   [--dtype fp32|bf16] [--ckpt] [--fused-loss] [--warmup N] [--peak-tflops X]\n";
+
+// Training FLOPs per token as the trainer counts them (trainer.cpp training_flops_per_token):
+// parameters without the input embedding unless it is tied (then it stands for lm_head), and
+// the attention blocks of the layout.
+double training_flops_per_token(const prism::models::CausalLM& m, int64_t seq, int64_t* num_params) {
+  const auto& c = m.config();
+  int64_t n = m.num_parameters();
+  for (const auto& [name, t] : m.named_parameters())
+    if (name == c.embed_name && !c.tie_word_embeddings) n -= t.numel();
+  int64_t attn_blocks = 0;
+  for (const auto& l : c.layers)
+    for (const auto& b : l.blocks) attn_blocks += b.kind == prism::models::BlockKind::kAttention;
+  *num_params = n;
+  return prism::train::flops_per_token(n, attn_blocks, c.num_heads, c.head_dim, seq);
+}
+
+std::string json_number(double v, const char* fmt) {
+  if (!(v == v)) return "null";  // NaN: unknown
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), fmt, v);
+  return buf;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> pos;
-  bool packed = false;
+  bool packed = false, ckpt = false, fused_loss = false;
+  std::string device = "cpu", dtype = "fp32";
+  int warmup = 2;
+  double peak_tflops = 0;
   const bool verbose = std::getenv("PRISM_BENCH_VERBOSE") != nullptr;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--packed") == 0)
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_train: %s needs a value\n%s", a.c_str(), kUsage);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--packed")
       packed = true;
-    else
-      pos.emplace_back(argv[i]);
+    else if (a == "--ckpt")
+      ckpt = true;
+    else if (a == "--fused-loss")
+      fused_loss = true;
+    else if (a == "--device")
+      device = value();
+    else if (a == "--dtype")
+      dtype = value();
+    else if (a == "--warmup")
+      warmup = std::atoi(value().c_str());
+    else if (a == "--peak-tflops")
+      peak_tflops = std::atof(value().c_str());
+    else if (a.rfind("--", 0) == 0) {
+      std::fprintf(stderr, "bench_train: unknown option %s\n%s", a.c_str(), kUsage);
+      return 2;
+    } else
+      pos.emplace_back(a);
   }
   if (pos.size() < 5) {
-    std::fprintf(stderr, "usage: bench_train <hf_dir> <threads> <batch> <seq> <iters> [label] [--packed]\n");
+    std::fprintf(stderr, "%s", kUsage);
+    return 2;
+  }
+  if ((device != "cpu" && device.rfind("cuda", 0) != 0) || (dtype != "fp32" && dtype != "bf16") || warmup < 0) {
+    std::fprintf(stderr, "bench_train: --device cpu|cuda[:i], --dtype fp32|bf16, --warmup >= 0\n%s", kUsage);
     return 2;
   }
   try {
@@ -62,8 +145,21 @@ int main(int argc, char** argv) {
       return 2;
     }
     at::set_num_threads(threads);
-    auto model = prism::models::CausalLM::from_pretrained(dir);
+    const bool cuda = device != "cpu";
+    const c10::Device dev(device);
+    const c10::DeviceIndex dev_index = cuda && dev.index() >= 0 ? dev.index() : 0;
+    // Every phase boundary on CUDA: wait for the queued kernels so wall-clock times are the GPU's.
+    auto sync = [&] {
+      if (cuda) at::accelerator::synchronizeDevice(dev_index);
+    };
+
+    prism::models::LoadOptions lo;
+    lo.dtype = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+    lo.device = device;
+    auto model = prism::models::CausalLM::from_pretrained(dir, lo);
     const auto& mc = model->config();
+    sync();
+    if (cuda) at::accelerator::resetPeakStats(dev_index);  // the loader's transient host/device copies
 
     prism::train::OptimizerConfig oc;
     oc.lr = 1e-4;
@@ -86,36 +182,52 @@ int main(int argc, char** argv) {
     auto ids = at::randint(mc.vocab_size, {batch, seq}, at::kLong);
     auto labels = at::full({batch, seq}, -100, at::kLong);
     labels.narrow(1, 0, seq - 1).copy_(ids.narrow(1, 1, seq - 1));
-    const auto flat_labels = labels.reshape({-1});
+    const auto flat_labels = labels.reshape({-1}).to(dev);
     const double tokens = static_cast<double>(batch * (seq - 1));
 
     prism::models::ForwardOptions fo;
-    at::Tensor input = ids;
+    at::Tensor input = ids.to(dev);
     if (packed) {
-      input = ids.reshape({1, batch * seq});
+      input = input.reshape({1, batch * seq});
       fo.cu_seqlens = at::arange(0, (batch + 1) * seq, seq, at::kLong);
       fo.position_ids = at::arange(seq, at::kLong).repeat({batch}).reshape({1, -1});
     }
+    fo.activation_checkpointing = ckpt;
+    fo.skip_lm_head = fused_loss;
 
     double fwd_ms = 0, bwd_ms = 0, opt_ms = 0, loss0 = 0, last_loss = 0, gnorm = 0;
     auto one_step = [&](bool first) {
       auto t0 = Clock::now();
       opt.zero_grad();
       auto out = model->forward(input, fo);
-      auto ce = prism::ops::cross_entropy(out.logits.reshape({-1, out.logits.size(-1)}), flat_labels);
-      auto loss = ce.loss_sum / tokens;
+      at::Tensor loss;
+      if (fused_loss) {
+        prism::ops::LinearCrossEntropyOptions lco;
+        lco.logits_scaling = mc.logits_scaling;
+        auto ce = prism::ops::linear_cross_entropy(out.last_hidden.reshape({-1, out.last_hidden.size(-1)}),
+                                                   model->lm_head_weight(), flat_labels, lco, fo.impl);
+        loss = ce.loss / tokens;
+      } else {
+        auto ce = prism::ops::cross_entropy(out.logits.reshape({-1, out.logits.size(-1)}), flat_labels);
+        loss = ce.loss_sum / tokens;
+      }
+      sync();
       const double f = ms_since(t0);
       auto t1 = Clock::now();
       loss.backward();
+      sync();
       const double b = ms_since(t1);
       auto t2 = Clock::now();
       opt.finish_grad_sync();
+      sync();
       auto t3 = Clock::now();
       gnorm = opt.grad_norm();
       auto t4 = Clock::now();
       opt.clip_grads(gnorm, oc.max_grad_norm);
+      sync();
       auto t5 = Clock::now();
       opt.step(oc.lr);
+      sync();
       const double o = ms_since(t2);
       if (verbose)
         std::fprintf(stderr, "  sync %.1f ms, grad_norm %.1f ms, clip %.1f ms, step %.1f ms\n",
@@ -126,26 +238,41 @@ int main(int argc, char** argv) {
       if (first) loss0 = last_loss;
       return std::array<double, 3>{f, b, o};
     };
-    one_step(true);  // warm-up (also records the initial loss, a cross-check against the baseline)
-    one_step(false);
+    // Warm-up (the first also records the initial loss, a cross-check against the baseline).
+    for (int w = 0; w < warmup; ++w) one_step(w == 0);
     double min_ms = 1e300;
     auto t0 = Clock::now();
     for (int i = 0; i < iters; ++i) {
       auto ts = Clock::now();
-      auto s = one_step(false);
+      auto s = one_step(warmup == 0 && i == 0);
       min_ms = std::min(min_ms, ms_since(ts));
       fwd_ms += s[0];
       bwd_ms += s[1];
       opt_ms += s[2];
     }
+    sync();
     const double total_ms = ms_since(t0);
+    const double tps = static_cast<double>(batch * seq) * iters / (total_ms / 1000.0);
+
+    int64_t num_params = 0;
+    const double fpt = training_flops_per_token(*model, seq, &num_params);
+    const double peak = peak_tflops > 0 ? peak_tflops * 1e12 : (cuda ? prism::train::kH100Bf16PeakFlops : 0.0);
+    const double mfu = peak > 0 ? prism::train::mfu(tps, fpt, peak) : std::numeric_limits<double>::quiet_NaN();
+    double peak_gib = std::numeric_limits<double>::quiet_NaN();
+#ifdef PRISM_HAS_CUDA_KERNELS
+    if (cuda) peak_gib = static_cast<double>(prism::train::cuda_peak_allocated_bytes(dev_index)) / (1 << 30);
+#endif
     std::printf(
-        "{\"impl\": \"prism\", \"config\": \"%s\", \"threads\": %d, \"batch\": %lld, \"seq\": %lld, \"packed\": %s, "
-        "\"iters\": %d, \"step_ms\": %.1f, \"step_ms_min\": %.1f, \"fwd_ms\": %.1f, \"bwd_ms\": %.1f, \"opt_ms\": %.1f, "
-        "\"loss0\": %.6f, \"loss\": %.6f, \"grad_norm\": %.6f, \"tokens_per_s\": %.1f}\n",
-        label.c_str(), threads, static_cast<long long>(batch), static_cast<long long>(seq), packed ? "true" : "false",
+        "{\"impl\": \"prism\", \"config\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, "
+        "\"batch\": %lld, \"seq\": %lld, \"packed\": %s, \"ckpt\": %s, \"fused_loss\": %s, \"iters\": %d, "
+        "\"step_ms\": %.1f, \"step_ms_min\": %.1f, \"fwd_ms\": %.1f, \"bwd_ms\": %.1f, \"opt_ms\": %.1f, "
+        "\"loss0\": %.6f, \"loss\": %.6f, \"grad_norm\": %.6f, \"params\": %lld, \"flops_per_token\": %.6g, "
+        "\"mfu\": %s, \"peak_mem_gib\": %s, \"tokens_per_s\": %.1f}\n",
+        label.c_str(), device.c_str(), dtype.c_str(), threads, static_cast<long long>(batch),
+        static_cast<long long>(seq), packed ? "true" : "false", ckpt ? "true" : "false", fused_loss ? "true" : "false",
         iters, total_ms / iters, min_ms, fwd_ms / iters, bwd_ms / iters, opt_ms / iters, loss0, last_loss, gnorm,
-        static_cast<double>(batch * seq) * iters / (total_ms / 1000.0));
+        static_cast<long long>(num_params), fpt, json_number(mfu, "%.4f").c_str(),
+        json_number(peak_gib, "%.3f").c_str(), tps);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train: error: %s\n", e.what());
