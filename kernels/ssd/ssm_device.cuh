@@ -1,27 +1,35 @@
 // Device helpers of the Mamba2 kernels: dtype-erased loads/stores (a uniform switch per access,
-// free next to the memory traffic), SiLU and its derivative, block reductions.
+// free next to the memory traffic), SiLU and its derivative, block reductions. Written against
+// common/device_compat.cuh, so the kernels that use it also run on a CPU through the block
+// emulator (PRISM_KERNEL_EMULATE; tests/ops/test_ssd_emu.cpp). Under nvcc the conversions are
+// the same intrinsics as before (__half2float, __float2bfloat16_rn, ...).
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include <cmath>
+#include <cstdint>
 
-#include "ssd/ssm_types.h"
+#include "../common/device_compat.cuh"
+#include "ssm_types.h"
 
 namespace prism::kernels::ssm {
 
+// dev::to_f<T> / dev::from_f<T> for T in {float, half, bf16}: __half2float / __float2half_rn /
+// __bfloat162float / __float2bfloat16_rn under nvcc, c10's round-to-nearest-even on the host.
+using dev::from_f;
+using dev::to_f;
+
 __device__ __forceinline__ float ld(const void* p, DType t, int64_t i) {
   switch (t) {
-    case DType::kFloat16: return __half2float(static_cast<const __half*>(p)[i]);
-    case DType::kBFloat16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    case DType::kFloat16: return to_f(static_cast<const dev::half*>(p)[i]);
+    case DType::kBFloat16: return to_f(static_cast<const dev::bf16*>(p)[i]);
     default: return static_cast<const float*>(p)[i];
   }
 }
 
 __device__ __forceinline__ void st(void* p, DType t, int64_t i, float v) {
   switch (t) {
-    case DType::kFloat16: static_cast<__half*>(p)[i] = __float2half_rn(v); break;
-    case DType::kBFloat16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v); break;
+    case DType::kFloat16: static_cast<dev::half*>(p)[i] = from_f<dev::half>(v); break;
+    case DType::kBFloat16: static_cast<dev::bf16*>(p)[i] = from_f<dev::bf16>(v); break;
     default: static_cast<float*>(p)[i] = v;
   }
 }
@@ -29,21 +37,11 @@ __device__ __forceinline__ void st(void* p, DType t, int64_t i, float v) {
 /// v rounded to dtype t and back (the cast of a reference that rounds an intermediate).
 __device__ __forceinline__ float round_to(DType t, float v) {
   switch (t) {
-    case DType::kFloat16: return __half2float(__float2half_rn(v));
-    case DType::kBFloat16: return __bfloat162float(__float2bfloat16_rn(v));
+    case DType::kFloat16: return to_f(from_f<dev::half>(v));
+    case DType::kBFloat16: return to_f(from_f<dev::bf16>(v));
     default: return v;
   }
 }
-
-template <typename T> __device__ __forceinline__ float to_f(T v);
-template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // expf, not __expf: the fast intrinsic is off by up to ~2 + 1.2|v| ulp, more than the reference.
 __device__ __forceinline__ float sigmoidf_(float v) { return 1.f / (1.f + expf(-v)); }

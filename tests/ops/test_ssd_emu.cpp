@@ -324,3 +324,254 @@ TEST(SsdScanEmu, BackwardIsDeterministic) {
 }
 
 }  // namespace
+
+// ------------------------------------------------------------------------------ decode step
+// The one-token decode step (kernels/ssd/ssd_step_kernel.cuh) through the same emulator, with the
+// launch shape of ssd_step.cu. Inputs are laid out as the binding passes them (ssd_step_cuda: any
+// outer strides, unit innermost stride): x, B, C strided splits of one conv-output row, dt a
+// column slice of a wider projection row. Oracle: a hand-written float64 evaluation of the same
+// math (per head h, group h / (H/G)); bar: within_2x against ssd_step_ref run on the kernel's own
+// inputs with the kernel's fp32 state. y starts as NaN (the state is updated in place, so a
+// skipped state element shows up as an undecayed value). Several steps from the emulated scan's
+// final state must match the float64 reference scan over the longer sequence.
+
+#include "../../kernels/ssd/ssd_step_kernel.cuh"
+
+namespace {
+
+namespace step = prism::kernels::ssm::step;
+
+struct EmuStepLaunch {
+  template <typename Kernel, typename... Args>
+  void operator()(unsigned grid_x, unsigned grid_y, size_t smem, Kernel kernel, const Args&... args) const {
+    emu::launch(emu::Dim3{grid_x, grid_y, 1}, emu::Dim3{static_cast<unsigned>(step::kThreads)}, smem, kernel, args...);
+  }
+};
+
+/// One step's inputs in the kernel's dtype (A fp32), already strided as the binding passes them.
+struct StepArgs {
+  at::Tensor x, dt, A, B, C, D;  // [B, H, P], [B, H], [H], [B, G, N], [B, G, N], [H] or undefined
+};
+
+struct StepOut {
+  at::Tensor y, state;  // [B, H, P], [B, H, P, N]
+};
+
+/// The kernel through the emulator: state (fp32 [B, H, P, N]) is copied and updated; y is poisoned.
+StepOut run_step_kernel(const at::Tensor& state, const StepArgs& a) {
+  StepOut o;
+  o.state = state.to(at::kFloat).contiguous().clone();
+  const int64_t B = o.state.size(0), H = o.state.size(1), P = o.state.size(2), N = o.state.size(3);
+  o.y = nan_f({B, H, P});
+  ssm::SsdStepParams p;
+  p.state = o.state.data_ptr<float>();
+  p.x = arg(a.x);
+  p.dt = arg(a.dt);
+  p.A = arg(a.A);
+  p.Bm = arg(a.B);
+  p.Cm = arg(a.C);
+  p.D = arg(a.D);
+  p.y = o.y.data_ptr<float>();
+  p.B = B;
+  p.H = H;
+  p.P = P;
+  p.N = N;
+  p.G = a.B.size(1);
+  step::step_launch(p, EmuStepLaunch{});
+  return o;
+}
+
+/// float64 evaluation of state = exp(dt A) state + (dt x) ⊗ B_g, y = state · C_g + D x, head by head.
+StepOut step_oracle(const at::Tensor& state, const StepArgs& a) {
+  auto d = [](const at::Tensor& t) { return t.defined() ? t.to(at::kDouble) : t; };
+  auto st = state.to(at::kDouble).clone();  // [B, H, P, N]
+  auto x = d(a.x), dt = d(a.dt), A = d(a.A), Bm = d(a.B), Cm = d(a.C), D = d(a.D);
+  const int64_t H = st.size(1), hpg = H / Bm.size(1);
+  std::vector<at::Tensor> ys;
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t g = h / hpg;
+    auto dth = dt.select(1, h);  // [B]
+    auto xh = x.select(1, h);    // [B, P]
+    auto sh = st.select(1, h);   // [B, P, N]
+    sh.copy_(sh * at::exp(dth * A[h]).view({-1, 1, 1}) +
+             (dth.unsqueeze(1) * xh).unsqueeze(2) * Bm.select(1, g).unsqueeze(1));
+    auto yh = at::bmm(sh, Cm.select(1, g).unsqueeze(2)).squeeze(2);  // [B, P]
+    if (D.defined()) yh = yh + D[h] * xh;
+    ys.push_back(yh);
+  }
+  return {at::stack(ys, 1), st};
+}
+
+/// ssd_step_ref on the kernel's inputs with an fp32 state (the precision the kernel computes in).
+StepOut step_ref32(const at::Tensor& state, const StepArgs& a) {
+  StepOut o;
+  o.state = state.to(at::kFloat).clone();
+  o.y = prism::ops::ssd_step_ref(o.state, a.x, a.dt, a.A, a.B, a.C, a.D);
+  return o;
+}
+
+struct StepCase {
+  int64_t B, H, G, P, N;
+  bool use_d, strided;
+  at::ScalarType dtype;
+};
+
+std::string step_name(const StepCase& c) {
+  return "step B" + std::to_string(c.B) + " H" + std::to_string(c.H) + " G" + std::to_string(c.G) + " P" +
+         std::to_string(c.P) + " N" + std::to_string(c.N) + (c.use_d ? " D" : "") +
+         (c.strided ? " strided" : " contiguous") + " " + c10::toString(c.dtype);
+}
+
+StepArgs make_step_args(const StepCase& c) {
+  auto o = at::TensorOptions().dtype(at::kDouble);
+  const int64_t hp = c.H * c.P, gn = c.G * c.N;
+  StepArgs a;
+  if (c.strided) {  // x | B | C | 5 more columns of one conv-output row; dt columns 3..3+H of a wider row
+    auto xbc = at::randn({c.B, hp + 2 * gn + 5}, o).to(c.dtype);
+    a.x = xbc.narrow(1, 0, hp).view({c.B, c.H, c.P});
+    a.B = xbc.narrow(1, hp, gn).view({c.B, c.G, c.N});
+    a.C = xbc.narrow(1, hp + gn, gn).view({c.B, c.G, c.N});
+    auto wide = at::exp(at::rand({c.B, c.H + 7}, o) * (std::log(0.5) - std::log(1e-3)) + std::log(1e-3));
+    a.dt = wide.to(c.dtype).narrow(1, 3, c.H);
+    EXPECT_FALSE(a.x.is_contiguous() || a.B.is_contiguous() || a.C.is_contiguous() || a.dt.is_contiguous());
+  } else {
+    a.x = at::randn({c.B, c.H, c.P}, o).to(c.dtype);
+    a.B = at::randn({c.B, c.G, c.N}, o).to(c.dtype);
+    a.C = at::randn({c.B, c.G, c.N}, o).to(c.dtype);
+    a.dt = at::exp(at::rand({c.B, c.H}, o) * (std::log(0.5) - std::log(1e-3)) + std::log(1e-3)).to(c.dtype);
+  }
+  a.A = (-at::exp(at::rand({c.H}, o) * std::log(16.0))).to(at::kFloat);
+  if (c.use_d) a.D = at::randn({c.H}, o).to(c.dtype);
+  return a;
+}
+
+void check_step_case(const StepCase& c) {
+  SCOPED_TRACE(step_name(c));
+  std::printf("%s\n", step_name(c).c_str());
+  const auto a = make_step_args(c);
+  const auto state = at::randn({c.B, c.H, c.P, c.N}, at::kFloat);
+  const auto k = run_step_kernel(state, a);
+  const auto r64 = step_oracle(state, a);
+  const auto r32 = step_ref32(state, a);
+  // The oracle is independent of ssd_step_ref's group expansion; both must agree in float64.
+  auto s64 = state.to(at::kDouble).clone();
+  const auto y64 = prism::ops::ssd_step_ref(s64, a.x, a.dt, a.A, a.B, a.C, a.D);
+  EXPECT_LE(max_abs_diff(y64, r64.y), 1e-12 * max_abs(r64.y));
+  EXPECT_LE(max_abs_diff(s64, r64.state), 1e-12 * max_abs(r64.state));
+  EXPECT_TRUE(within_2x(k.y, r32.y, r64.y, "y"));
+  EXPECT_TRUE(within_2x(k.state, r32.state, r64.state, "state"));
+}
+
+TEST(SsdStepEmu, Fp32StridedOneGroupWithD) {
+  at::manual_seed(31);
+  check_step_case({2, 4, 1, 64, 64, true, true, at::kFloat});
+}
+
+TEST(SsdStepEmu, Fp32StridedGroupsNoDRaggedPN) {
+  at::manual_seed(32);  // P not a multiple of the 4 warps, N not a multiple of 32 (partial lanes)
+  check_step_case({2, 4, 2, 21, 40, false, true, at::kFloat});
+}
+
+TEST(SsdStepEmu, Fp32ContiguousGroupsWithDLargeN) {
+  at::manual_seed(33);  // N > kThreads: the B/C staging loop takes two rounds
+  check_step_case({1, 6, 3, 8, 160, true, false, at::kFloat});
+}
+
+TEST(SsdStepEmu, Bf16StridedGroupsWithD) {
+  at::manual_seed(34);
+  check_step_case({2, 4, 2, 64, 128, true, true, at::kBFloat16});
+}
+
+TEST(SsdStepEmu, Bf16StridedOneGroupNoD) {
+  at::manual_seed(35);
+  check_step_case({2, 2, 1, 32, 64, false, true, at::kBFloat16});
+}
+
+/// The emulated scan forward (ssd_scan_fwd's launches) over x.size(1) positions from `init`.
+std::pair<at::Tensor, at::Tensor> run_scan_fwd(const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
+                                               const at::Tensor& B, const at::Tensor& C, const at::Tensor& D,
+                                               const at::Tensor& init, int64_t Q) {
+  ssm::SsdScanFwdParams f;
+  f.B = x.size(0);
+  f.L = x.size(1);
+  f.H = x.size(2);
+  f.P = x.size(3);
+  f.G = B.size(2);
+  f.N = B.size(3);
+  f.Q = Q;
+  f.x = arg(x);
+  f.dt = arg(dt);
+  f.A = arg(A);
+  f.Bm = arg(B);
+  f.Cm = arg(C);
+  f.D = arg(D);
+  const auto init32 = init.to(at::kFloat).contiguous();
+  f.initial_state = init32.data_ptr<float>();
+  const int64_t nc = (f.L + Q - 1) / Q;
+  auto cs = nan_d({f.B, f.H, nc * Q}), cb = nan_f({f.B, nc, f.G, Q, Q}), st = nan_f({f.B, nc, f.H, f.P, f.N});
+  f.cs = cs.data_ptr<double>();
+  f.cb = cb.data_ptr<float>();
+  f.states = st.data_ptr<float>();
+  auto y = nan_f({f.B, f.L, f.H, f.P}), fin = nan_f({f.B, f.H, f.P, f.N});
+  f.y = y.data_ptr<float>();
+  f.final_state = fin.data_ptr<float>();
+  EXPECT_EQ(f.P, 64);
+  EXPECT_TRUE(f.N == 64 || f.N == 128);
+  if (f.N == 64) {
+    scan::forward_launches<64, 64>(f, EmuLaunch{});
+    scan::forward_output_launch<64, 64>(f, EmuLaunch{});
+  } else {
+    scan::forward_launches<64, 128>(f, EmuLaunch{});
+    scan::forward_output_launch<64, 128>(f, EmuLaunch{});
+  }
+  return {y, fin};
+}
+
+/// Prefill L1 tokens with the emulated scan, then K emulated decode steps from its final state:
+/// y of the K steps and the last state vs the float64 reference scan over L1 + K tokens; the
+/// 2x bar's reference is the same chain in fp32 (ssd_scan_ref, then ssd_step_ref K times).
+void check_decode_after_scan(const Case& c, int64_t L1) {
+  SCOPED_TRACE(name(c));
+  std::printf("decode after scan L1=%lld: %s\n", static_cast<long long>(L1), name(c).c_str());
+  const int64_t K = c.L - L1;
+  const auto in = make_inputs(c);  // strided x/B/C splits; init always given here
+  ASSERT_TRUE(in.init.defined());
+  auto pre = [&](const at::Tensor& t) { return t.narrow(1, 0, L1); };
+  auto [ys_pre, state] = run_scan_fwd(pre(in.kx), pre(in.kdt_), in.kA, pre(in.kB), pre(in.kC), in.kD, in.init, c.Q);
+  EXPECT_FALSE(at::isnan(ys_pre).any().item<bool>());
+  std::vector<at::Tensor> yk;
+  for (int64_t t = L1; t < c.L; ++t) {
+    StepArgs a{in.kx.select(1, t), in.kdt_.select(1, t), in.kA, in.kB.select(1, t), in.kC.select(1, t), in.kD};
+    auto o = run_step_kernel(state, a);
+    yk.push_back(o.y);
+    state = o.state;
+  }
+  // float64 oracle: the reference scan over all L1 + K tokens
+  prism::ops::SsdScanParams sp;
+  sp.chunk_size = c.Q;
+  sp.initial_state = in.init;
+  sp.impl = prism::ops::Impl::kReference;
+  const auto r64 = prism::ops::ssd_scan_ref(in.x, in.dt, in.A, in.B, in.C, in.D, sp);
+  // fp32 chain: reference scan over L1, then K reference steps
+  auto f = [](const at::Tensor& t) { return t.defined() ? t.to(at::kFloat) : t; };
+  sp.initial_state = f(in.init);
+  auto r32 = prism::ops::ssd_scan_ref(f(pre(in.x)), f(pre(in.dt)), f(in.A), f(pre(in.B)), f(pre(in.C)), f(in.D), sp);
+  std::vector<at::Tensor> yr;
+  for (int64_t t = L1; t < c.L; ++t)
+    yr.push_back(prism::ops::ssd_step_ref(r32.final_state, f(in.x.select(1, t)), f(in.dt.select(1, t)), f(in.A),
+                                          f(in.B.select(1, t)), f(in.C.select(1, t)), f(in.D)));
+  EXPECT_TRUE(within_2x(at::stack(yk, 1), at::stack(yr, 1), r64.y.narrow(1, L1, K), "y of the decode steps"));
+  EXPECT_TRUE(within_2x(state, r32.final_state, r64.final_state, "state after the decode steps"));
+}
+
+TEST(SsdStepEmu, DecodeStepsAfterScanMatchLongerScanFp32) {
+  at::manual_seed(36);  // prefill 70 (two chunks, ragged), then 6 steps; G > 1
+  check_decode_after_scan({1, 76, 2, 2, 64, 64, false, true, true, false, at::kFloat}, 70);
+}
+
+TEST(SsdStepEmu, DecodeStepsAfterScanMatchLongerScanBf16) {
+  at::manual_seed(37);  // prefill 64 (exactly one chunk), then 5 steps; one group, no D
+  check_decode_after_scan({1, 69, 2, 1, 64, 64, false, true, false, false, at::kBFloat16}, 64);
+}
+
+}  // namespace
