@@ -20,9 +20,12 @@
 // range (lo and hi are monotone), found by binary search.
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include "flash_common.cuh"
 
 namespace prism::kernels::attn {
+PRISM_KERNEL_ABI_BEGIN
 
 template <class T, int D_>
 struct FlashBwdPreprocess {
@@ -384,4 +387,5 @@ struct FlashBwdConfig<T, 128> {
   using Kernel = FlashBwdKernel<T, 128, 32, 4>;
 };
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::attn

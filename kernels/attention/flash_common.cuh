@@ -7,6 +7,8 @@
 // tests). Kernel code calls only these wrappers and plain C++, so both builds run the same code.
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include <cstdint>
 
 #include "attention_params.h"
@@ -33,6 +35,7 @@
 #endif
 
 namespace prism::kernels::attn {
+PRISM_KERNEL_ABI_BEGIN
 
 /// Where a thread is: block coordinates, grid size, thread index in the block.
 struct BlockCtx {
@@ -445,4 +448,5 @@ void emu_launch(int gx, int gy, int gz, const P& p) {
 }
 #endif
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::attn

@@ -10,9 +10,12 @@
 // Supports the padding key mask of batched generation; a row with no visible key outputs 0.
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include "flash_common.cuh"
 
 namespace prism::kernels::attn {
+PRISM_KERNEL_ABI_BEGIN
 
 template <class T, int D_>
 struct FlashDecodeKernel {
@@ -245,4 +248,5 @@ struct FlashDecodeCombine {
   }
 };
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::attn

@@ -13,9 +13,12 @@
 // product (the "C layout = A layout" identity FA2 relies on), so P never leaves registers.
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include "flash_common.cuh"
 
 namespace prism::kernels::attn {
+PRISM_KERNEL_ABI_BEGIN
 
 template <class T, int D_, int BN_, int NW_, int MI_, bool QInRegs_>
 struct FlashFwdKernel {
@@ -279,4 +282,5 @@ struct FlashFwdConfig<T, 256> {
   using Kernel = FlashFwdKernel<T, 256, 32, 4, 1, false>;
 };
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::attn

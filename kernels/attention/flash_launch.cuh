@@ -2,6 +2,8 @@
 // shared memory opted in above 48 KiB.
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include <cuda_runtime.h>
 
 #include <atomic>
@@ -10,6 +12,7 @@
 #include "flash_run.cuh"
 
 namespace prism::kernels::attn {
+PRISM_KERNEL_ABI_BEGIN
 
 template <class K, class P>
 __global__ void __launch_bounds__(K::kThreads) flash_kernel_entry(const P p) {
@@ -47,4 +50,5 @@ struct CudaLauncher {
   }
 };
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::attn

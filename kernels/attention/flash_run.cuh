@@ -5,11 +5,14 @@
 // and returns a cudaError_t value (0 = success).
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include "flash_bwd.cuh"
 #include "flash_decode.cuh"
 #include "flash_fwd.cuh"
 
 namespace prism::kernels::attn {
+PRISM_KERNEL_ABI_BEGIN
 
 constexpr int kErrorInvalidValue = 1;  // cudaErrorInvalidValue
 
@@ -65,4 +68,5 @@ int run_flash_decode(const FlashDecodeParams& p, const L& launch) {
   }
 }
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::attn

@@ -19,6 +19,8 @@
 // so that tests/ops/test_causal_conv1d_emu.cpp runs these exact bodies on a CPU.
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include <cmath>
 #include <cstdint>
 
@@ -26,6 +28,7 @@
 #include "causal_conv1d_params.h"
 
 namespace prism::kernels::causal_conv1d {
+PRISM_KERNEL_ABI_BEGIN
 
 using dev::from_f;
 using dev::to_f;
@@ -212,4 +215,5 @@ __global__ void __launch_bounds__(kConvThreads) conv_bwd_kernel(CausalConv1dBwdP
   if (q.db_partial) q.db_partial[row * p.C + c] = db;
 }
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::causal_conv1d

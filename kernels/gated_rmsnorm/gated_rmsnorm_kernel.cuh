@@ -14,6 +14,8 @@
 // templates on the block size only so that this header defines no non-inline symbol.
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include <cmath>
 #include <cstdint>
 
@@ -21,6 +23,7 @@
 #include "gated_rmsnorm_params.h"
 
 namespace prism::kernels::gated_rmsnorm {
+PRISM_KERNEL_ABI_BEGIN
 
 using ssm::DType;
 using ssm::GatedRmsNormBwdParams;
@@ -137,4 +140,5 @@ __global__ void __launch_bounds__(kThreads) gated_norm_bwd_kernel(GatedRmsNormBw
   for (int64_t c = threadIdx.x; c < p.group; c += kThreads) q.dw_partial[chunk * p.I + c0 + c] = dw_s[c];
 }
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::gated_rmsnorm

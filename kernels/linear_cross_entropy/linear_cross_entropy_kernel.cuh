@@ -17,12 +17,15 @@
 // bodies on a CPU.
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include <cmath>
 #include <cstdint>
 
 #include "../common/device_compat.cuh"
 
 namespace prism::kernels::lce {
+PRISM_KERNEL_ABI_BEGIN
 
 using dev::from_f;
 using dev::to_f;
@@ -153,4 +156,5 @@ inline int threads_for(int64_t vocab) {
   return static_cast<int>(t);
 }
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::lce

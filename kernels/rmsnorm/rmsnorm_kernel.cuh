@@ -24,12 +24,15 @@
 // tests/ops/test_rmsnorm_emu.cpp runs these exact bodies on a CPU.
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include <cmath>
 #include <cstdint>
 
 #include "../common/device_compat.cuh"
 
 namespace prism::kernels::rmsnorm {
+PRISM_KERNEL_ABI_BEGIN
 
 using dev::from_f;
 using dev::to_f;
@@ -187,4 +190,5 @@ inline int threads_for(int64_t cols) {
   return static_cast<int>(t);
 }
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::rmsnorm

@@ -52,6 +52,8 @@
 // (rows/16) x (cols/16) register tile over shared-memory operand tiles of 32 along the reduction.
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include <cmath>
 #include <cstdint>
 
@@ -59,6 +61,7 @@
 #include "ssd_params.h"
 
 namespace prism::kernels::ssm::scan {
+PRISM_KERNEL_ABI_BEGIN
 
 constexpr int kThreads = 256;
 constexpr int kMaxQ = 256;
@@ -859,9 +862,11 @@ __global__ void __launch_bounds__(kThreads, 1) bwd_reduce_kernel(SsdScanBwdParam
   if (q.dD) q.dD[h] = static_cast<float>(dD);
 }
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::ssm::scan
 
 namespace prism::kernels::ssm::scan {
+PRISM_KERNEL_ABI_BEGIN
 
 // ------------------------------------------------------------------------- launch sequences
 
@@ -905,4 +910,5 @@ void backward_launches(const SsdScanBwdParams& q, Launch&& launch) {
   launch(Grid{static_cast<unsigned>((p.H + kThreads - 1) / kThreads), 1, 1}, bwd_reduce_kernel<P, N>, q);
 }
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::ssm::scan

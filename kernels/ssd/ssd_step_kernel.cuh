@@ -10,6 +10,8 @@
 // only y's dot product is summed in a different order (lane-strided fmaf, then a warp tree).
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -19,6 +21,7 @@
 #include "ssm_device.cuh"
 
 namespace prism::kernels::ssm::step {
+PRISM_KERNEL_ABI_BEGIN
 
 constexpr int kThreads = 128;
 
@@ -60,4 +63,5 @@ void step_launch(const SsdStepParams& p, Launch&& launch) {
   launch(static_cast<unsigned>(p.H), static_cast<unsigned>(p.B), smem, ssd_step_kernel, p);
 }
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::ssm::step

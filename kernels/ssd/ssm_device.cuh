@@ -5,6 +5,8 @@
 // the same intrinsics as before (__half2float, __float2bfloat16_rn, ...).
 #pragma once
 
+#include "../common/kernel_abi.h"
+
 #include <cmath>
 #include <cstdint>
 
@@ -12,6 +14,7 @@
 #include "ssm_types.h"
 
 namespace prism::kernels::ssm {
+PRISM_KERNEL_ABI_BEGIN
 
 // dev::to_f<T> / dev::from_f<T> for T in {float, half, bf16}: __half2float / __float2half_rn /
 // __bfloat162float / __float2bfloat16_rn under nvcc, c10's round-to-nearest-even on the host.
@@ -74,4 +77,5 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return r;
 }
 
+PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::ssm
