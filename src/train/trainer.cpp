@@ -93,18 +93,6 @@ std::string broadcast_string(dist::Communicator& comm, const std::string& s, con
   return out;
 }
 
-// Training FLOPs per token (docs/training.md §MFU; metrics.h flops_per_token): parameters
-// without the input embedding (a lookup does no FLOPs), attention blocks of the layout.
-double training_flops_per_token(const models::CausalLM& m, int64_t seq) {
-  const auto& c = m.config();
-  int64_t n = m.num_parameters();
-  for (const auto& [name, t] : m.named_parameters())
-    if (name == c.embed_name && !c.tie_word_embeddings) n -= t.numel();
-  int64_t attn_blocks = 0;
-  for (const auto& l : c.layers)
-    for (const auto& b : l.blocks) attn_blocks += b.kind == models::BlockKind::kAttention;
-  return flops_per_token(n, attn_blocks, c.num_heads, c.head_dim, seq);
-}
 
 // Fault injection for the crash/resume tests (docs/training.md "Fault injection"); read once.
 struct DebugHooks {
@@ -485,6 +473,18 @@ void export_checkpoint(const std::string& checkpoint_dir, const std::string& out
   }
   auto m = models::CausalLM::from_pretrained(fs::join(dir, "model"), lo);
   m->save_pretrained(out_dir);
+}
+
+double training_flops_per_token(const models::CausalLM& m, int64_t seq, int64_t* counted_params) {
+  const auto& c = m.config();
+  int64_t n = m.num_parameters();
+  for (const auto& [name, t] : m.named_parameters())
+    if (name == c.embed_name && !c.tie_word_embeddings) n -= t.numel();
+  int64_t attn_blocks = 0;
+  for (const auto& l : c.layers)
+    for (const auto& b : l.blocks) attn_blocks += b.kind == models::BlockKind::kAttention;
+  if (counted_params) *counted_params = n;
+  return flops_per_token(n, attn_blocks, c.num_heads, c.head_dim, seq);
 }
 
 }  // namespace prism::train

@@ -51,6 +51,7 @@
 #include "prism/ops/linear_cross_entropy.h"
 #include "prism/train/metrics.h"
 #include "prism/train/optimizer.h"
+#include "prism/train/trainer.h"
 
 namespace prism::train {
 #ifdef PRISM_HAS_CUDA_KERNELS
@@ -66,21 +67,6 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 constexpr const char* kUsage =
     "usage: bench_train <hf_dir> <threads> <batch> <seq> <iters> [label] [--packed] [--device cpu|cuda]\n"
     "                   [--dtype fp32|bf16] [--ckpt] [--fused-loss] [--warmup N] [--peak-tflops X]\n";
-
-// Training FLOPs per token as the trainer counts them (trainer.cpp training_flops_per_token):
-// parameters without the input embedding unless it is tied (then it stands for lm_head), and
-// the attention blocks of the layout.
-double training_flops_per_token(const prism::models::CausalLM& m, int64_t seq, int64_t* num_params) {
-  const auto& c = m.config();
-  int64_t n = m.num_parameters();
-  for (const auto& [name, t] : m.named_parameters())
-    if (name == c.embed_name && !c.tie_word_embeddings) n -= t.numel();
-  int64_t attn_blocks = 0;
-  for (const auto& l : c.layers)
-    for (const auto& b : l.blocks) attn_blocks += b.kind == prism::models::BlockKind::kAttention;
-  *num_params = n;
-  return prism::train::flops_per_token(n, attn_blocks, c.num_heads, c.head_dim, seq);
-}
 
 std::string json_number(double v, const char* fmt) {
   if (!(v == v)) return "null";  // NaN: unknown
@@ -255,7 +241,7 @@ int main(int argc, char** argv) {
     const double tps = static_cast<double>(batch * seq) * iters / (total_ms / 1000.0);
 
     int64_t num_params = 0;
-    const double fpt = training_flops_per_token(*model, seq, &num_params);
+    const double fpt = prism::train::training_flops_per_token(*model, seq, &num_params);
     const double peak = peak_tflops > 0 ? peak_tflops * 1e12 : (cuda ? prism::train::kH100Bf16PeakFlops : 0.0);
     const double mfu = peak > 0 ? prism::train::mfu(tps, fpt, peak) : std::numeric_limits<double>::quiet_NaN();
     double peak_gib = std::numeric_limits<double>::quiet_NaN();

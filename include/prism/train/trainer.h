@@ -18,6 +18,10 @@
 
 #include "prism/train/train_config.h"
 
+namespace prism::models {
+class CausalLM;
+}  // namespace prism::models
+
 namespace prism::train {
 
 struct RunOptions {
@@ -42,5 +46,11 @@ RunResult run_mid_training(const MidTrainConfig& cfg, const RunOptions& opts = {
 /// Writes the model of checkpoint `checkpoint_dir` (or of the newest complete checkpoint when it
 /// is a run's output_dir) to `out_dir` in HF format (config.json, safetensors, tokenizer files).
 void export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir, const std::string& dtype = "");
+
+/// Training FLOPs per token of `model` at sequence length `seq`, as the trainer's MFU counts them
+/// (docs/training.md §MFU; metrics.h flops_per_token): parameters without the input embedding (a
+/// lookup does no FLOPs) unless it is tied (then it stands for lm_head), plus the attention
+/// blocks of the layout. `counted_params`, when given, receives that parameter count.
+double training_flops_per_token(const models::CausalLM& model, int64_t seq, int64_t* counted_params = nullptr);
 
 }  // namespace prism::train
