@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "../common/device_compat.cuh"
+#include "../ssd/ssm_device.cuh"
 #include "causal_conv1d_params.h"
 
 namespace prism::kernels::causal_conv1d {
@@ -38,14 +39,9 @@ using ssm::kConvBwdTile;
 using ssm::kConvFwdTile;
 using ssm::kConvThreads;
 
-// expf, not __expf: the fast intrinsic is off by up to ~2 + 1.2|v| ulp, more than the reference.
-__device__ __forceinline__ float sigmoidf_(float v) { return 1.f / (1.f + expf(-v)); }
-__device__ __forceinline__ float siluf_(float v) { return v * sigmoidf_(v); }
-/// d silu(v) / dv = s (1 + v (1 - s)), s = sigmoid(v).
-__device__ __forceinline__ float dsiluf_(float v) {
-  const float s = sigmoidf_(v);
-  return s * (1.f + v * (1.f - s));
-}
+// silu and its derivative: the Mamba2 kernels' shared helpers (ssd/ssm_device.cuh).
+using ssm::dsiluf_;
+using ssm::siluf_;
 
 /// Largest i in [0, n-2] with cu[i] <= t (the document of position t; skips empty documents).
 __device__ __forceinline__ int find_doc(const int64_t* cu, int n, int64_t t) {

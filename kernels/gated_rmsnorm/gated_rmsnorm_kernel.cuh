@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "../common/device_compat.cuh"
+#include "../ssd/ssm_device.cuh"
 #include "gated_rmsnorm_params.h"
 
 namespace prism::kernels::gated_rmsnorm {
@@ -29,56 +30,13 @@ using ssm::DType;
 using ssm::GatedRmsNormBwdParams;
 using ssm::GatedRmsNormParams;
 
-// Dtype-erased loads and stores (a uniform switch per access, free next to the memory traffic).
-__device__ __forceinline__ float ld(const void* p, DType t, int64_t i) {
-  switch (t) {
-    case DType::kFloat16: return dev::to_f(static_cast<const dev::half*>(p)[i]);
-    case DType::kBFloat16: return dev::to_f(static_cast<const dev::bf16*>(p)[i]);
-    default: return static_cast<const float*>(p)[i];
-  }
-}
-
-__device__ __forceinline__ void st(void* p, DType t, int64_t i, float v) {
-  switch (t) {
-    case DType::kFloat16: static_cast<dev::half*>(p)[i] = dev::from_f<dev::half>(v); break;
-    case DType::kBFloat16: static_cast<dev::bf16*>(p)[i] = dev::from_f<dev::bf16>(v); break;
-    default: static_cast<float*>(p)[i] = v;
-  }
-}
-
-/// v rounded to dtype t and back (the cast of a reference that rounds an intermediate).
-__device__ __forceinline__ float round_to(DType t, float v) {
-  switch (t) {
-    case DType::kFloat16: return dev::to_f(dev::from_f<dev::half>(v));
-    case DType::kBFloat16: return dev::to_f(dev::from_f<dev::bf16>(v));
-    default: return v;
-  }
-}
-
-// expf, not __expf: the fast intrinsic is off by up to ~2 + 1.2|v| ulp, more than the reference.
-__device__ __forceinline__ float sigmoidf_(float v) { return 1.f / (1.f + expf(-v)); }
-__device__ __forceinline__ float siluf_(float v) { return v * sigmoidf_(v); }
-/// d silu(v) / dv = s (1 + v (1 - s)), s = sigmoid(v).
-__device__ __forceinline__ float dsiluf_(float v) {
-  const float s = sigmoidf_(v);
-  return s * (1.f + v * (1.f - s));
-}
-
-/// Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
-/// `scratch` holds >= 33 floats; the call contains two __syncthreads().
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    float s = lane < nwarps ? scratch[lane] : 0.f;
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    if (lane == 0) scratch[32] = s;
-  }
-  __syncthreads();
-  return scratch[32];
-}
+// Dtype-erased loads/stores, silu and the block sum are the Mamba2 kernels' shared helpers.
+using ssm::block_sum;
+using ssm::dsiluf_;
+using ssm::ld;
+using ssm::round_to;
+using ssm::siluf_;
+using ssm::st;
 
 /// Grid (rows, I / group), block kThreads (kGatedNormThreads).
 template <int kThreads>
