@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/block_reduce.cuh"
 #include "../common/device_compat.cuh"
 
 namespace prism::kernels::lce {
@@ -33,10 +34,8 @@ using dev::to_f;
 
 constexpr int kMaxThreads = 512;
 
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Vec {
-  T v[N];
-};
+using dev::Vec;
+using dev::vec_width;
 
 // Running (max, sum of exp(z - max)) of a set of values.
 struct MaxSum {
@@ -141,11 +140,6 @@ __global__ void __launch_bounds__(kMaxThreads)
     }
     xr[i] = g;
   }
-}
-
-template <typename T>
-constexpr int vec_width() {
-  return 16 / static_cast<int>(sizeof(T));
 }
 
 inline int threads_for(int64_t vocab) {

@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/block_reduce.cuh"
 #include "../common/device_compat.cuh"
 
 namespace prism::kernels::rmsnorm {
@@ -39,27 +40,9 @@ using dev::to_f;
 
 constexpr int kMaxThreads = 512;
 
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Vec {
-  T v[N];
-};
-
-// Sum over the block; every thread gets the result. `scratch` holds 33 floats. Safe to call
-// repeatedly with the same scratch: the slots a call writes are read only before its second barrier.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    const int num_warps = (blockDim.x + 31) >> 5;
-    float s = lane < num_warps ? scratch[lane] : 0.f;
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    if (lane == 0) scratch[32] = s;
-  }
-  __syncthreads();
-  return scratch[32];
-}
+using dev::block_sum;
+using dev::Vec;
+using dev::vec_width;
 
 // One block per row.
 template <typename T, int VEC>
@@ -175,11 +158,6 @@ __global__ void rms_norm_dw_reduce_kernel(const float* __restrict__ partial, T* 
     for (int k = 0; k < 8; ++k) t += sums[k][threadIdx.x];
     dw[c] = from_f<T>(t);
   }
-}
-
-template <typename T>
-constexpr int vec_width() {
-  return 16 / static_cast<int>(sizeof(T));
 }
 
 // Threads per block from the row length only (about two 16-byte vectors per thread).

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../common/block_reduce.cuh"
 #include "../common/device_compat.cuh"
 #include "ssm_types.h"
 
@@ -55,27 +56,8 @@ __device__ __forceinline__ float dsiluf_(float v) {
   return s * (1.f + v * (1.f - s));
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
-}
-
-/// Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
-/// `scratch` holds >= 33 floats; the call contains two __syncthreads().
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-  v = warp_sum(v);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    float s = lane < nwarps ? scratch[lane] : 0.f;
-    s = warp_sum(s);
-    if (lane == 0) scratch[32] = s;
-  }
-  __syncthreads();
-  const float r = scratch[32];
-  return r;
-}
+using dev::block_sum;
+using dev::warp_sum;
 
 PRISM_KERNEL_ABI_END
 }  // namespace prism::kernels::ssm
