@@ -1,7 +1,7 @@
-// prism-dist-selftest: runs prism::dist collectives on deterministic data in every rank of a real
+// prism-dist-selftest: runs prism::distributed collectives on deterministic data in every rank of a real
 // multi-process job and checks the results against values computed locally, bit for bit.
 //
-// Why a separate program: the multi-process tests (tests/dist) must use real processes, and the
+// Why a separate program: the multi-process tests (tests/distributed) must use real processes, and the
 // same binary doubles as a smoke test of a cluster's setup (network, NCCL, launch script):
 //
 //     tools/launch.sh --nproc 2 -- build/bin/prism-dist-selftest all
@@ -23,11 +23,11 @@
 #include <vector>
 
 #include "prism/core/error.h"
-#include "prism/dist/communicator.h"
+#include "prism/distributed/communicator.h"
 
 namespace {
 
-using prism::dist::Communicator;
+using prism::distributed::Communicator;
 
 struct Options {
   std::string scenario = "all";
@@ -190,7 +190,7 @@ class Selftest {
     const int k = 48;
     const int64_t n = 7;
     std::vector<at::Tensor> ts, outs, wants;
-    std::vector<std::shared_ptr<prism::dist::Work>> works;
+    std::vector<std::shared_ptr<prism::distributed::Work>> works;
     const at::ScalarType types[] = {at::kFloat, at::kLong, at::kBFloat16};
     for (int i = 0; i < k; ++i) {
       const auto t = types[i % 3];
@@ -230,7 +230,7 @@ class Selftest {
 
   /// The tcp transport deletes each collective's keys once every rank has read them: the number
   /// of keys on rank 0's store must not grow with the number of collectives.
-  void store_keys(const prism::dist::DistEnv& env) {
+  void store_keys(const prism::distributed::DistEnv& env) {
     if (comm_.backend() != "tcp") return;
     for (int i = 0; i < 100; ++i) {
       auto x = at::ones({3}, opt(at::kFloat));
@@ -300,7 +300,7 @@ class Selftest {
 };
 
 int run(const Options& o) {
-  const auto env = prism::dist::DistEnv::from_env();
+  const auto env = prism::distributed::DistEnv::from_env();
   if (o.scenario == "env") {
     std::printf("RANK=%d WORLD_SIZE=%d LOCAL_RANK=%d LOCAL_WORLD_SIZE=%d MASTER=%s:%d\n", env.rank, env.world_size,
                 env.local_rank, env.local_world_size, env.master_addr.c_str(), env.master_port);
@@ -311,11 +311,11 @@ int run(const Options& o) {
     std::fflush(stdout);
     return o.code;
   }
-  prism::dist::CommOptions co;
+  prism::distributed::CommOptions co;
   co.backend = o.backend;
   co.device = o.device;
   co.timeout = std::chrono::milliseconds(o.timeout_ms);
-  auto comm = prism::dist::make_communicator(env, co);
+  auto comm = prism::distributed::make_communicator(env, co);
   std::printf("rank %d/%d: backend %s up\n", comm->rank(), comm->world_size(), comm->backend().c_str());
   std::fflush(stdout);
   Selftest t(*comm, o);
@@ -357,7 +357,7 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
   Options o;
   CLI::App app{
-      "prism-dist-selftest: check prism::dist collectives across the ranks of a job.\n"
+      "prism-dist-selftest: check prism::distributed collectives across the ranks of a job.\n"
       "Reads RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT (torchrun, "
       "tools/launch.sh)."};
   app.add_option(

@@ -19,7 +19,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # --- 1. Debian packages -----------------------------------------------------------------------
 pkgs=(build-essential cmake ninja-build ccache pkg-config python3-venv
       nlohmann-json3-dev libspdlog-dev libcli11-dev libyaml-cpp-dev libgtest-dev libgmock-dev pkg-config
-      libzstd-dev libpcre2-dev clang libclang-rt-14-dev)
+      libzstd-dev libpcre2-dev clang libclang-rt-14-dev
+      libginac-dev libseccomp-dev gnuplot-nox)
 if [[ "${PRISM_SKIP_APT:-0}" != 1 ]]; then
   missing=()
   for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
@@ -43,6 +44,15 @@ if [[ ! -f "$venv/.complete" ]]; then
   "$venv.tmp/bin/python" -m pip install -q -r "$req"
   rm -rf "$venv"; mv "$venv.tmp" "$venv"   # a venv stays usable after a move when used as bin/python -m ...
   touch "$venv/.complete"
+fi
+# Extras (RL-wave oracles and baselines) go on top of the cached venv, keyed by their own hash, so
+# adding one does not rebuild the several-GB base venv. requirements.txt constrains them.
+extra="$here/tools/requirements-extra.txt"
+ekey="$( (cat "$extra" "$req") | sha256sum | cut -c1-12)"
+if [[ -f "$extra" && ! -f "$venv/.extra-$ekey" ]]; then
+  log "installing test-only extras (tools/requirements-extra.txt) into $venv"
+  "$venv/bin/python" -m pip install -q -r "$extra" -c "$req"
+  touch "$venv/.extra-$ekey"
 fi
 ln -sfn "$venv" "$here/.venv"
 py="$here/.venv/bin/python"

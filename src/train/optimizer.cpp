@@ -15,7 +15,7 @@
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
 #include "prism/core/log.h"
-#include "prism/dist/communicator.h"
+#include "prism/distributed/communicator.h"
 #include "prism/io/safetensors.h"
 
 namespace prism::train {
@@ -71,7 +71,7 @@ struct DistributedAdamW::Impl {
     at::Tensor master;        // [piece] fp32
     at::Tensor exp_avg, exp_avg_sq;  // [piece] fp32
     int ready = 0;
-    std::shared_ptr<dist::Work> work;
+    std::shared_ptr<distributed::Work> work;
     bool launched = false;
   };
   // A contiguous owned range of one parameter inside one bucket's owned piece.
@@ -83,7 +83,7 @@ struct DistributedAdamW::Impl {
     int64_t logical = 0;  // offset in the logical index space
   };
 
-  dist::Communicator& comm;
+  distributed::Communicator& comm;
   OptimizerConfig cfg;
   std::vector<Param> params;
   std::vector<Bucket> buckets;
@@ -98,7 +98,7 @@ struct DistributedAdamW::Impl {
   std::array<std::vector<at::Tensor>, 2> g_master, g_grad, g_m, g_v, g_steps;
   std::mutex mu;  // hooks may run on an autograd device thread
 
-  Impl(dist::Communicator& c, const OptimizerConfig& o) : comm(c), cfg(o) {}
+  Impl(distributed::Communicator& c, const OptimizerConfig& o) : comm(c), cfg(o) {}
 
   at::Tensor grad_view(const Param& p) const {
     return buckets[p.bucket].grad_flat.narrow(0, p.offset, p.numel).view(p.tensor.sizes());
@@ -233,7 +233,7 @@ struct DistributedAdamW::Impl {
 
   void write_back_params() {
     at::NoGradGuard no_grad;
-    std::vector<std::shared_ptr<dist::Work>> works;
+    std::vector<std::shared_ptr<distributed::Work>> works;
     for (auto& b : buckets) {
       auto own = b.param_flat.narrow(0, static_cast<int64_t>(shard_rank) * b.piece, b.piece);
       if (own.data_ptr() != b.master.data_ptr()) own.copy_(b.master);
@@ -260,7 +260,7 @@ struct DistributedAdamW::Impl {
 };
 
 DistributedAdamW::DistributedAdamW(const std::vector<std::pair<std::string, at::Tensor>>& params,
-                                   const std::vector<bool>& decay, dist::Communicator& comm,
+                                   const std::vector<bool>& decay, distributed::Communicator& comm,
                                    const OptimizerConfig& cfg)
     : impl_(std::make_unique<Impl>(comm, cfg)) {
   impl_->setup(params, decay);

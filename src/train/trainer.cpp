@@ -22,7 +22,7 @@
 #include "prism/core/fs.h"
 #include "prism/core/log.h"
 #include "prism/data/mixture.h"
-#include "prism/dist/communicator.h"
+#include "prism/distributed/communicator.h"
 #include "prism/models/causal_lm.h"
 #include "prism/ops/linear_cross_entropy.h"
 #include "prism/train/checkpoint_dir.h"
@@ -76,7 +76,7 @@ at::ScalarType dtype_of(const std::string& s) { return s == "bf16" ? at::kBFloat
 bool cuda_available() { return at::detail::getCUDAHooks().hasCUDA() && at::detail::getCUDAHooks().deviceCount() > 0; }
 
 // A string shared by rank 0 (e.g. a temp directory name that contains its pid).
-std::string broadcast_string(dist::Communicator& comm, const std::string& s, const std::string& device) {
+std::string broadcast_string(distributed::Communicator& comm, const std::string& s, const std::string& device) {
   if (comm.world_size() == 1) return s;
   // int64 cells: every backend reduces/broadcasts int64 (bytes are not universally supported).
   constexpr int64_t kMax = 4096;
@@ -121,8 +121,8 @@ struct DebugHooks {
 struct Trainer {
   const MidTrainConfig& cfg;
   const RunOptions& opts;
-  dist::DistEnv env;
-  std::unique_ptr<dist::Communicator> comm;
+  distributed::DistEnv env;
+  std::unique_ptr<distributed::Communicator> comm;
   std::string device = "cpu";
   std::unique_ptr<models::CausalLM> model;
   data::MixtureConfig mix;
@@ -149,7 +149,7 @@ struct Trainer {
   Trainer(const MidTrainConfig& c, const RunOptions& o) : cfg(c), opts(o) {}
 
   void setup() {
-    env = dist::DistEnv::from_env();
+    env = distributed::DistEnv::from_env();
     if (cfg.model.device == "cuda" || (cfg.model.device == "auto" && cuda_available())) {
       PRISM_CHECK(cuda_available(), "model.device: cuda requested but no CUDA device is available");
       device = "cuda:" + std::to_string(env.local_rank);
@@ -160,11 +160,11 @@ struct Trainer {
         threads = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()) / env.local_world_size);
       at::set_num_threads(static_cast<int>(threads));
     }
-    dist::CommOptions co;
+    distributed::CommOptions co;
     co.backend = env.world_size == 1 ? "local" : cfg.dist.backend;
     co.device = device;
     co.timeout = std::chrono::milliseconds(cfg.dist.timeout_s * 1000);
-    comm = dist::make_communicator(env, co);
+    comm = distributed::make_communicator(env, co);
 
     mix = config::load_config<data::MixtureConfig>(cfg.data.mixture);
     if (cfg.data.seq_len > 0) mix.seq_len = cfg.data.seq_len;

@@ -9,7 +9,7 @@
 #include <cmath>
 
 #include "prism/core/fs.h"
-#include "prism/dist/communicator.h"
+#include "prism/distributed/communicator.h"
 #include "prism/train/optimizer.h"
 #include "util/test_util.h"
 
@@ -18,11 +18,11 @@ namespace {
 using prism::train::DistributedAdamW;
 using prism::train::OptimizerConfig;
 
-std::unique_ptr<prism::dist::Communicator> local_comm() {
-  prism::dist::DistEnv env;
-  prism::dist::CommOptions o;
+std::unique_ptr<prism::distributed::Communicator> local_comm() {
+  prism::distributed::DistEnv env;
+  prism::distributed::CommOptions o;
   o.backend = "local";
-  return prism::dist::make_communicator(env, o);
+  return prism::distributed::make_communicator(env, o);
 }
 
 struct Ref {  // float64 AdamW state of one tensor

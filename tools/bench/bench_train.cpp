@@ -45,7 +45,7 @@
 #include <string>
 #include <vector>
 
-#include "prism/dist/communicator.h"
+#include "prism/distributed/communicator.h"
 #include "prism/models/causal_lm.h"
 #include "prism/ops/cross_entropy.h"
 #include "prism/ops/linear_cross_entropy.h"
@@ -158,10 +158,10 @@ int main(int argc, char** argv) {
                                                mc.tie_word_embeddings ? "" : mc.lm_head_name);
       decay.push_back(std::find(oc.no_decay.begin(), oc.no_decay.end(), kind) == oc.no_decay.end());
     }
-    prism::dist::DistEnv env;  // rank 0 of 1
-    prism::dist::CommOptions co;
+    prism::distributed::DistEnv env;  // rank 0 of 1
+    prism::distributed::CommOptions co;
     co.backend = "local";
-    auto comm = prism::dist::make_communicator(env, co);
+    auto comm = prism::distributed::make_communicator(env, co);
     prism::train::DistributedAdamW opt(model->named_parameters(), decay, *comm, oc);
 
     at::manual_seed(0);

@@ -38,7 +38,7 @@
 
 #include "prism/core/config.h"
 
-namespace prism::dist {
+namespace prism::distributed {
 class Communicator;
 }
 
@@ -83,7 +83,7 @@ class DistributedAdamW {
   /// `params` are the live (leaf) model parameters; they are re-pointed into flat buffers (same
   /// values) and get gradient hooks. `decay[i]` says whether params[i] gets weight decay.
   DistributedAdamW(const std::vector<std::pair<std::string, at::Tensor>>& params, const std::vector<bool>& decay,
-                   dist::Communicator& comm, const OptimizerConfig& cfg);
+                   distributed::Communicator& comm, const OptimizerConfig& cfg);
   ~DistributedAdamW();
   DistributedAdamW(const DistributedAdamW&) = delete;
   DistributedAdamW& operator=(const DistributedAdamW&) = delete;

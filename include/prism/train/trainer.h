@@ -1,6 +1,6 @@
 // run_mid_training: the mid-training loop behind `prism-train mid` (docs/training.md).
 //
-// Data-parallel over the ranks of the torchrun-style environment (prism::dist), bf16 compute with
+// Data-parallel over the ranks of the torchrun-style environment (prism::distributed), bf16 compute with
 // fp32 master weights and gradients, loss normalised by the step's label tokens over all
 // micro-batches and ranks, NaN/inf steps skipped, atomic checkpoints with exact resume.
 //

@@ -18,7 +18,7 @@
 #include "prism/core/error.h"
 #include "prism/core/log.h"
 
-namespace prism::dist {
+namespace prism::distributed {
 
 double Communicator::all_reduce_sum(double value) {
   // A CPU tensor on every backend: the nccl backend stages CPU tensors through the GPU.
@@ -240,4 +240,4 @@ std::unique_ptr<Communicator> make_communicator(const DistEnv& env, const CommOp
               key_context("", "backend", "auto, local, tcp or nccl", "'" + opts.backend + "'"));
 }
 
-}  // namespace prism::dist
+}  // namespace prism::distributed

@@ -1,4 +1,4 @@
-// In-process checks of prism::dist: the local backend, backend selection, argument checks, the
+// In-process checks of prism::distributed: the local backend, backend selection, argument checks, the
 // tcp backend with one rank, and rendezvous failures. Multi-rank behaviour is tested with real
 // processes in test_multiprocess.cpp.
 #include <ATen/ATen.h>
@@ -10,14 +10,14 @@
 
 #include "dist/spawn_util.h"
 #include "prism/core/error.h"
-#include "prism/dist/communicator.h"
+#include "prism/distributed/communicator.h"
 
 namespace {
 
-using prism::dist::CommOptions;
-using prism::dist::Communicator;
-using prism::dist::DistEnv;
-using prism::dist::make_communicator;
+using prism::distributed::CommOptions;
+using prism::distributed::Communicator;
+using prism::distributed::DistEnv;
+using prism::distributed::make_communicator;
 
 template <typename F>
 std::string error_of(F&& f) {
@@ -55,7 +55,7 @@ void check_single_rank(Communicator& c) {
   c.barrier();
   EXPECT_EQ(c.all_reduce_sum(2.5), 2.5);
   EXPECT_EQ(c.all_reduce_max(-3.0), -3.0);
-  std::vector<std::shared_ptr<prism::dist::Work>> works;
+  std::vector<std::shared_ptr<prism::distributed::Work>> works;
   std::vector<at::Tensor> ts;
   for (int i = 0; i < 20; ++i) {
     ts.push_back(at::full({3}, double(i), at::kLong));

@@ -1,4 +1,4 @@
-// Private to src/dist: the backend factories, the argument checks every backend shares (so the
+// Private to src/distributed: the backend factories, the argument checks every backend shares (so the
 // same mistake gives the same message on a laptop and on a GPU cluster), and the c10d::TCPStore
 // rendezvous that both the tcp and the nccl backends start from.
 #pragma once
@@ -9,9 +9,9 @@
 #include <memory>
 #include <string>
 
-#include "prism/dist/communicator.h"
+#include "prism/distributed/communicator.h"
 
-namespace prism::dist::detail {
+namespace prism::distributed::detail {
 
 std::unique_ptr<Communicator> make_local(const DistEnv& env, const CommOptions& opts);
 std::unique_ptr<Communicator> make_tcp(const DistEnv& env, const CommOptions& opts);
@@ -51,4 +51,4 @@ c10::intrusive_ptr<c10d::Store> connect_store(const std::string& backend, const 
 void store_goodbye(c10d::Store& store, const std::string& backend, const DistEnv& env,
                    std::chrono::milliseconds timeout, bool clean) noexcept;
 
-}  // namespace prism::dist::detail
+}  // namespace prism::distributed::detail

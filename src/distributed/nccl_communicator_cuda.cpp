@@ -41,7 +41,7 @@
 #include "prism/core/error.h"
 #include "prism/core/log.h"
 
-namespace prism::dist::detail {
+namespace prism::distributed::detail {
 namespace {
 
 constexpr const char* kName = "dist(nccl)";
@@ -202,4 +202,4 @@ std::unique_ptr<Communicator> make_nccl(const DistEnv& env, const CommOptions& o
   return std::make_unique<NcclCommunicator>(env, opts, c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index)));
 }
 
-}  // namespace prism::dist::detail
+}  // namespace prism::distributed::detail

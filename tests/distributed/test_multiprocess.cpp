@@ -1,4 +1,4 @@
-// prism::dist across real processes: W ranks of prism-dist-selftest (tools/dist_selftest.cpp)
+// prism::distributed across real processes: W ranks of prism-dist-selftest (tools/dist_selftest.cpp)
 // check every collective against locally computed values, bit for bit; the dead-rank tests check
 // that survivors fail with a clear error within the timeout instead of hanging.
 #include <gtest/gtest.h>

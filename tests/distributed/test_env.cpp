@@ -6,11 +6,11 @@
 #include <string>
 
 #include "prism/core/error.h"
-#include "prism/dist/communicator.h"
+#include "prism/distributed/communicator.h"
 
 namespace {
 
-using prism::dist::DistEnv;
+using prism::distributed::DistEnv;
 
 DistEnv parse(const std::map<std::string, std::string>& vars) {
   return DistEnv::parse([&](const std::string& k) -> std::optional<std::string> {
@@ -126,7 +126,7 @@ TEST(DistEnv, ErrorsCarryContext) {
 }
 
 TEST(DistEnv, FromEnvReadsTheProcessEnvironment) {
-  // The test runner does not set a torchrun environment (tests/dist/spawn_util.h strips it for
+  // The test runner does not set a torchrun environment (tests/distributed/spawn_util.h strips it for
   // the children it starts); if one is set, from_env must at least agree with parse over getenv.
   if (std::getenv("WORLD_SIZE") == nullptr && std::getenv("RANK") == nullptr) {
     const auto env = DistEnv::from_env();

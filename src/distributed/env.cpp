@@ -10,9 +10,9 @@
 #include <string>
 
 #include "prism/core/error.h"
-#include "prism/dist/communicator.h"
+#include "prism/distributed/communicator.h"
 
-namespace prism::dist {
+namespace prism::distributed {
 namespace {
 
 constexpr const char* kWhere = "environment";
@@ -90,4 +90,4 @@ DistEnv DistEnv::from_env() {
   });
 }
 
-}  // namespace prism::dist
+}  // namespace prism::distributed

@@ -40,7 +40,7 @@
 #include "comm_impl.h"
 #include "prism/core/error.h"
 
-namespace prism::dist::detail {
+namespace prism::distributed::detail {
 namespace {
 
 constexpr const char* kName = "dist(tcp)";
@@ -437,4 +437,4 @@ std::unique_ptr<Communicator> make_tcp(const DistEnv& env, const CommOptions& op
   return std::make_unique<TcpCommunicator>(env, opts);
 }
 
-}  // namespace prism::dist::detail
+}  // namespace prism::distributed::detail

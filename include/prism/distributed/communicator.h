@@ -1,4 +1,4 @@
-// prism::dist: the data-parallel process group.
+// prism::distributed: the data-parallel process group.
 //
 // Why an interface of our own: the PyPI torch wheel ships no gloo headers, so CPU multi-process
 // runs (development, tests) need a transport of prism's own (over c10d::TCPStore, correct and
@@ -13,8 +13,8 @@
 //
 // **Example** (under torchrun or tools/launch.sh):
 //
-//     auto env = prism::dist::DistEnv::from_env();           // RANK, WORLD_SIZE, MASTER_ADDR, ...
-//     auto comm = prism::dist::make_communicator(env, {});  // "auto": nccl on CUDA, else tcp
+//     auto env = prism::distributed::DistEnv::from_env();           // RANK, WORLD_SIZE, MASTER_ADDR, ...
+//     auto comm = prism::distributed::make_communicator(env, {});  // "auto": nccl on CUDA, else tcp
 //     comm->all_reduce_sum(grads);                            // in place
 #pragma once
 
@@ -27,7 +27,7 @@
 #include <optional>
 #include <string>
 
-namespace prism::dist {
+namespace prism::distributed {
 
 /// torchrun-style environment: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
 /// MASTER_PORT. Missing variables mean a single process (rank 0 of 1).
@@ -95,4 +95,4 @@ class Communicator {
 /// show up within the timeout.
 std::unique_ptr<Communicator> make_communicator(const DistEnv& env, const CommOptions& opts = {});
 
-}  // namespace prism::dist
+}  // namespace prism::distributed
