@@ -19,6 +19,9 @@ class Commands {
   void register_all(CLI::App& app);
   /// Runs the subcommand CLI11 parsed; returns the exit code.
   int run_selected();
+  /// Adds a subcommand defined elsewhere (cmd_<job>.cpp keeps its own option struct alive in the
+  /// closure); `run` is called when CLI11 parsed `sub`.
+  void add(CLI::App* sub, std::function<int()> run) { cmds_.push_back({sub, std::move(run)}); }
 
  private:
   struct Registered {
@@ -28,5 +31,8 @@ class Commands {
   std::unique_ptr<Options> opts_;
   std::vector<Registered> cmds_;
 };
+
+// One registration function per job family, each in its own file (tools/prism-train/cmd_*.cpp),
+// called from Commands::register_all.
 
 }  // namespace prism::cli
