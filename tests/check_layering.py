@@ -12,9 +12,10 @@ import pathlib, re, sys
 # module -> modules it may depend on directly (bottom first). Keep in sync with docs/architecture.md.
 EDGES = {
     "core": [],
+    "runtime": ["core"],
     "io": ["core"],
     "ops": ["core"],
-    "models": ["io", "ops"],
+    "models": ["io", "ops", "runtime"],
     "data": ["io"],
     "distributed": ["core"],
     "rewards": ["core"],

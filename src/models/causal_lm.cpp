@@ -20,6 +20,7 @@
 #include "prism/core/fs.h"
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
+#include "prism/runtime/runtime.h"
 #include "prism/ops/attention.h"
 #include "prism/ops/causal_conv1d.h"
 #include "prism/ops/ssd_scan.h"
@@ -69,15 +70,6 @@ std::string shape_str(at::IntArrayRef s) {
   std::ostringstream os;
   os << s;
   return os.str();
-}
-
-std::string torch_name(c10::ScalarType t) {
-  switch (t) {
-    case at::kBFloat16: return "bfloat16";
-    case at::kHalf: return "float16";
-    case at::kDouble: return "float64";
-    default: return "float32";
-  }
 }
 
 // Python's json.dumps writes Infinity / -Infinity / NaN (transformers does for time_step_limit),
@@ -648,7 +640,7 @@ void CausalLM::save_pretrained(const std::string& dir, uint64_t max_shard_bytes)
   try {
     auto j = nlohmann::json::parse(sanitize_python_json(cfg.config_json));
     // transformers v5 writes "dtype", v4 "torch_dtype": update whichever is present.
-    const std::string dn = torch_name(impl_->dtype);
+    const std::string dn = runtime::hf_dtype_name(impl_->dtype);
     if (j.contains("dtype")) j["dtype"] = dn;
     if (j.contains("torch_dtype") || !j.contains("dtype")) j["torch_dtype"] = dn;
     fs::write_file_atomic(fs::join(tmp, "config.json"), j.dump(2) + "\n");

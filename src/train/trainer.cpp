@@ -24,56 +24,16 @@
 #include "prism/data/mixture.h"
 #include "prism/distributed/communicator.h"
 #include "prism/models/causal_lm.h"
+#include "prism/runtime/runtime.h"
 #include "prism/ops/linear_cross_entropy.h"
 #include "prism/train/checkpoint_dir.h"
 #include "prism/train/metrics.h"
 
 namespace prism::train {
 
-#ifdef PRISM_HAS_CUDA_KERNELS
-// device_memory_cuda.cpp: peak bytes allocated by the CUDA caching allocator on `device`.
-int64_t cuda_peak_allocated_bytes(int device);
-#endif
-
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-int64_t cpu_rss_bytes() {
-  std::string s;
-  try {
-    s = fs::read_file("/proc/self/statm");
-  } catch (const std::exception&) {
-    return 0;
-  }
-  long pages = 0, rss = 0;
-  if (std::sscanf(s.c_str(), "%ld %ld", &pages, &rss) != 2) return 0;
-  return static_cast<int64_t>(rss) * sysconf(_SC_PAGESIZE);
-}
-
-std::string hex(const at::Tensor& bytes) {
-  auto t = bytes.contiguous();
-  static const char* d = "0123456789abcdef";
-  std::string out;
-  const auto* p = t.data_ptr<uint8_t>();
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    out += d[p[i] >> 4];
-    out += d[p[i] & 15];
-  }
-  return out;
-}
-
-at::Tensor unhex(const std::string& s) {
-  auto t = at::empty({static_cast<int64_t>(s.size() / 2)}, at::kByte);
-  auto* p = t.data_ptr<uint8_t>();
-  auto v = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-  for (size_t i = 0; i + 1 < s.size(); i += 2) p[i / 2] = static_cast<uint8_t>(v(s[i]) * 16 + v(s[i + 1]));
-  return t;
-}
-
-at::ScalarType dtype_of(const std::string& s) { return s == "bf16" ? at::kBFloat16 : at::kFloat; }
-
-bool cuda_available() { return at::detail::getCUDAHooks().hasCUDA() && at::detail::getCUDAHooks().deviceCount() > 0; }
 
 // A string shared by rank 0 (e.g. a temp directory name that contains its pid).
 std::string broadcast_string(distributed::Communicator& comm, const std::string& s, const std::string& device) {
@@ -150,10 +110,7 @@ struct Trainer {
 
   void setup() {
     env = distributed::DistEnv::from_env();
-    if (cfg.model.device == "cuda" || (cfg.model.device == "auto" && cuda_available())) {
-      PRISM_CHECK(cuda_available(), "model.device: cuda requested but no CUDA device is available");
-      device = "cuda:" + std::to_string(env.local_rank);
-    }
+    device = runtime::resolve_device(cfg.model.device, env.local_rank, "model.device").str();
     if (device == "cpu") {
       int64_t threads = cfg.train.threads;
       if (threads == 0)
@@ -188,7 +145,7 @@ struct Trainer {
 
   void build_model(const std::string& resume_dir) {
     models::LoadOptions lo;
-    lo.dtype = dtype_of(cfg.model.dtype);
+    lo.dtype = runtime::parse_dtype(cfg.model.dtype, "model.dtype");
     lo.device = device;
     if (!resume_dir.empty()) {
       model = models::CausalLM::from_pretrained(fs::join(resume_dir, "model"), lo);
@@ -219,11 +176,8 @@ struct Trainer {
     consecutive_nonfinite = st.at("consecutive_nonfinite").get<int64_t>();
     last_loss = st.value("last_loss", 0.0);
     loader->restore(data::mixture_state_from_json(st.at("loader").dump()));
-    {
-      auto rng = unhex(st.at("rng_cpu").get<std::string>());
-      auto gen = at::detail::getDefaultCPUGenerator();
-      gen.set_state(rng);
-    }
+    runtime::restore_rng_state({st.at("rng_cpu").get<std::string>(), st.value("rng_cuda", std::string())},
+                               at::Device(device));
     PRISM_CHECK(opt->steps() <= step, dir, ": optimizer state is at step ", opt->steps(), " but trainer_state at ", step);
     last_checkpoint = dir;
     if (rank0()) log::info(str("resumed from ", dir, " at step ", step, " (", tokens_seen, " tokens)"));
@@ -242,7 +196,9 @@ struct Trainer {
       st["last_loss"] = last_loss;
       st["world_size"] = env.world_size;
       st["loader"] = nlohmann::json::parse(data::to_json(loader->state()));
-      st["rng_cpu"] = hex(at::detail::getDefaultCPUGenerator().get_state());
+      const auto rng = runtime::save_rng_state(at::Device(device));
+      st["rng_cpu"] = rng.cpu;
+      if (!rng.cuda.empty()) st["rng_cuda"] = rng.cuda;
       fs::write_file_atomic(fs::join(tmp, "trainer_state.json"), st.dump(2));
       config::save_config(cfg, fs::join(tmp, "config.yaml"));
     }
@@ -403,11 +359,8 @@ struct Trainer {
           ss.mfu = mfu(tps, flops_per_tok, peak_flops * env.world_size);
           sc.emplace_back("mfu", ss.mfu);
         }
-#ifdef PRISM_HAS_CUDA_KERNELS
-        ss.mem_bytes = static_cast<double>(device == "cpu" ? cpu_rss_bytes() : cuda_peak_allocated_bytes(env.local_rank));
-#else
-        ss.mem_bytes = static_cast<double>(cpu_rss_bytes());
-#endif
+        ss.mem_bytes = static_cast<double>(device == "cpu" ? runtime::cpu_rss_bytes()
+                                                           : runtime::peak_memory_bytes(at::Device(device)));
         sc.emplace_back("mem_gib", ss.mem_bytes / (1 << 30));
         if (rank0()) {
           metrics->log(step, sc);
@@ -466,7 +419,7 @@ void export_checkpoint(const std::string& checkpoint_dir, const std::string& out
   models::LoadOptions lo;
   if (!dtype.empty()) {
     PRISM_CHECK(dtype == "bf16" || dtype == "fp32", "export: dtype must be bf16 or fp32, got '", dtype, "'");
-    lo.dtype = dtype_of(dtype);
+    lo.dtype = runtime::parse_dtype(dtype, "export dtype");
   } else {
     auto cfg = models::CausalLM::read_config(fs::join(dir, "model"));
     lo.dtype = cfg.torch_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;

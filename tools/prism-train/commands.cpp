@@ -20,6 +20,7 @@
 #include "prism/data/tokenize.h"
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
+#include "prism/runtime/runtime.h"
 #include "prism/train/trainer.h"
 
 namespace prism::cli {
@@ -49,19 +50,6 @@ struct Options {
 };
 
 namespace {
-
-c10::ScalarType parse_dtype(const std::string& s) {
-  if (s == "fp32" || s == "float32") return at::kFloat;
-  if (s == "bf16" || s == "bfloat16") return at::kBFloat16;
-  if (s == "fp16" || s == "float16") return at::kHalf;
-  throw Error("unknown dtype '" + s + "'", key_context("", "--dtype", "fp32, bf16 or fp16", s));
-}
-
-std::string resolve_device(const std::string& d) {
-  if (d == "auto") return at::hasCUDA() ? "cuda" : "cpu";
-  if (d.rfind("cuda", 0) == 0 && !at::hasCUDA()) throw Error("CUDA requested but no GPU is available", key_context("", "--device", "", d));
-  return d;
-}
 
 std::vector<int64_t> parse_ids(const std::string& s) {
   std::vector<int64_t> v;
@@ -188,8 +176,8 @@ int cmd_inspect(const Options& o) {
 
 int cmd_forward(const Options& o) {
   models::LoadOptions lo;
-  lo.dtype = parse_dtype(o.dtype);
-  lo.device = resolve_device(o.device);
+  lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
+  lo.device = runtime::resolve_device(o.device, 0, "--device").str();
   auto model = models::CausalLM::from_pretrained(o.model_dir, lo);
   auto ids_v = parse_ids(o.ids);
   for (auto id : ids_v)
@@ -211,8 +199,8 @@ int cmd_forward(const Options& o) {
 
 int cmd_generate(const Options& o) {
   models::LoadOptions lo;
-  lo.dtype = parse_dtype(o.dtype);
-  lo.device = resolve_device(o.device);
+  lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
+  lo.device = runtime::resolve_device(o.device, 0, "--device").str();
   auto model = models::CausalLM::from_pretrained(o.model_dir, lo);
   auto ids = at::tensor(parse_ids(o.ids), at::kLong).unsqueeze(0);
   auto out = model->generate(ids, o.max_new_tokens, o.temperature, o.top_p, o.seed).cpu();
@@ -224,7 +212,7 @@ int cmd_generate(const Options& o) {
 
 int cmd_save(const Options& o) {
   models::LoadOptions lo;
-  lo.dtype = parse_dtype(o.dtype);
+  lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
   auto model = models::CausalLM::from_pretrained(o.model_dir, lo);
   model->save_pretrained(o.out_dir, parse_size(o.shard_size));
   std::cerr << "saved " << model->num_parameters() << " parameters to " << o.out_dir << "\n";
@@ -242,8 +230,8 @@ int cmd_run(const Options& o) {
   fs::create_directories(cfg.output_dir);
   config::save_config(cfg, fs::join(cfg.output_dir, "config.yaml"));
   models::LoadOptions lo;
-  lo.dtype = parse_dtype(cfg.model.dtype);
-  lo.device = resolve_device(cfg.model.device);
+  lo.dtype = runtime::parse_dtype(cfg.model.dtype, "model.dtype");
+  lo.device = runtime::resolve_device(cfg.model.device, 0, "model.device").str();
   auto model = models::CausalLM::from_pretrained(cfg.model.path, lo);
   for (auto id : cfg.generate.prompt_ids)
     if (id >= model->config().vocab_size)
