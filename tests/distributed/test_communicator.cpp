@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/spawn_util.h"
+#include "distributed/spawn_util.h"
 #include "prism/core/error.h"
 #include "prism/distributed/communicator.h"
 

@@ -8,7 +8,7 @@
 #include <thread>
 #include <vector>
 
-#include "dist/spawn_util.h"
+#include "distributed/spawn_util.h"
 
 namespace {
 

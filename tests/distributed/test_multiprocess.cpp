@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "dist/spawn_util.h"
+#include "distributed/spawn_util.h"
 
 namespace {
 
