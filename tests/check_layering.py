@@ -21,8 +21,8 @@ EDGES = {
     "rewards": ["core"],
     "generate": ["models"],
     "train": ["models", "data", "distributed"],
-    "eval": ["generate", "rewards", "data"],
-    "rl": ["train"],  # + eval once the eval module exists
+    "eval": ["data"],  # + generate, rewards once they exist
+    "rl": ["train", "eval"],
     "analysis": ["eval"],
 }
 
