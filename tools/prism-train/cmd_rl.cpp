@@ -1,0 +1,67 @@
+// prism-train rl: GRPO with verifiable rewards from a YAML config (configs/rl/; docs/rl.md).
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "prism-train/commands.h"
+#include "prism-train/stop_signal.h"
+#include "prism/core/config.h"
+#include "prism/rl/grpo.h"
+
+namespace prism::cli {
+
+namespace {
+
+struct RlOptions {
+  std::string config_path;
+  std::vector<std::string> sets;
+  std::string resume;
+  bool print_config = false;
+  train::FaultInjection faults;
+};
+
+int cmd_rl(const RlOptions& o) {
+  auto cfg = config::load_config<rl::RlConfig>(o.config_path, o.sets);
+  if (o.print_config) {
+    std::cout << config::dump_config(cfg);
+    return 0;
+  }
+  install_stop_handlers();
+  train::RunOptions ro;
+  ro.resume = o.resume;
+  ro.should_stop = [] { return stop_requested(); };
+  ro.config_file = o.config_path;
+  ro.faults = o.faults;
+  auto r = rl::run_grpo(cfg, ro);
+  if (r.stopped) {
+    std::cerr << "rl: stopped by signal " << stop_signal() << " at step " << r.step << "; checkpoint "
+              << r.last_checkpoint << "; continue with --resume auto (exit status " << train::kExitStopped << ")\n";
+    return train::kExitStopped;
+  }
+  std::cerr << "rl: done, " << r.step << " steps; checkpoint " << r.last_checkpoint
+            << (r.final_export.empty() ? std::string() : "; HF export " + r.final_export) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+void register_rl_commands(CLI::App& app, Commands& cmds) {
+  auto o = std::make_shared<RlOptions>();
+  auto* s = app.add_subcommand("rl", "GRPO with verifiable rewards from a YAML config (configs/rl/); data-parallel "
+                                     "under tools/launch.sh or torchrun");
+  s->footer("Exit status: 0 done (train.steps reached, final model exported), 1 error, 2 usage error,\n"
+            "3 stopped by SIGTERM/SIGINT before train.steps (a checkpoint was written; continue with --resume auto).");
+  s->add_option("--config,-c", o->config_path, "YAML config (configs/rl/*.yaml)")->required();
+  s->add_option("--set", o->sets, "Override a key: --set optimizer.lr=1e-6 (repeatable)");
+  s->add_option("--resume", o->resume, "auto: newest complete checkpoint of output_dir (fresh start if none), or a checkpoint dir");
+  s->add_flag("--print-config", o->print_config, "Print the resolved config and exit");
+  s->add_option("--debug-sigkill-after-step", o->faults.sigkill_after_step)->group("");
+  s->add_option("--debug-nonfinite-steps", o->faults.nonfinite_steps)->delimiter(',')->group("");
+  s->add_option("--debug-checkpoint-pause-ms", o->faults.checkpoint_pause_ms)->group("");
+  cmds.add(s, [o] { return cmd_rl(*o); });
+}
+
+}  // namespace prism::cli
