@@ -9,7 +9,6 @@
 #include <random>
 
 #include "prism/core/error.h"
-#include "prism/data/jsonl.h"
 #include "prism/io/tokenizer.h"
 #include "prism/rl/rl_config.h"
 
@@ -80,48 +79,17 @@ PromptSet::PromptSet(const RlDataSection& cfg, const io::Tokenizer& tok, int64_t
     : impl_(std::make_unique<Impl>()) {
   auto& m = *impl_;
   m.seed = static_cast<uint64_t>(cfg.seed);
-  std::map<std::string, std::string> templates;
-  for (const auto& t : cfg.templates) templates[t.domain] = t.tmpl;
+  eval::PromptFormat fmt;
+  fmt.prompt_field = cfg.prompt_field;
+  for (const auto& t : cfg.templates) fmt.templates[t.domain] = t.tmpl;
+  fmt.max_prompt_tokens = max_prompt_tokens;
   std::map<std::string, std::vector<Prompt>> recs;
-  for (const auto& path : cfg.prompts) {
-    data::JsonlReader reader(path);
-    data::JsonRecord r;
-    while (reader.next(r)) {
+  for (const auto& path : cfg.prompts)
+    for (auto& r : eval::load_prompt_records(path, fmt, tok)) {
       Prompt p;
-      p.id = str(r.file(), ":", r.line());
-      p.target.domain = r.string("domain");
-      auto it = templates.find(p.target.domain);
-      p.text = it != templates.end() ? r.render(it->second) : r.string(cfg.prompt_field);
-      if (r.has("answer")) p.target.answer = r.text("answer");
-      if (r.has("entry_point")) p.target.entry_point = r.string("entry_point");
-      if (p.target.domain == "code" && r.has("prompt")) p.target.prompt = r.string("prompt");
-      // Lists (MBPP's assert list, stdin/stdout cases, choice texts) need the JSON itself.
-      const auto j = nlohmann::json::parse(r.dump());
-      if (auto t = j.find("tests"); t != j.end()) {
-        if (t->is_array()) {
-          for (const auto& line : *t) p.target.tests += (line.is_string() ? line.get<std::string>() : line.dump()) + "\n";
-        } else {
-          p.target.tests = r.text("tests");
-        }
-      }
-      if (auto io = j.find("io"); io != j.end() && io->is_array())
-        for (const auto& c : *io) {
-          PRISM_CHECK(c.is_object() && c.contains("input") && c.contains("output"), p.id,
-                      ": io: each case must be {\"input\": ..., \"output\": ...}");
-          p.target.io_cases.emplace_back(c["input"].get<std::string>(), c["output"].get<std::string>());
-        }
-      if (auto ch = j.find("choices"); ch != j.end() && ch->is_array())
-        for (const auto& c : *ch) p.target.choices.push_back(c.is_string() ? c.get<std::string>() : c.dump());
-      p.target.metadata["id"] = p.id;
-      auto ids = tok.encode(p.text, /*add_special_tokens=*/true);
-      PRISM_CHECK(!ids.empty(), p.id, ": prompt is empty after tokenization");
-      PRISM_CHECK(static_cast<int64_t>(ids.size()) <= max_prompt_tokens, p.id, ": prompt has ", ids.size(),
-                  " tokens; at most ", max_prompt_tokens,
-                  " fit (context length - rollout.max_new_tokens): shorten it or lower rollout.max_new_tokens");
-      p.tokens.assign(ids.begin(), ids.end());
+      static_cast<eval::PromptRecord&>(p) = std::move(r);
       recs[p.target.domain].push_back(std::move(p));
     }
-  }
   PRISM_CHECK(!recs.empty(), "data.prompts: no prompt records in ", cfg.prompts.size(), " file(s)");
   for (auto& [d, v] : recs) {
     m.domains.push_back(d);

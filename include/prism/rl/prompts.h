@@ -1,8 +1,6 @@
 // PromptSet: the RL prompt data, in a deterministic order that every rank computes alike.
 //
-// Records come from JSONL(.zst) files (data::JsonlReader): `domain`, the prompt (a field or a
-// per-domain template over the record's fields), and what the verifier needs (`answer`; code:
-// `tests`, `entry_point`, `prompt`, `io`). Every domain's prompts are shuffled per epoch with a
+// Records are prompt records (prism/eval/prompt_records.h, the format evaluation suites use too). Every domain's prompts are shuffled per epoch with a
 // seed; domains are interleaved by their weights with a deterministic largest-deficit rule, so any
 // prefix of the draw sequence holds each domain's share to within one prompt. The draw sequence is
 // global: draw k is the same prompt on every rank, a step takes draws [base, base + P) and rank r
@@ -15,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "prism/rewards/verifier.h"
+#include "prism/eval/prompt_records.h"
 
 namespace prism::io {
 class Tokenizer;
@@ -25,12 +23,9 @@ namespace prism::rl {
 
 struct RlDataSection;
 
-struct Prompt {
-  int64_t draw = 0;              ///< global draw index (its sampling stream)
-  std::string id;                ///< file:line
-  std::string text;              ///< rendered prompt
-  std::vector<int64_t> tokens;   ///< tokenized prompt
-  rewards::Sample target;        ///< domain + answer / tests for the verifier (completion left empty)
+/// A prompt record (format: prism/eval/prompt_records.h) and where it sits in the draw sequence.
+struct Prompt : eval::PromptRecord {
+  int64_t draw = 0;  ///< global draw index (its sampling stream)
 };
 
 class PromptSet {
