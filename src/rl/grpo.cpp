@@ -14,6 +14,7 @@
 #include "prism/core/fs.h"
 #include "prism/core/log.h"
 #include "prism/distributed/communicator.h"
+#include "prism/eval/suite.h"
 #include "prism/generate/engine.h"
 #include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
@@ -78,6 +79,7 @@ struct GrpoLoop {
   int64_t prompts_per_rank = 0;
   PolicyLossOptions loss_opts;
   AdvantageOptions adv_opts;
+  std::unique_ptr<eval::SuiteConfig> suite;
 
   GrpoLoop(const RlConfig& c, const train::RunOptions& o) : cfg(c), opts(o) {}
 
@@ -186,6 +188,11 @@ struct GrpoLoop {
     eo.slots = cfg.rollout.slots;
     engine = std::make_unique<generate::Engine>(*model, eo, tokenizer.get());
     rewarder = std::make_unique<rewards::Rewarder>(cfg.rewards);
+    if (cfg.eval.every > 0) {
+      suite = std::make_unique<eval::SuiteConfig>(config::load_config<eval::SuiteConfig>(cfg.eval.suite));
+      if (cfg.eval.limit > 0)
+        for (auto& b : suite->benchmarks) b.limit = b.limit > 0 ? std::min(b.limit, cfg.eval.limit) : cfg.eval.limit;
+    }
     for (const auto& d : prompts->domains())
       if (!rewarder->handles(d))
         throw Error(str("the prompts have domain '", d, "' but no verifier scores it"),
@@ -286,6 +293,23 @@ struct GrpoLoop {
     for (int64_t t = 0; t < adv.numel(); ++t)
       if (lab[t] != -100) a[t] = static_cast<float>(rollouts[static_cast<size_t>(mb.rollouts[static_cast<size_t>(seq[t])])].advantage);
     mb.advantages = adv;
+  }
+
+  // The suite on the live policy, on rank 0 (the others wait): pass@k per benchmark and domain,
+  // the macro average, and the report under <output_dir>/eval/step-N.
+  void evaluate() {
+    train::Scalars sc;
+    if (ctx->is_main()) {
+      auto res = eval::run_suite(*suite, *model, *tokenizer);
+      eval::write_report(res, fs::join(cfg.output_dir, str("eval/step-", state.step)), str("step ", state.step));
+      for (const auto& b : res.score.benchmarks)
+        for (const auto& [k, v] : b.pass_at) sc.emplace_back(str("eval/", b.name, "/pass@", k), v);
+      for (const auto& [d, v] : res.score.domain_avg) sc.emplace_back("eval/domain/" + d, v);
+      sc.emplace_back("eval/macro_avg", res.score.macro_avg);
+      logger->scalars(state.step, sc);
+      logger->info(str("eval step ", state.step, ": macro average ", res.score.macro_avg));
+    }
+    ctx->barrier();
   }
 
   void polyak_update() {
@@ -514,6 +538,7 @@ struct GrpoLoop {
       const bool write = state.step % cfg.train.log_every == 0 || state.step == cfg.train.steps || stop;
       logger->step(state.step, {loss_sum / static_cast<double>(M), lr, gnorm, t[5], static_cast<double>(state.tokens), !applied_all},
                    sc, write);
+      if (suite && (state.step % cfg.eval.every == 0 || state.step == cfg.train.steps)) evaluate();
       if (state.step % cfg.checkpoint.every == 0 || state.step == cfg.train.steps || stop) save_checkpoint();
       if (state.step == opts.faults.sigkill_after_step) std::raise(SIGKILL);
     }
