@@ -19,6 +19,7 @@
 
 #include <algorithm>
 
+#include "linear_head_chunks.h"
 #include "prism/core/error.h"
 #include "prism/ops/linear_cross_entropy.h"
 
@@ -33,32 +34,8 @@ void linear_ce_chunk_cuda(const at::Tensor& logits, const at::Tensor& labels, co
 
 void check_linear_cross_entropy_args(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,
                                      const LinearCrossEntropyOptions& opts) {
-  PRISM_CHECK(hidden.dim() == 2, "linear_cross_entropy: hidden must be [N, D], got ", hidden.sizes());
-  PRISM_CHECK(weight.dim() == 2 && weight.size(1) == hidden.size(1),
-              "linear_cross_entropy: weight must be [V, D] with D = ", hidden.size(1), ", got ", weight.sizes());
-  PRISM_CHECK(weight.size(0) > 0, "linear_cross_entropy: weight must have at least one row (vocab), got ",
-              weight.sizes());
-  PRISM_CHECK(at::isFloatingType(hidden.scalar_type()) && hidden.scalar_type() == weight.scalar_type(),
-              "linear_cross_entropy: hidden (", hidden.scalar_type(), ") and weight (", weight.scalar_type(),
-              ") must have the same floating dtype");
-  PRISM_CHECK(hidden.device() == weight.device(), "linear_cross_entropy: hidden on ", hidden.device(),
-              " but weight on ", weight.device());
-  PRISM_CHECK(labels.dim() == 1 && labels.size(0) == hidden.size(0),
-              "linear_cross_entropy: labels must be [N] with N = ", hidden.size(0), ", got ", labels.sizes());
-  PRISM_CHECK(at::isIntegralType(labels.scalar_type(), /*includeBool=*/false),
-              "linear_cross_entropy: labels must be an integer tensor, got ", labels.scalar_type());
-  PRISM_CHECK(labels.device() == hidden.device(), "linear_cross_entropy: labels on ", labels.device(),
-              " but hidden on ", hidden.device());
-  PRISM_CHECK(opts.logits_scaling > 0.0, "linear_cross_entropy: logits_scaling must be > 0, got ", opts.logits_scaling);
-  PRISM_CHECK(opts.chunk_tokens >= 0, "linear_cross_entropy: chunk_tokens must be >= 0 (0 = automatic), got ",
-              opts.chunk_tokens);
-  // One host sync per call: an out-of-range label would read a wrong logit (or fault on the GPU).
-  if (labels.numel() > 0) {
-    const int64_t V = weight.size(0);
-    auto bad = labels.ne(opts.ignore_index).logical_and(labels.lt(0).logical_or(labels.ge(V)));
-    PRISM_CHECK(!bad.any().item<bool>(), "linear_cross_entropy: labels must be in [0, ", V, ") or ignore_index (",
-                opts.ignore_index, "); found ", labels.masked_select(bad).slice(0, 0, 5).cpu(), " ...");
-  }
+  detail::check_linear_head_args("linear_cross_entropy", hidden, weight, labels, opts.ignore_index,
+                                 opts.logits_scaling, opts.chunk_tokens);
 }
 
 bool linear_cross_entropy_uses_kernel(const at::Tensor& hidden, const at::Tensor& weight, Impl impl) {
@@ -100,16 +77,6 @@ void chunk_step_aten(const at::Tensor& logits, const at::Tensor& labels, const a
   logits.copy_(z);
 }
 
-int64_t chunk_rows(const LinearCrossEntropyOptions& o, int64_t N, int64_t V, int64_t elem_bytes) {
-  int64_t c = o.chunk_tokens;
-  if (c == 0) {
-    constexpr int64_t kBudget = int64_t{256} << 20;  // bytes of logits per chunk
-    c = std::max<int64_t>(1, kBudget / std::max<int64_t>(1, V * elem_bytes));
-    if (c >= 256) c = c / 128 * 128;  // GEMM-friendly
-  }
-  return std::max<int64_t>(1, std::min(c, N));
-}
-
 struct Pass {
   at::Tensor loss_sum, z_loss_sum;  // scalars (fp32, fp64 for fp64 inputs)
   at::Tensor dh;                    // [N, D] hidden's dtype (when wanted)
@@ -137,7 +104,7 @@ Pass chunked_pass(const at::Tensor& hidden, const at::Tensor& weight, const at::
   // included), which saves a [V, D] fill per call (128 MB at V 32k, D 1k in fp32).
   if (need_dw) dw_acc = N > 0 ? at::empty({V, D}, h.options().dtype(half ? at::kFloat : dt))
                                : at::zeros({V, D}, h.options().dtype(half ? at::kFloat : dt));
-  const int64_t chunk = chunk_rows(o, N, V, static_cast<int64_t>(h.element_size()));
+  const int64_t chunk = detail::linear_head_chunk_rows(o.chunk_tokens, N, V, static_cast<int64_t>(h.element_size()));
   auto buf = at::empty({std::min(chunk, N), V}, h.options());  // the only [*, V] tensor
   const auto wt = w.t();                                       // [D, V] view
   for (int64_t s = 0; s < N; s += chunk) {
@@ -158,24 +125,7 @@ Pass chunked_pass(const at::Tensor& hidden, const at::Tensor& weight, const at::
       auto out = dh.narrow(0, s, n);
       at::mm_out(out, lg, w);  // [n, V] @ [V, D]
     }
-    if (need_dw) {
-      const double beta = s == 0 ? 0.0 : 1.0;
-      if (!half) {
-        dw_acc.addmm_(lg.t(), hc, beta);
-      } else if (lg.is_cuda()) {
-        // bf16/fp16 operands, fp32 accumulator and output (cuBLAS with an fp32 C; baddbmm's
-        // out_dtype overload accumulates into `out` when self is out).
-        auto acc3 = dw_acc.unsqueeze(0);
-        try {
-          at::baddbmm_out(acc3, acc3, lg.t().unsqueeze(0), hc.unsqueeze(0), at::kFloat, beta, 1);
-        } catch (const c10::Error&) {
-          // A LibTorch without the out_dtype GEMM: same result through an fp32 GEMM (slower).
-          dw_acc.addmm_(lg.t().to(at::kFloat), hc.to(at::kFloat), beta);
-        }
-      } else {
-        dw_acc.addmm_(lg.t().to(at::kFloat), hc.to(at::kFloat), beta);
-      }
-    }
+    if (need_dw) detail::accumulate_weight_grad(dw_acc, lg, hc, /*first=*/s == 0);
   }
   buf.reset();
   Pass p;

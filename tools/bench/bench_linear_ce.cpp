@@ -5,6 +5,8 @@
 //   prism_ce  : the same logits, then the chunked fp32 ops::cross_entropy (prism's path before
 //               linear_cross_entropy; it never holds fp32 logits whole, but holds bf16 logits and
 //               their gradient).
+// and also times ops::linear_logprobs with the same summed loss (-sum of log-probs; its backward
+// recomputes the chunk logits: 4 GEMMs per chunk instead of 3).
 // Peak memory is the caching allocator's peak of allocated bytes during one forward + backward,
 // minus what was allocated before (hidden, W, labels); the gradients of hidden and W are included
 // for every method. Goals (docs/performance-anchors.md style, H100): linear-CE peak <= 25% of
@@ -27,6 +29,7 @@
 
 #include "prism/ops/cross_entropy.h"
 #include "prism/ops/linear_cross_entropy.h"
+#include "prism/ops/linear_logprobs.h"
 
 namespace {
 
@@ -172,6 +175,13 @@ int main(int argc, char** argv) {
       auto lce = measure([](const at::Tensor& hh, const at::Tensor& ww,
                             const at::Tensor& ll) { return prism::ops::linear_cross_entropy(hh, ww, ll).loss; },
                          h, w, labels, a.iters);
+      // Per-token log-probs (what a policy-gradient loss uses), here with the all-ones upstream
+      // gradient of the same summed loss: the price of recomputing the logits in backward.
+      auto llp = measure(
+          [](const at::Tensor& hh, const at::Tensor& ww, const at::Tensor& ll) {
+            return -prism::ops::linear_logprobs(hh, ww, ll).logprobs.sum();
+          },
+          h, w, labels, a.iters);
 
       const double grads_mib = static_cast<double>((a.tokens + V) * a.hidden * 2) / (1 << 20);
       auto line = [&](const char* method, const Result& r) {
@@ -182,12 +192,13 @@ int main(int argc, char** argv) {
                       "\"grads_mib\": %.1f, \"loss\": %.6e, \"uses_kernel\": %s}",
                       method, static_cast<long long>(a.tokens), static_cast<long long>(a.hidden),
                       static_cast<long long>(V), r.ms, r.peak_mib, grads_mib, r.loss,
-                      std::string(method) == "linear_ce" && kernel ? "true" : "false");
+                      std::string(method).rfind("linear_", 0) == 0 && kernel ? "true" : "false");
         emit(a, buf);
       };
       line("naive", naive);
       line("prism_ce", prism_ce);
       line("linear_ce", lce);
+      line("linear_logprobs", llp);
       const double mem_ratio = lce.peak_mib / naive.peak_mib, time_ratio = lce.ms / naive.ms;
       const double rel_loss = std::abs(lce.loss - naive.loss) / std::max(1e-30, std::abs(naive.loss));
       char buf[512];
