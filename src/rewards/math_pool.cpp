@@ -5,12 +5,12 @@
 // child therefore only uses what survives fork(): the heap (glibc's malloc re-initialises its
 // locks in the child), GiNaC (whose global state is initialised at load time, before any thread
 // exists, and never touched by the parent afterwards) and its own socket; it logs nothing and
-// leaves with _exit(). PR_SET_PDEATHSIG kills it if the parent dies.
+// leaves with _exit(): on EOF (the pool closed its end, or the parent died) or when a watchdog
+// thread sees it was re-parented.
 #include "rewards/math_pool.h"
 
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 
 #include "prism/core/error.h"
 #include "rewards/math_expr.h"
@@ -112,15 +113,24 @@ WorkerPool::Worker WorkerPool::spawn_locked() {
     throw Error(str("rewards: fork of a math worker failed: ", std::strerror(e)));
   }
   if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(0);
-    ::close(sv[0]);
-    for (int fd : all_fds_) ::close(fd);  // other workers' sockets: they must see EOF when we die
-    ::signal(SIGINT, SIG_IGN);            // Ctrl-C is the parent's to handle; it kills us on exit
-    worker_main(sv[1]);
+    // The worker keeps only stdio and its socket (as fd 3): inherited descriptors of the trainer or
+    // of other pools' workers would keep their peers from seeing EOF.
+    int fd = sv[1];
+    if (fd != 3) {
+      ::dup2(fd, 3);
+      fd = 3;
+    }
+    ::close_range(4, ~0U, 0);
+    ::signal(SIGINT, SIG_IGN);  // Ctrl-C is the parent's to handle; its exit ends us (EOF / watchdog)
+    // PR_SET_PDEATHSIG would fire when the *thread* that forked us exits (verify_batch threads are
+    // short-lived), so a watchdog thread ends the worker when the parent process is gone instead.
+    std::thread([parent] {
+      while (::getppid() == parent) ::sleep(1);
+      ::_exit(0);
+    }).detach();
+    worker_main(fd);
   }
   ::close(sv[1]);
-  all_fds_.push_back(sv[0]);
   ++live_;
   return Worker{pid, sv[0]};
 }
@@ -139,7 +149,6 @@ WorkerPool::Result WorkerPool::compare(const std::string& gold, const std::strin
   }
   auto retire = [&](Result r) {
     std::lock_guard<std::mutex> lock(mu_);
-    all_fds_.erase(std::remove(all_fds_.begin(), all_fds_.end(), w.fd), all_fds_.end());
     kill_worker(w);
     --live_;
     cv_.notify_one();

@@ -40,7 +40,6 @@ class WorkerPool {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Worker> idle_;
-  std::vector<int> all_fds_;  // every live worker's socket (closed in a new child)
   int live_ = 0;
 };
 
