@@ -2,8 +2,11 @@
 // a public leaderboard would decide; Math-Verify agrees on all of them except where noted).
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -180,6 +183,38 @@ TEST(MathVerifier, TimeoutKillsAndReplacesTheWorker) {
   s.completion = "\\boxed{(a+b+c+d+f+2)^{90}}";
   s.answer = "(a+b+c+d+f+1)^{90}";
   EXPECT_EQ(v.verify(s).reason, "timeout");
+}
+
+// Child processes of this process (all threads), from /proc/self/task/*/children.
+int count_children() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/task");
+  if (!d) return -1;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream f(std::string("/proc/self/task/") + e->d_name + "/children");
+    long pid;
+    while (f >> pid) ++n;
+  }
+  closedir(d);
+  return n;
+}
+
+TEST(MathVerifier, WorkersEndWithTheVerifier) {
+  int before = count_children();
+  {
+    MathOptions o;
+    o.workers = 2;
+    MathVerifier v(o);
+    std::vector<Sample> batch(4);
+    for (auto& s : batch) {
+      s.completion = "\\boxed{(x+1)^2}";
+      s.answer = "x^2+2x+1";
+    }
+    for (const auto& r : v.verify_batch(batch)) EXPECT_TRUE(r.correct);
+    EXPECT_GT(count_children(), before);
+  }
+  EXPECT_EQ(count_children(), before);  // killed and reaped: no zombie, no orphan
 }
 
 TEST(MathVerifier, ManyThreadsAgreeWithOneThread) {
