@@ -32,13 +32,13 @@ TEST(RewardCli, ScoresReportsAndSkips) {
   auto dir = prism::test::make_temp_dir("reward_cli");
   {
     std::ofstream f(dir + "/in.jsonl");
-    f << R"({"domain": "math", "completion": "<think>ok</think> so $\\boxed{\\frac{1}{2}}$", "answer": "0.5", "id": 7})"
+    f << R"J({"domain": "math", "completion": "<think>ok</think> so $\\boxed{\\frac{1}{2}}$", "answer": "0.5", "id": 7})J"
       << "\n"
-      << R"({"domain": "math", "completion": "<think>ok</think> \\boxed{3}", "answer": 4, "truncated": true})" << "\n"
+      << R"J({"domain": "math", "completion": "<think>ok</think> \\boxed{3}", "answer": 4, "truncated": true})J" << "\n"
       << "not json\n"
-      << R"({"domain": "mc", "completion": "<think>t</think> Answer: (c)", "answer": "C"})" << "\n"
-      << R"({"domain": "mc"})" << "\n"
-      << R"({"domain": "code", "completion": "x", "tests": ["assert True"]})" << "\n";
+      << R"J({"domain": "mc", "completion": "<think>t</think> Answer: (c)", "answer": "C"})J" << "\n"
+      << R"J({"domain": "mc"})J" << "\n"
+      << R"J({"domain": "code", "completion": "x", "tests": ["assert True"]})J" << "\n";
   }
   ASSERT_EQ(run("-i " + dir + "/in.jsonl -o " + dir + "/scored.jsonl --workers 1 -c " + prism::test::source_dir() +
                     "/configs/rewards/default.yaml",
@@ -58,8 +58,8 @@ TEST(RewardCli, ScoresReportsAndSkips) {
   std::getline(lines, l4);
   EXPECT_FALSE(std::getline(lines, extra));
   // input fields kept in order, verdict appended (scale 10, stop-token penalty 1 in default.yaml)
-  EXPECT_EQ(l1.rfind(R"({"domain":"math",)", 0), 0u) << l1;
-  EXPECT_NE(l1.find(R"("id":7,"reward":10.0,"correct":true,"reason":"equal"})"), std::string::npos) << l1;
+  EXPECT_EQ(l1.rfind(R"J({"domain":"math",)J", 0), 0u) << l1;
+  EXPECT_NE(l1.find(R"J("id":7,"reward":10.0,"correct":true,"reason":"equal"})J"), std::string::npos) << l1;
   EXPECT_NE(l2.find(R"("reward":-1.0,"correct":false,"reason":"not_equal")"), std::string::npos) << l2;
   EXPECT_NE(l3.find(R"("reward":10.0,"correct":true)"), std::string::npos) << l3;
   EXPECT_NE(l4.find(R"("reason":"no verifier for domain code")"), std::string::npos) << l4;

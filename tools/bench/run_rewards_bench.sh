@@ -9,7 +9,7 @@ build="${PRISM_BUILD_DIR:-$here/build}"
 py="$here/.venv/bin/python"
 reps="${1:-3}"
 workers="${2:-2}"
-golden="$build/fixtures/rewards"
+golden="$build/rewards_golden"
 "$py" "$here/tests/fixtures/make_math_golden.py" --out "$golden" >&2
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
