@@ -73,7 +73,8 @@ Rational Rational::operator*(const Rational& o) const {
   if (g1 == 0) g1 = 1;
   if (g2 == 0) g2 = 1;
   I128 a, b;
-  if (__builtin_mul_overflow(num / g1, o.num / g2, &a) || __builtin_mul_overflow(den / g2, o.den / g1, &b)) return bad();
+  if (__builtin_mul_overflow(num / g1, o.num / g2, &a) || __builtin_mul_overflow(den / g2, o.den / g1, &b))
+    return bad();
   return of(a, b);
 }
 Rational Rational::operator/(const Rational& o) const {
@@ -349,7 +350,7 @@ class Comparer {
       g = g->kids.back();
     }
     if (g->kind == K::kRel && (p->kind == K::kInterval || p->kind == K::kSet || p->kind == K::kUnion ||
-                                (p->kind == K::kTuple && p->kids.size() == 2))) {
+                               (p->kind == K::kTuple && p->kids.size() == 2))) {
       if (auto iv = relation_as_interval(*g)) g = iv;
     }
     return eq(*g, *p);

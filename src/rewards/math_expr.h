@@ -38,16 +38,16 @@ using NodePtr = std::shared_ptr<const Node>;
 /// One answer expression. Numbers are exact (decimals become p/10^k with is_float set).
 struct Node {
   enum class Kind {
-    kNum,       ///< text: exact "p" or "p/q" (arbitrary length); is_float: written with '.' or an exponent
-    kSym,       ///< text: variable name (a single letter, a greek name, or x_1)
-    kConst,     ///< text: pi | e | i | inf
-    kAdd,       ///< kids summed
-    kMul,       ///< kids multiplied
-    kDiv,       ///< kids[0] / kids[1]
-    kNeg,       ///< -kids[0]
-    kPow,       ///< kids[0] ^ kids[1]
-    kFunc,      ///< text: sqrt (kids: radicand [, index]), sin, cos, tan, ..., log (kids: arg [, base]), ln, exp, abs, fact
-    kPct,       ///< kids[0] percent
+    kNum,    ///< text: exact "p" or "p/q" (arbitrary length); is_float: written with '.' or an exponent
+    kSym,    ///< text: variable name (a single letter, a greek name, or x_1)
+    kConst,  ///< text: pi | e | i | inf
+    kAdd,    ///< kids summed
+    kMul,    ///< kids multiplied
+    kDiv,    ///< kids[0] / kids[1]
+    kNeg,    ///< -kids[0]
+    kPow,    ///< kids[0] ^ kids[1]
+    kFunc,  ///< text: sqrt (kids: radicand [, index]), sin, cos, tan, ..., log (kids: arg [, base]), ln, exp, abs, fact
+    kPct,   ///< kids[0] percent
     kTuple,     ///< (a, b, ...) ordered
     kSet,       ///< \{a, b, ...\} (or a bare comma list)
     kInterval,  ///< kids[0], kids[1]; lo_closed / hi_closed

@@ -68,12 +68,12 @@ std::size_t match_brace(const std::string& s, std::size_t open) {
 // Unit words dropped after a number ("5 cm", "\text{ inches}^2"). Only multi-letter words: a
 // single letter is far more often a variable than a unit.
 constexpr std::array<std::string_view, 62> kUnits = {
-    "cm",     "mm",      "km",     "meter",  "meters", "metre",   "metres",  "inch",    "inches", "foot",   "feet",
-    "ft",     "yard",    "yards",  "mile",   "miles",  "mph",     "hour",    "hours",   "hr",     "hrs",    "minute",
-    "minutes", "min",    "second", "seconds", "sec",   "day",     "days",    "week",    "weeks",  "month",  "months",
-    "year",   "years",   "dollar", "dollars", "cent",  "cents",   "unit",    "units",   "degree", "degrees", "pound",
-    "pounds", "lb",      "lbs",    "kg",     "gram",   "grams",   "liter",   "liters",  "litre",  "litres", "gallon",
-    "gallons", "ounce",  "ounces", "oz",     "sq",     "square",  "cubic"};
+    "cm",      "mm",    "km",     "meter",   "meters", "metre",  "metres", "inch",   "inches", "foot",    "feet",
+    "ft",      "yard",  "yards",  "mile",    "miles",  "mph",    "hour",   "hours",  "hr",     "hrs",     "minute",
+    "minutes", "min",   "second", "seconds", "sec",    "day",    "days",   "week",   "weeks",  "month",   "months",
+    "year",    "years", "dollar", "dollars", "cent",   "cents",  "unit",   "units",  "degree", "degrees", "pound",
+    "pounds",  "lb",    "lbs",    "kg",      "gram",   "grams",  "liter",  "liters", "litre",  "litres",  "gallon",
+    "gallons", "ounce", "ounces", "oz",      "sq",     "square", "cubic"};
 
 bool is_unit_text(std::string_view word) {
   std::string w = lower(trim(word));
@@ -99,8 +99,8 @@ bool is_unit_text(std::string_view word) {
 // content is kept (a word answer such as \text{Monday}).
 void unwrap_text_commands(std::string& s) {
   static constexpr std::array<std::string_view, 12> kTextCmds = {
-      "\\text", "\\textbf", "\\textit", "\\textrm", "\\mathrm", "\\mathbf", "\\mathit", "\\mbox", "\\textnormal",
-      "\\operatorname", "\\mathsf", "\\texttt"};
+      "\\text",   "\\textbf", "\\textit",     "\\textrm",       "\\mathrm", "\\mathbf",
+      "\\mathit", "\\mbox",   "\\textnormal", "\\operatorname", "\\mathsf", "\\texttt"};
   for (int guard = 0; guard < 64; ++guard) {
     std::size_t best = std::string::npos, best_len = 0;
     for (auto cmd : kTextCmds) {

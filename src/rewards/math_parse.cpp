@@ -135,19 +135,22 @@ NodePtr number(const std::string& lit) {
   return n;
 }
 
-bool is_integer_literal(const Node& n) { return n.kind == Node::Kind::kNum && !n.is_float && n.text.find('/') == std::string::npos; }
+bool is_integer_literal(const Node& n) {
+  return n.kind == Node::Kind::kNum && !n.is_float && n.text.find('/') == std::string::npos;
+}
 
 const std::vector<std::string_view>& function_names() {
-  static const std::vector<std::string_view> k = {"sin",    "cos",    "tan",  "sec",  "csc",  "cot",  "arcsin", "arccos",
-                                                  "arctan", "sinh",   "cosh", "tanh", "log",  "ln",   "exp",    "lg"};
+  static const std::vector<std::string_view> k = {"sin",    "cos",  "tan",  "sec",  "csc", "cot", "arcsin", "arccos",
+                                                  "arctan", "sinh", "cosh", "tanh", "log", "ln",  "exp",    "lg"};
   return k;
 }
 
 const std::vector<std::string_view>& greek() {
   static const std::vector<std::string_view> k = {
-      "alpha", "beta",  "gamma", "delta",   "epsilon", "varepsilon", "zeta", "eta",   "theta", "vartheta", "iota",
-      "kappa", "lambda", "mu",   "nu",      "xi",      "rho",        "sigma", "tau",  "upsilon", "phi", "varphi",
-      "chi",   "psi",   "omega", "Gamma",   "Delta",   "Theta",      "Lambda", "Xi",  "Sigma", "Phi",   "Psi", "Omega"};
+      "alpha",    "beta",    "gamma", "delta",  "epsilon", "varepsilon", "zeta",  "eta",   "theta",
+      "vartheta", "iota",    "kappa", "lambda", "mu",      "nu",         "xi",    "rho",   "sigma",
+      "tau",      "upsilon", "phi",   "varphi", "chi",     "psi",        "omega", "Gamma", "Delta",
+      "Theta",    "Lambda",  "Xi",    "Sigma",  "Phi",     "Psi",        "Omega"};
   return k;
 }
 

@@ -121,7 +121,9 @@ WorkerPool::Worker WorkerPool::spawn_locked() {
       fd = 3;
     }
     ::close_range(4, ~0U, 0);
-    ::signal(SIGINT, SIG_IGN);  // Ctrl-C is the parent's to handle; its exit ends us (EOF / watchdog)
+    ::signal(SIGINT, SIG_IGN);   // Ctrl-C is the parent's to handle; its exit ends us (EOF / watchdog)
+    ::signal(SIGTERM, SIG_DFL);  // not the trainer's checkpoint-on-SIGTERM handler
+    ::signal(SIGHUP, SIG_DFL);
     // PR_SET_PDEATHSIG would fire when the *thread* that forked us exits (verify_batch threads are
     // short-lived), so a watchdog thread ends the worker when the parent process is gone instead.
     std::thread([parent] {

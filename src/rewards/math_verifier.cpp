@@ -25,8 +25,7 @@ int resolve_workers(int w) {
 }
 }  // namespace
 
-MathVerifier::MathVerifier(MathOptions opts)
-    : impl_(std::make_unique<Impl>(opts, resolve_workers(opts.workers))) {
+MathVerifier::MathVerifier(MathOptions opts) : impl_(std::make_unique<Impl>(opts, resolve_workers(opts.workers))) {
   PRISM_CHECK(opts.timeout_s > 0, "rewards: math timeout_s must be > 0 (found ", opts.timeout_s, ")");
   impl_->opts.workers = resolve_workers(opts.workers);
 }

@@ -76,7 +76,8 @@ McChoice extract_choice(std::string_view completion, int num_choices) {
   if (auto b = detail::last_boxed(text)) {
     std::string content = *b;
     for (std::string_view cmd : {"\\text{", "\\textbf{", "\\mathrm{"}) {
-      if (content.rfind(cmd, 0) == 0 && content.back() == '}') content = content.substr(cmd.size(), content.size() - cmd.size() - 1);
+      if (content.rfind(cmd, 0) == 0 && content.back() == '}')
+        content = content.substr(cmd.size(), content.size() - cmd.size() - 1);
     }
     return decide(letters_in(content, num_choices, true), num_choices);
   }

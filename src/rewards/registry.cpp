@@ -56,7 +56,7 @@ Rewarder::Rewarder(const RewardsConfig& cfg, const VerifierRegistry& registry) {
   for (const auto& d : cfg.domains) {
     if (!registry.has(d.verifier)) {
       if (d.verifier == "code") continue;  // not built into this binary: its samples report so per line
-      registry.make(d.verifier, cfg);       // throws the "unknown verifier" error
+      registry.make(d.verifier, cfg);      // throws the "unknown verifier" error
     }
     auto& base = by_name[d.verifier];
     if (!base) base = registry.make(d.verifier, cfg);

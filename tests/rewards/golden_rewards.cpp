@@ -59,9 +59,9 @@ TEST(MathGolden, AgreesWithMathVerify) {
     }
     ++by_intent[rows[i].at("intent").get<std::string>()];
     std::cout << "disagreement: math-verify=" << label << " prism=" << verdicts[i].reason
-              << " gold=" << rows[i].at("gold").get<std::string>()
-              << " pred=" << rows[i].at("pred").get<std::string>() << " (" << rows[i].at("intent").get<std::string>()
-              << ", " << rows[i].at("source").get<std::string>() << ")\n";
+              << " gold=" << rows[i].at("gold").get<std::string>() << " pred=" << rows[i].at("pred").get<std::string>()
+              << " (" << rows[i].at("intent").get<std::string>() << ", " << rows[i].at("source").get<std::string>()
+              << ")\n";
   }
   double rate = static_cast<double>(agree) / static_cast<double>(rows.size());
   std::cout << "math golden: " << agree << "/" << rows.size() << " agree (" << 100.0 * rate << "%), " << positives
@@ -87,7 +87,7 @@ TEST(McGolden, GoldLettersInManyPhrasings) {
     s.choices.resize(r.at("n_choices").get<int>());
     auto verdict = v.verify(s);
     std::string expect = r.at("expect").get<std::string>();
-    bool ok = expect == "correct"  ? verdict.correct
+    bool ok = expect == "correct" ? verdict.correct
               : expect == "wrong" ? (!verdict.correct && verdict.reason == "wrong_choice")
                                   : (!verdict.correct && verdict.reason == "multiple_choices");
     auto& [n_ok, n] = per_expect[expect];

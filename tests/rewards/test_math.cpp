@@ -32,7 +32,9 @@ MathVerifier& verifier() {
   return v;
 }
 
-bool eq(const std::string& gold, const std::string& pred) { return verifier().compare(gold, pred) == MathMatch::kEqual; }
+bool eq(const std::string& gold, const std::string& pred) {
+  return verifier().compare(gold, pred) == MathMatch::kEqual;
+}
 
 TEST(MathExtract, Ladder) {
   EXPECT_EQ(extract_math_answer("so $\\boxed{\\frac{1}{2}}$."), "\\frac{1}{2}");
@@ -79,19 +81,37 @@ struct Pair {
 };
 
 void check_pairs(const std::vector<Pair>& pairs) {
-  for (const auto& p : pairs) EXPECT_EQ(eq(p.gold, p.pred), p.equal) << "gold '" << p.gold << "' pred '" << p.pred << "'";
+  for (const auto& p : pairs)
+    EXPECT_EQ(eq(p.gold, p.pred), p.equal) << "gold '" << p.gold << "' pred '" << p.pred << "'";
 }
 
 TEST(MathEquivalence, Numbers) {
   check_pairs({
-      {"3", "3", true},          {"3", "3.0", true},        {"3", "4", false},          {"-3", "3", false},
-      {"\\frac{1}{2}", "0.5", true},  {"\\frac{1}{2}", "1/2", true},   {"\\frac12", "\\dfrac{1}{2}", true},
-      {"\\frac{1}{2}", "50\\%", true}, {"50", "50\\%", true},          {"\\frac{1}{3}", "0.333333", true},
-      {"\\frac{1}{3}", "0.33", false}, {"2\\frac{1}{2}", "\\frac{5}{2}", true}, {"-2\\frac{1}{2}", "-2.5", true},
-      {"1500", "1.5\\times 10^{3}", true}, {"1500", "1.5e3", true}, {"0.00012", "1.2 \\times 10^{-4}", true},
-      {"1000000", "1,000,000", true}, {"5", "\\$5", true},            {"12", "12 \\text{ inches}", true},
-      {"30", "30^\\circ", true},      {"0.1", "\\frac{1}{10}", true},  {"\\frac{2}{4}", "\\frac{1}{2}", true},
-      {"7", "x = 7", true},           {"\\frac{7}{2}", "3.5", true},   {"\\frac{7}{2}", "3.6", false},
+      {"3", "3", true},
+      {"3", "3.0", true},
+      {"3", "4", false},
+      {"-3", "3", false},
+      {"\\frac{1}{2}", "0.5", true},
+      {"\\frac{1}{2}", "1/2", true},
+      {"\\frac12", "\\dfrac{1}{2}", true},
+      {"\\frac{1}{2}", "50\\%", true},
+      {"50", "50\\%", true},
+      {"\\frac{1}{3}", "0.333333", true},
+      {"\\frac{1}{3}", "0.33", false},
+      {"2\\frac{1}{2}", "\\frac{5}{2}", true},
+      {"-2\\frac{1}{2}", "-2.5", true},
+      {"1500", "1.5\\times 10^{3}", true},
+      {"1500", "1.5e3", true},
+      {"0.00012", "1.2 \\times 10^{-4}", true},
+      {"1000000", "1,000,000", true},
+      {"5", "\\$5", true},
+      {"12", "12 \\text{ inches}", true},
+      {"30", "30^\\circ", true},
+      {"0.1", "\\frac{1}{10}", true},
+      {"\\frac{2}{4}", "\\frac{1}{2}", true},
+      {"7", "x = 7", true},
+      {"\\frac{7}{2}", "3.5", true},
+      {"\\frac{7}{2}", "3.6", false},
       {"12345678901234567890123456789012345678901", "12345678901234567890123456789012345678901", true},
       {"123456789012345678901234567890123456789012", "123456789012345678901234567890123456789013", false},
   });
@@ -99,42 +119,65 @@ TEST(MathEquivalence, Numbers) {
 
 TEST(MathEquivalence, Expressions) {
   check_pairs({
-      {"x^2+2x+1", "(x+1)^2", true},      {"x^2+2x+1", "(x-1)^2", false},
-      {"\\frac{x^2-1}{x-1}", "x+1", true}, {"a+b", "b+a", true},
-      {"2\\sqrt{2}", "\\sqrt{8}", true},    {"\\frac{1}{\\sqrt{2}}", "\\frac{\\sqrt{2}}{2}", true},
-      {"3+2\\sqrt{2}", "(1+\\sqrt{2})^2", true}, {"3-2\\sqrt{2}", "(1+\\sqrt{2})^2", false},
-      {"2\\pi", "\\pi \\cdot 2", true},   {"\\frac{\\pi}{2}", "1.570796", true}, {"\\pi", "3.14", false},
-      {"e^2", "e \\cdot e", true},         {"\\sqrt[3]{8}", "2", true},  {"\\log_2 8", "3", true},
-      {"6-5i", "6 - 5 i", true},           {"6+9i", "3(2+3i)", true},    {"1+i", "1-i", false},
-      {"\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}", true}, {"\\sin(\\pi/6)", "\\frac12", true},
-      {"\\text{Monday}", "monday", true},  {"\\text{(C)}", "C", true},    {"\\text{yes}", "\\text{no}", false},
+      {"x^2+2x+1", "(x+1)^2", true},
+      {"x^2+2x+1", "(x-1)^2", false},
+      {"\\frac{x^2-1}{x-1}", "x+1", true},
+      {"a+b", "b+a", true},
+      {"2\\sqrt{2}", "\\sqrt{8}", true},
+      {"\\frac{1}{\\sqrt{2}}", "\\frac{\\sqrt{2}}{2}", true},
+      {"3+2\\sqrt{2}", "(1+\\sqrt{2})^2", true},
+      {"3-2\\sqrt{2}", "(1+\\sqrt{2})^2", false},
+      {"2\\pi", "\\pi \\cdot 2", true},
+      {"\\frac{\\pi}{2}", "1.570796", true},
+      {"\\pi", "3.14", false},
+      {"e^2", "e \\cdot e", true},
+      {"\\sqrt[3]{8}", "2", true},
+      {"\\log_2 8", "3", true},
+      {"6-5i", "6 - 5 i", true},
+      {"6+9i", "3(2+3i)", true},
+      {"1+i", "1-i", false},
+      {"\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}", true},
+      {"\\sin(\\pi/6)", "\\frac12", true},
+      {"\\text{Monday}", "monday", true},
+      {"\\text{(C)}", "C", true},
+      {"\\text{yes}", "\\text{no}", false},
   });
 }
 
 TEST(MathEquivalence, Structures) {
   check_pairs({
-      {"\\{1,2,3\\}", "\\{3,1,2\\}", true},   {"\\{1,2,3\\}", "\\{1,2\\}", false},
-      {"1, 2", "2, 1", true},                 {"(1,2)", "(2,1)", false},
+      {"\\{1,2,3\\}", "\\{3,1,2\\}", true},
+      {"\\{1,2,3\\}", "\\{1,2\\}", false},
+      {"1, 2", "2, 1", true},
+      {"(1,2)", "(2,1)", false},
       {"\\left(3, \\frac{\\pi}{2}\\right)", "(3, \\pi/2)", true},
-      {"[1,2)", "[1, 2)", true},              {"[1,2)", "[1,2]", false},
+      {"[1,2)", "[1, 2)", true},
+      {"[1,2)", "[1,2]", false},
       {"(-\\infty, 3) \\cup (4, \\infty)", "(4,\\infty)\\cup(-\\infty,3)", true},
       {"(-\\infty, 3)", "(-\\infty, 4)", false},
       {"\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{bmatrix} 1 \\\\ 2 \\end{bmatrix}", true},
       {"\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix} 1 & 2 \\\\ 4 & 3 \\end{pmatrix}", false},
       {"\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 & 2 \\end{pmatrix}", false},
-      {"\\pm 2", "2, -2", true},              {"1 \\pm \\sqrt{2}", "1+\\sqrt2, 1-\\sqrt2", true},
+      {"\\pm 2", "2, -2", true},
+      {"1 \\pm \\sqrt{2}", "1+\\sqrt2, 1-\\sqrt2", true},
       {"3", "\\{3\\}", true},
   });
 }
 
 TEST(MathEquivalence, Relations) {
   check_pairs({
-      {"y = 2x + 1", "2x - y + 1 = 0", true},   {"y = 2x + 1", "y = 2x - 1", false},
-      {"x = 3", "3", true},                     {"3", "x = 3", true},
-      {"x = 3", "y = 3", false},                {"x > 3", "3 < x", true},
-      {"x > 3", "x \\ge 3", false},             {"x > 3", "(3, \\infty)", true},
-      {"x \\le 5", "(-\\infty, 5]", true},       {"1 < x < 2", "(1, 2)", true},
-      {"2x + 4 > 0", "x > -2", true},           {"2x+4>0", "x < -2", false},
+      {"y = 2x + 1", "2x - y + 1 = 0", true},
+      {"y = 2x + 1", "y = 2x - 1", false},
+      {"x = 3", "3", true},
+      {"3", "x = 3", true},
+      {"x = 3", "y = 3", false},
+      {"x > 3", "3 < x", true},
+      {"x > 3", "x \\ge 3", false},
+      {"x > 3", "(3, \\infty)", true},
+      {"x \\le 5", "(-\\infty, 5]", true},
+      {"1 < x < 2", "(1, 2)", true},
+      {"2x + 4 > 0", "x > -2", true},
+      {"2x+4>0", "x < -2", false},
   });
 }
 

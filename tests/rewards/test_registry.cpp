@@ -65,8 +65,9 @@ TEST(RewardsConfig, ErrorsNameTheKey) {
   expect_error("math:\n  timeout_s: 0\n", "timeout_s");
   expect_error("domains:\n  - {domain: m, verifier: math, shaping: {scale: -1}}\n", "scale");
   expect_error("domains:\n  - {domain: m, verifier: math}\n  - {domain: m, verifier: mc}\n", "listed twice");
-  expect_error("domains:\n  - {domain: m, verifier: math, shaping: {overlong_max_tokens: 10, overlong_buffer_tokens: 20}}\n",
-               "overlong_buffer_tokens");
+  expect_error(
+      "domains:\n  - {domain: m, verifier: math, shaping: {overlong_max_tokens: 10, overlong_buffer_tokens: 20}}\n",
+      "overlong_buffer_tokens");
   expect_error("mc:\n  num_choices: 11\n", "num_choices");
 }
 

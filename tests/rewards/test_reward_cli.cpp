@@ -34,11 +34,15 @@ TEST(RewardCli, ScoresReportsAndSkips) {
     std::ofstream f(dir + "/in.jsonl");
     f << R"J({"domain": "math", "completion": "<think>ok</think> so $\\boxed{\\frac{1}{2}}$", "answer": "0.5", "id": 7})J"
       << "\n"
-      << R"J({"domain": "math", "completion": "<think>ok</think> \\boxed{3}", "answer": 4, "truncated": true})J" << "\n"
+      << R"J({"domain": "math", "completion": "<think>ok</think> \\boxed{3}", "answer": 4, "truncated": true})J"
+      << "\n"
       << "not json\n"
-      << R"J({"domain": "mc", "completion": "<think>t</think> Answer: (c)", "answer": "C"})J" << "\n"
-      << R"J({"domain": "mc"})J" << "\n"
-      << R"J({"domain": "code", "completion": "x", "tests": ["assert True"]})J" << "\n";
+      << R"J({"domain": "mc", "completion": "<think>t</think> Answer: (c)", "answer": "C"})J"
+      << "\n"
+      << R"J({"domain": "mc"})J"
+      << "\n"
+      << R"J({"domain": "code", "completion": "x", "tests": ["assert True"]})J"
+      << "\n";
   }
   ASSERT_EQ(run("-i " + dir + "/in.jsonl -o " + dir + "/scored.jsonl --workers 1 -c " + prism::test::source_dir() +
                     "/configs/rewards/default.yaml",

@@ -15,12 +15,12 @@ TEST(Shaping, FormatGate) {
   EXPECT_TRUE(passes_format_gate("<think>reasoning</think> The answer is 5."));
   EXPECT_TRUE(passes_format_gate("  <think>\nr\n</think>\n\\boxed{5}"));
   EXPECT_TRUE(passes_format_gate("reasoning (the prompt ended with the opening tag)</think>\\boxed{5}"));
-  EXPECT_FALSE(passes_format_gate("The answer is 5."));                      // no think block
-  EXPECT_FALSE(passes_format_gate("<think>reasoning</think>   \n"));         // no answer after it
-  EXPECT_FALSE(passes_format_gate("<think>a</think>b</think>c"));            // two closings
-  EXPECT_FALSE(passes_format_gate("preamble <think>a</think> 5"));           // text before <think>
-  EXPECT_FALSE(passes_format_gate("</think> x <think> y"));                  // opening after closing
-  EXPECT_FALSE(passes_format_gate("<think>a<think>b</think> 5"));            // nested opening
+  EXPECT_FALSE(passes_format_gate("The answer is 5."));               // no think block
+  EXPECT_FALSE(passes_format_gate("<think>reasoning</think>   \n"));  // no answer after it
+  EXPECT_FALSE(passes_format_gate("<think>a</think>b</think>c"));     // two closings
+  EXPECT_FALSE(passes_format_gate("preamble <think>a</think> 5"));    // text before <think>
+  EXPECT_FALSE(passes_format_gate("</think> x <think> y"));           // opening after closing
+  EXPECT_FALSE(passes_format_gate("<think>a<think>b</think> 5"));     // nested opening
 }
 
 TEST(Shaping, RepeatedNgramFraction) {
@@ -80,7 +80,7 @@ TEST(Shaping, Combination) {
   EXPECT_DOUBLE_EQ(good.verify(s).reward, 8.5);
   // unigram repeats of "<think>x x x x</think> x": words "<think>x","x","x","x</think>","x" -> 2 of 5 repeat
   s.completion = "<think>x x x x</think> x";
-  EXPECT_DOUBLE_EQ(good.verify(s).reward, 8.5);  // 0.4 <= threshold 0.5: no penalty
+  EXPECT_DOUBLE_EQ(good.verify(s).reward, 8.5);   // 0.4 <= threshold 0.5: no penalty
   s.completion = "<think>x x x x x x</think> x";  // 4 of 7 repeat
   EXPECT_DOUBLE_EQ(good.verify(s).reward, 8.5 - 2.0 * 4.0 / 7.0);
   s.completion = "no think block";

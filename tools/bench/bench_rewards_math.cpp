@@ -65,8 +65,8 @@ int main(int argc, char** argv) {
   std::vector<prism::rewards::Sample> sym;
   for (auto i : symbolic) sym.push_back(samples[i]);
   double sym_t = sym.empty() ? 0 : time_it(sym, false);
-  std::printf("{\"mode\": \"all\", \"threads\": 1, \"pairs\": %zu, \"seconds\": %.6f, \"per_s\": %.1f}\n", samples.size(),
-              all, samples.size() / all);
+  std::printf("{\"mode\": \"all\", \"threads\": 1, \"pairs\": %zu, \"seconds\": %.6f, \"per_s\": %.1f}\n",
+              samples.size(), all, samples.size() / all);
   if (!sym.empty())
     std::printf("{\"mode\": \"symbolic\", \"threads\": 1, \"pairs\": %zu, \"seconds\": %.6f, \"per_s\": %.1f}\n",
                 sym.size(), sym_t, sym.size() / sym_t);

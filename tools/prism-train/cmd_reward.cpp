@@ -166,8 +166,8 @@ int cmd_reward(const RewardOptions& o) {
   for (const auto& [domain, t] : per_domain) {
     std::ostringstream reasons;
     for (const auto& [r, n] : t.reasons) reasons << (reasons.tellp() > 0 ? ", " : "") << r << " " << n;
-    std::cout << std::left << std::setw(12) << domain << std::right << std::setw(8) << t.n << std::setw(9)
-              << t.correct << std::setw(10) << std::fixed << std::setprecision(4)
+    std::cout << std::left << std::setw(12) << domain << std::right << std::setw(8) << t.n << std::setw(9) << t.correct
+              << std::setw(10) << std::fixed << std::setprecision(4)
               << static_cast<double>(t.correct) / static_cast<double>(t.n) << std::setw(13) << t.reward / t.n << "  "
               << reasons.str() << "\n";
   }
@@ -179,9 +179,11 @@ int cmd_reward(const RewardOptions& o) {
 
 void register_reward_commands(CLI::App& app, Commands& cmds) {
   auto o = std::make_shared<RewardOptions>();
-  auto* s = app.add_subcommand("reward", "Score a JSONL file of samples (domain, completion, answer / tests) with the "
-                                         "verifiable-reward verifiers");
-  s->add_option("--input,-i", o->input, "JSONL: domain, completion, answer (math, mc) or tests/entry_point/prompt (code)")
+  auto* s = app.add_subcommand("reward",
+                               "Score a JSONL file of samples (domain, completion, answer / tests) with the "
+                               "verifiable-reward verifiers");
+  s->add_option("--input,-i", o->input,
+                "JSONL: domain, completion, answer (math, mc) or tests/entry_point/prompt (code)")
       ->required()
       ->check(CLI::ExistingFile);
   s->add_option("--output,-o", o->output, "Output JSONL: each input line + reward, correct, reason")->required();

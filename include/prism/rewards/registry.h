@@ -59,15 +59,15 @@ struct ShapingSection {
     v.field("stop_token_penalty", stop_token_penalty, non_negative(), "subtracted when the sample was truncated");
     v.field("repetition_penalty", repetition_penalty, non_negative(), "subtracted times the repeated n-gram fraction");
     v.field("repetition_ngram", repetition_ngram, positive(), "n of the repetition penalty's word n-grams");
-    v.field("repetition_threshold", repetition_threshold, range(0, 1), "repeated fraction below which no penalty applies");
+    v.field("repetition_threshold", repetition_threshold, range(0, 1),
+            "repeated fraction below which no penalty applies");
     v.field("overlong_max_tokens", overlong_max_tokens, non_negative(), "DAPO L_max (0: no overlong penalty)");
     v.field("overlong_buffer_tokens", overlong_buffer_tokens, non_negative(), "DAPO L_cache");
     v.field("overlong_factor", overlong_factor, non_negative(), "penalty at and beyond L_max");
   }
   void validate() const {
-    PRISM_CHECK(overlong_max_tokens == 0 || overlong_buffer_tokens <= overlong_max_tokens,
-                "overlong_buffer_tokens (", overlong_buffer_tokens, ") must be <= overlong_max_tokens (",
-                overlong_max_tokens, ")");
+    PRISM_CHECK(overlong_max_tokens == 0 || overlong_buffer_tokens <= overlong_max_tokens, "overlong_buffer_tokens (",
+                overlong_buffer_tokens, ") must be <= overlong_max_tokens (", overlong_max_tokens, ")");
   }
   ShapingOptions options() const {
     ShapingOptions o;
