@@ -9,3 +9,5 @@ endif()
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(PRISM_ZSTD REQUIRED IMPORTED_TARGET libzstd)
 pkg_check_modules(PRISM_PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+# GiNaC: symbolic equality of math answers (rewards; used only inside its worker processes).
+pkg_check_modules(PRISM_GINAC REQUIRED IMPORTED_TARGET ginac)

@@ -34,5 +34,6 @@ class Commands {
 
 // One registration function per job family, each in its own file (tools/prism-train/cmd_*.cpp),
 // called from Commands::register_all.
+void register_reward_commands(CLI::App& app, Commands& cmds);  // cmd_reward.cpp: `reward`
 
 }  // namespace prism::cli
