@@ -422,10 +422,12 @@ int child_main(void* arg) {
   }
 
   if (a.drop_ids) {
+    // Raw system calls: glibc's setuid family broadcasts the change to every thread it believes
+    // exists, and the child is a one-thread copy of a multi-threaded process (it would wait forever).
     // Supplementary groups first (root's groups would otherwise open group-readable files).
-    if (::setgroups(0, nullptr) != 0 && !(a.user_namespace && errno == EPERM)) child_fail(a, "setgroups");
-    if (::setresgid(a.gid, a.gid, a.gid) != 0) child_fail(a, "setresgid");
-    if (::setresuid(a.uid, a.uid, a.uid) != 0) child_fail(a, "setresuid");
+    if (::syscall(SYS_setgroups, 0, nullptr) != 0 && !(a.user_namespace && errno == EPERM)) child_fail(a, "setgroups");
+    if (::syscall(SYS_setresgid, a.gid, a.gid, a.gid) != 0) child_fail(a, "setresgid");
+    if (::syscall(SYS_setresuid, a.uid, a.uid, a.uid) != 0) child_fail(a, "setresuid");
   }
   // Dies with the thread that started it (after the id change, which clears this setting).
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
