@@ -309,12 +309,6 @@ struct ChildArgs {
   int n_limits = 0;
 };
 
-size_t c_len(const char* s) {
-  size_t n = 0;
-  while (s[n]) ++n;
-  return n;
-}
-
 [[noreturn]] void child_fail(const ChildArgs& a, const char* step) {
   int e = errno;
   char buf[160];
