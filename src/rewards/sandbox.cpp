@@ -296,7 +296,9 @@ struct ChildArgs {
   int err_fd = -1;   // write end, close-on-exec
   int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;
   const char* root_dir = nullptr;  // empty host dir: mount point of the new root's tmpfs
-  const char* work_dir = nullptr;  // host dir bound at /tmp (cwd)
+  const char* work_dir = nullptr;  // host dir with the input files (namespaces: copied into /tmp)
+  const char* const* files = nullptr;  // names of the input files (null-terminated)
+  const char* tmp_options = nullptr;   // tmpfs options of /tmp ("size=...,mode=0700,uid=...,gid=...")
   const std::vector<MountOp>* plan = nullptr;
   const char* exec_path = nullptr;
   char* const* argv = nullptr;
@@ -359,8 +361,8 @@ int child_main(void* arg) {
       if (fd < 0) child_fail(a, "open_tree of a readable path");
       bind_fds[n_binds++] = fd;
     }
-    int work_fd = static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, a.work_dir, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
-    if (work_fd < 0) child_fail(a, "open_tree of the work dir");
+    int work_fd = ::open(a.work_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (work_fd < 0) child_fail(a, "open the work dir");
     // Files created in the new root need a file-system uid mapped in the user namespace.
     if (a.user_namespace) {
       ::syscall(SYS_setfsgid, a.gid);
@@ -393,8 +395,32 @@ int child_main(void* arg) {
         }
       }
     }
-    if (::syscall(SYS_move_mount, work_fd, "", AT_FDCWD, "tmp", MOVE_MOUNT_F_EMPTY_PATH) != 0)
-      child_fail(a, "bind work dir");
+    // /tmp is a size-limited tmpfs (a program cannot fill the host's disk), seeded with the inputs.
+    if (::mount("tmpfs", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, a.tmp_options) != 0) child_fail(a, "mount tmpfs /tmp");
+    for (const char* const* f = a.files; *f != nullptr; ++f) {
+      char path[512] = "tmp/";
+      size_t n = 4;
+      for (const char* c = *f; *c != '\0' && n < sizeof path - 1; ++c) path[n++] = *c;
+      path[n] = '\0';
+      int in = ::openat(work_fd, *f, O_RDONLY | O_CLOEXEC);
+      int out = ::open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (in < 0 || out < 0) child_fail(a, "copy an input file into /tmp");
+      char buf[16384];
+      for (;;) {
+        ssize_t r = ::read(in, buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) child_fail(a, "read an input file");
+        if (r == 0) break;
+        for (ssize_t off = 0; off < r;) {
+          ssize_t w = ::write(out, buf + off, static_cast<size_t>(r - off));
+          if (w < 0 && errno == EINTR) continue;
+          if (w <= 0) child_fail(a, "write an input file into /tmp");
+          off += w;
+        }
+      }
+      ::close(in);
+      ::close(out);
+    }
     ::close(work_fd);
     if (::mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) child_fail(a, "mount proc");
     // pivot_root(".", "."): the old root ends up under the new one and is detached at once.
@@ -582,8 +608,9 @@ SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
     if (root) PRISM_CHECK(::chown(work_dir.c_str(), out_uid, out_gid) == 0, "sandbox: chown ", work_dir, ": ", errno_str(errno));
     write_file(fs::join(work_dir, opts.source_name), req.source, out_uid, out_gid, root);
     for (const auto& [name, content] : req.files) {
-      PRISM_CHECK(!name.empty() && name[0] != '/' && name.find("..") == std::string::npos && name.find('/') == std::string::npos,
-                  "sandbox: extra file name '", name, "' must be a plain file name");
+      PRISM_CHECK(!name.empty() && name.size() < 200 && name != "." && name != ".." &&
+                      name.find('/') == std::string::npos && name != opts.source_name,
+                  "sandbox: extra file name '", name, "' must be a plain file name other than the source's");
       write_file(fs::join(work_dir, name), content, out_uid, out_gid, root);
     }
   } catch (const std::exception& e) {
@@ -639,6 +666,13 @@ SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
   ca.stderr_fd = err_w.fd;
   ca.root_dir = root_dir.c_str();
   ca.work_dir = work_dir.c_str();
+  std::vector<const char*> file_names = {opts.source_name.c_str()};
+  for (const auto& f : req.files) file_names.push_back(f.first.c_str());
+  file_names.push_back(nullptr);
+  ca.files = file_names.data();
+  const std::string tmp_options =
+      str("size=", opts.tmp_bytes, ",nr_inodes=4096,mode=0700,uid=", kInsideId, ",gid=", kInsideId);
+  ca.tmp_options = tmp_options.c_str();
   ca.plan = &plan;
   ca.exec_path = opts.interpreter.c_str();
   ca.argv = argv.data();

@@ -237,6 +237,34 @@ for p in [")PY", host_tmp, R"PY(", ")PY", host_file, R"PY(", "/etc/prism_escape"
   prism::fs::remove_all(host_dir);
 }
 
+// Disk: one file is capped by RLIMIT_FSIZE (EFBIG), all files together by the size of the /tmp
+// tmpfs (ENOSPC); nothing lands on the host's disk.
+TEST(SandboxEscape, CannotFillTheDisk) {
+  SandboxResult r = run(R"PY(import os
+chunk = b"x" * (1 << 20)
+try:
+    with open("big", "wb") as f:
+        for _ in range(64):
+            f.write(chunk)
+except OSError as e:
+    print("big", e.errno)
+os.remove("big")
+total = 0
+try:
+    for i in range(1000):
+        with open("f%d" % i, "wb") as f:
+            for _ in range(8):
+                f.write(chunk)
+                total += len(chunk)
+except OSError as e:
+    print("many", e.errno, total >> 20)
+)PY");
+  EXPECT_TRUE(r.ok()) << describe(r);
+  EXPECT_NE(r.stdout_data.find("big 27\n"), std::string::npos) << describe(r);  // EFBIG at 16 MiB
+  // ENOSPC once the 64 MiB tmpfs is full (a little less: its own metadata).
+  EXPECT_NE(r.stdout_data.find("many 28 6"), std::string::npos) << describe(r);
+}
+
 TEST(SandboxEscape, CannotReadTheTrainersEnvironmentOrFiles) {
   const std::string secret = "prism-secret-" + random_tag();
   ::setenv("PRISM_TEST_SECRET", secret.c_str(), 1);

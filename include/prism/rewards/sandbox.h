@@ -1,6 +1,6 @@
 // A sandbox for untrusted programs (model-generated code): each run is a fresh process in new
 // user/PID/network/mount/IPC/UTS namespaces, in a private root (read-only binds of the interpreter's
-// directories, a fresh /proc, a few /dev nodes, the run's temp dir as a writable /tmp), with
+// directories, a fresh /proc, a few /dev nodes, a small tmpfs as the only writable /tmp), with
 // rlimits, a seccomp filter, a wall-clock timeout that kills the whole PID namespace, and capped
 // output. The threat model and what each layer stops are in docs/sandbox.md.
 #pragma once
@@ -22,6 +22,7 @@ struct SandboxOptions {
   int64_t memory_bytes = 2LL << 30;  ///< RLIMIT_AS (address space per process)
   int max_processes = 32;          ///< RLIMIT_NPROC (counted per sandbox uid)
   int64_t max_file_bytes = 16LL << 20;  ///< RLIMIT_FSIZE (largest file the program may write)
+  int64_t tmp_bytes = 64LL << 20;       ///< size of the program's /tmp (a tmpfs: all it may write)
   int max_open_files = 64;         ///< RLIMIT_NOFILE
   int64_t max_output_bytes = 1 << 20;  ///< per stream; more is discarded and the run killed
   bool seccomp = true;             ///< deny ptrace, mount, non-AF_UNIX sockets, bpf, ... (sandbox.md)
