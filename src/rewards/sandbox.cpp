@@ -363,8 +363,8 @@ int child_main(void* arg) {
     }
     int work_fd = ::open(a.work_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (work_fd < 0) child_fail(a, "open the work dir");
-    // Files created in the new root need a file-system uid mapped in the user namespace.
-    if (a.user_namespace) {
+    // The new root's files belong to the program's ids (in a user namespace they must be mapped ones).
+    if (a.drop_ids) {
       ::syscall(SYS_setfsgid, a.gid);
       ::syscall(SYS_setfsuid, a.uid);
     }
@@ -670,8 +670,7 @@ SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
   for (const auto& f : req.files) file_names.push_back(f.first.c_str());
   file_names.push_back(nullptr);
   ca.files = file_names.data();
-  const std::string tmp_options =
-      str("size=", opts.tmp_bytes, ",nr_inodes=4096,mode=0700,uid=", kInsideId, ",gid=", kInsideId);
+  const std::string tmp_options = str("size=", opts.tmp_bytes, ",nr_inodes=4096,mode=0700,uid=", ca.uid, ",gid=", ca.gid);
   ca.tmp_options = tmp_options.c_str();
   ca.plan = &plan;
   ca.exec_path = opts.interpreter.c_str();

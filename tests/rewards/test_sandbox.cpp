@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -62,7 +63,8 @@ std::string random_tag() {
   return std::to_string(::getpid()) + "_" + std::to_string(rd());
 }
 
-// Pids of live processes on the host owned by the sandbox uids (uid_base .. uid_base + workers).
+// Pids of live processes on the host owned by the sandbox uids (uid_base .. uid_base + workers; a
+// non-root caller's programs run as its own uid, then: every other process of that uid).
 std::vector<int> sandbox_processes(const SandboxOptions& o) {
   std::vector<int> pids;
   DIR* d = ::opendir("/proc");
@@ -76,8 +78,10 @@ std::vector<int> sandbox_processes(const SandboxOptions& o) {
       std::istringstream is(line.substr(4));
       long uid = -1;
       is >> uid;
-      if (uid >= static_cast<long>(o.uid_base) && uid < static_cast<long>(o.uid_base) + o.workers)
-        pids.push_back(std::atoi(e->d_name));
+      bool sandbox_uid = ::geteuid() == 0
+                             ? uid >= static_cast<long>(o.uid_base) && uid < static_cast<long>(o.uid_base) + o.workers
+                             : uid == static_cast<long>(::getuid()) && std::atoi(e->d_name) != ::getpid();
+      if (sandbox_uid) pids.push_back(std::atoi(e->d_name));
       break;
     }
   }
@@ -442,7 +446,9 @@ TEST(Sandbox, MachineWithoutNamespacesFailsClearlyUnlessOptedOut) {
         req.source = "import os\nprint(os.getuid())\n";
         SandboxResult r = sb.run(req);
         if (sb.isolation().find("UNSAFE") == std::string::npos) code = 13;
-        if (!r.ok() || r.stdout_data != std::to_string(o.uid_base) + "\n") code = 14;
+        // As root the program still drops to the slot's uid; otherwise it keeps the caller's.
+        uid_t expect = ::geteuid() == 0 ? o.uid_base : ::getuid();
+        if (!r.ok() || r.stdout_data != std::to_string(expect) + "\n") code = 14;
       } catch (const std::exception&) {
         code = 15;
       }
@@ -453,6 +459,54 @@ TEST(Sandbox, MachineWithoutNamespacesFailsClearlyUnlessOptedOut) {
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "10 seccomp, 11 no throw, 12 unclear message, 13/14/15 opt-out run failed";
+}
+
+// Root on a machine without user namespaces (simulated: clone(CLONE_NEWUSER) refused): the other
+// namespaces and the private root are built as root, then the child drops to the slot's uid.
+TEST(Sandbox, RootWithoutUserNamespacesStillIsolates) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root";
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+                     SCMP_A0(SCMP_CMP_MASKED_EQ, static_cast<scmp_datum_t>(CLONE_NEWUSER),
+                             static_cast<scmp_datum_t>(CLONE_NEWUSER)));
+    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+    if (seccomp_load(ctx) != 0) ::_exit(10);
+    int code = 0;
+    try {
+      SandboxOptions o = test_options();
+      Sandbox sb(o);
+      if (sb.isolation() != "namespaces(pid,net,mount,ipc,uts)+seccomp") code = 11;
+      SandboxRequest req;
+      req.source = R"PY(import os
+print(os.getuid(), os.getgid(), os.getgroups(), os.getpid())
+print(sorted(os.listdir("/")))
+try:
+    open("/etc/prism_escape_root", "w")
+    print("wrote")
+except OSError as e:
+    print("denied", e.errno)
+)PY";
+      SandboxResult r = sb.run(req);
+      std::string want = str(o.uid_base, " ", o.uid_base, " [] 1\n['bin', 'dev', 'etc', 'lib', 'lib32', 'lib64', 'proc', ",
+                             "'sbin', 'tmp', 'usr']\ndenied 30\n");
+      if (code == 0 && (!r.ok() || r.stdout_data != want)) {
+        std::fprintf(stderr, "got: %s%s\n", r.stdout_data.c_str(), r.stderr_data.c_str());
+        code = 12;
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      code = 13;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10 seccomp, 11 wrong mode, 12 wrong view (stderr), 13 threw";
+  EXPECT_FALSE(prism::fs::exists("/etc/prism_escape_root"));
 }
 
 TEST(Sandbox, RejectsBadOptions) {
