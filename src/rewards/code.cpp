@@ -147,7 +147,7 @@ class CodeVerifier final : public Verifier {
     // One sandbox run per test-harness sample and per stdin/stdout case, all through the pool.
     struct Job {
       size_t sample;
-      std::string nonce;         // harness runs
+      std::string nonce;                      // harness runs
       const std::string* expected = nullptr;  // io cases
     };
     std::vector<SandboxRequest> reqs;
@@ -214,7 +214,8 @@ class CodeVerifier final : public Verifier {
       if (done[i]) continue;
       const Outcome& o = oc[i];
       std::string why = o.reason;
-      if (why.empty()) why = o.total > 0 && o.passed == o.total ? "passed" : str("test_failed: ", o.passed, "/", o.total, " passed");
+      if (why.empty())
+        why = o.total > 0 && o.passed == o.total ? "passed" : str("test_failed: ", o.passed, "/", o.total, " passed");
       out[i] = finish(std::move(out[i]), o.passed, std::max(o.total, 1), why);
     }
     return out;
@@ -242,7 +243,8 @@ class CodeVerifier final : public Verifier {
     std::getline(is, detail);
     detail = first_line(detail);
     o.failed = status != "passed";
-    if (status == "runtime_error" || status == "syntax_error" || status == "bad_tests") o.reason = status + ": " + detail;
+    if (status == "runtime_error" || status == "syntax_error" || status == "bad_tests")
+      o.reason = status + ": " + detail;
     if (status != "passed" && status != "test_failed" && status != "runtime_error") o.passed = 0;
     return o;
   }

@@ -143,7 +143,8 @@ std::vector<MountOp> make_mount_plan(const SandboxOptions& o) {
     bool required;
   };
   std::vector<Want> wants;
-  for (const char* p : {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"}) wants.push_back({p, false});
+  for (const char* p : {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"})
+    wants.push_back({p, false});
   // The interpreter's prefix (/usr for /usr/bin/python3.11, /root/.pyenv/versions/X for pyenv):
   // both the path as given and its symlink target must resolve inside the new root.
   for (const std::string& interp : {o.interpreter, resolve(o.interpreter)}) {
@@ -160,9 +161,10 @@ std::vector<MountOp> make_mount_plan(const SandboxOptions& o) {
     return false;
   };
   // Shorter paths first, so that /usr covers /usr/lib/python3 and nested binds never happen.
-  std::stable_sort(wants.begin(), wants.end(), [](const Want& x, const Want& y) { return x.path.size() < y.path.size(); });
+  std::stable_sort(wants.begin(), wants.end(),
+                   [](const Want& x, const Want& y) { return x.path.size() < y.path.size(); });
   for (const auto& w : wants) {
-    if (w.path.empty() || w.path == "/" ) {
+    if (w.path.empty() || w.path == "/") {
       PRISM_CHECK(w.path != "/", "sandbox: readable path '/' would expose the whole file system");
       continue;
     }
@@ -210,9 +212,9 @@ std::vector<MountOp> make_mount_plan(const SandboxOptions& o) {
   ops.push_back({MountOp::kSymlink, "/proc/self/fd/2", "dev/stderr"});
   mkdirs("proc");
   mkdirs("tmp");
-  PRISM_CHECK(std::count_if(ops.begin(), ops.end(), [](const MountOp& op) { return op.kind == MountOp::kBind; }) <=
-                  kMaxBinds,
-              "sandbox: more than ", kMaxBinds, " readable paths");
+  PRISM_CHECK(
+      std::count_if(ops.begin(), ops.end(), [](const MountOp& op) { return op.kind == MountOp::kBind; }) <= kMaxBinds,
+      "sandbox: more than ", kMaxBinds, " readable paths");
   return ops;
 }
 
@@ -236,21 +238,65 @@ std::vector<sock_filter> make_seccomp_program() {
   };
   // Debugging other processes, (un)mounting and namespaces, kernel modules and keyrings, BPF and
   // perf, io_uring (its operations bypass seccomp), clock and host settings.
-  for (const char* s :
-       {"ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "mount", "umount2", "pivot_root",
-        "chroot", "unshare", "setns", "mount_setattr", "move_mount", "open_tree", "fsopen", "fsconfig", "fsmount",
-        "fspick", "name_to_handle_at", "open_by_handle_at", "swapon", "swapoff", "reboot", "kexec_load",
-        "kexec_file_load", "init_module", "finit_module", "delete_module", "acct", "bpf", "perf_event_open",
-        "userfaultfd", "keyctl", "add_key", "request_key", "io_uring_setup", "io_uring_enter", "io_uring_register",
-        "quotactl", "syslog", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname",
-        "setdomainname", "iopl", "ioperm", "vhangup", "lookup_dcookie", "fanotify_init", "personality"})
+  for (const char* s : {"ptrace",
+                        "process_vm_readv",
+                        "process_vm_writev",
+                        "kcmp",
+                        "pidfd_getfd",
+                        "mount",
+                        "umount2",
+                        "pivot_root",
+                        "chroot",
+                        "unshare",
+                        "setns",
+                        "mount_setattr",
+                        "move_mount",
+                        "open_tree",
+                        "fsopen",
+                        "fsconfig",
+                        "fsmount",
+                        "fspick",
+                        "name_to_handle_at",
+                        "open_by_handle_at",
+                        "swapon",
+                        "swapoff",
+                        "reboot",
+                        "kexec_load",
+                        "kexec_file_load",
+                        "init_module",
+                        "finit_module",
+                        "delete_module",
+                        "acct",
+                        "bpf",
+                        "perf_event_open",
+                        "userfaultfd",
+                        "keyctl",
+                        "add_key",
+                        "request_key",
+                        "io_uring_setup",
+                        "io_uring_enter",
+                        "io_uring_register",
+                        "quotactl",
+                        "syslog",
+                        "settimeofday",
+                        "clock_settime",
+                        "clock_adjtime",
+                        "adjtimex",
+                        "sethostname",
+                        "setdomainname",
+                        "iopl",
+                        "ioperm",
+                        "vhangup",
+                        "lookup_dcookie",
+                        "fanotify_init",
+                        "personality"})
     deny(s);
   // clone3 passes flags in memory BPF cannot inspect: ENOSYS makes glibc fall back to clone(2).
   deny("clone3", ENOSYS);
   // Nested namespaces would give the program a fresh set of capabilities to probe the kernel with.
   int rc = 0;
-  for (uint64_t flag : {CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWIPC, CLONE_NEWUTS,
-                        CLONE_NEWCGROUP}) {
+  for (uint64_t flag :
+       {CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWCGROUP}) {
     rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag));
     PRISM_CHECK(rc == 0, "sandbox: seccomp rule for clone failed: ", errno_str(-rc));
   }
@@ -295,8 +341,8 @@ struct ChildArgs {
   int sync_fd = -1;  // read end: one byte once the parent wrote uid_map/gid_map
   int err_fd = -1;   // write end, close-on-exec
   int stdin_fd = -1, stdout_fd = -1, stderr_fd = -1;
-  const char* root_dir = nullptr;  // empty host dir: mount point of the new root's tmpfs
-  const char* work_dir = nullptr;  // host dir with the input files (namespaces: copied into /tmp)
+  const char* root_dir = nullptr;      // empty host dir: mount point of the new root's tmpfs
+  const char* work_dir = nullptr;      // host dir with the input files (namespaces: copied into /tmp)
   const char* const* files = nullptr;  // names of the input files (null-terminated)
   const char* tmp_options = nullptr;   // tmpfs options of /tmp ("size=...,mode=0700,uid=...,gid=...")
   const std::vector<MountOp>* plan = nullptr;
@@ -581,6 +627,10 @@ bool drain(int fd, std::string& out, int64_t cap, int64_t& total) {
 
 SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
   SandboxResult res;
+  auto fail = [&res](std::string msg) {
+    res.setup_error = std::move(msg);
+    return res;
+  };
   const auto t0 = std::chrono::steady_clock::now();
   const bool ns = caps.namespaces;
   const bool userns = ns && caps.user_namespace;
@@ -605,7 +655,9 @@ SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
     ::chmod(base.c_str(), 0711);
     PRISM_CHECK(::mkdir(root_dir.c_str(), 0755) == 0, "sandbox: mkdir ", root_dir, ": ", errno_str(errno));
     PRISM_CHECK(::mkdir(work_dir.c_str(), 0700) == 0, "sandbox: mkdir ", work_dir, ": ", errno_str(errno));
-    if (root) PRISM_CHECK(::chown(work_dir.c_str(), out_uid, out_gid) == 0, "sandbox: chown ", work_dir, ": ", errno_str(errno));
+    if (root)
+      PRISM_CHECK(::chown(work_dir.c_str(), out_uid, out_gid) == 0, "sandbox: chown ", work_dir, ": ",
+                  errno_str(errno));
     write_file(fs::join(work_dir, opts.source_name), req.source, out_uid, out_gid, root);
     for (const auto& [name, content] : req.files) {
       PRISM_CHECK(!name.empty() && name.size() < 200 && name != "." && name != ".." &&
@@ -635,16 +687,16 @@ SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
 
   // Pipes: stdout, stderr (parent reads), error report (CLOEXEC: EOF on a successful exec), sync.
   int p_out[2], p_err[2], p_rep[2], p_sync[2];
-  if (::pipe2(p_out, O_CLOEXEC) != 0) return res.setup_error = "sandbox: pipe2 failed", res;
+  if (::pipe2(p_out, O_CLOEXEC) != 0) return fail(str("sandbox: pipe2: ", errno_str(errno)));
   Fd out_r(p_out[0]), out_w(p_out[1]);
-  if (::pipe2(p_err, O_CLOEXEC) != 0) return res.setup_error = "sandbox: pipe2 failed", res;
+  if (::pipe2(p_err, O_CLOEXEC) != 0) return fail(str("sandbox: pipe2: ", errno_str(errno)));
   Fd err_r(p_err[0]), err_w(p_err[1]);
-  if (::pipe2(p_rep, O_CLOEXEC) != 0) return res.setup_error = "sandbox: pipe2 failed", res;
+  if (::pipe2(p_rep, O_CLOEXEC) != 0) return fail(str("sandbox: pipe2: ", errno_str(errno)));
   Fd rep_r(p_rep[0]), rep_w(p_rep[1]);
-  if (::pipe2(p_sync, O_CLOEXEC) != 0) return res.setup_error = "sandbox: pipe2 failed", res;
+  if (::pipe2(p_sync, O_CLOEXEC) != 0) return fail(str("sandbox: pipe2: ", errno_str(errno)));
   Fd sync_r(p_sync[0]), sync_w(p_sync[1]);
   Fd in_fd(static_cast<int>(::syscall(SYS_memfd_create, "stdin", MFD_CLOEXEC)));
-  if (in_fd.fd < 0) return res.setup_error = str("sandbox: memfd_create: ", errno_str(errno)), res;
+  if (in_fd.fd < 0) return fail(str("sandbox: memfd_create: ", errno_str(errno)));
   try {
     write_all(in_fd.fd, req.stdin_data, "stdin memfd");
   } catch (const std::exception& e) {
@@ -670,7 +722,8 @@ SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
   for (const auto& f : req.files) file_names.push_back(f.first.c_str());
   file_names.push_back(nullptr);
   ca.files = file_names.data();
-  const std::string tmp_options = str("size=", opts.tmp_bytes, ",nr_inodes=4096,mode=0700,uid=", ca.uid, ",gid=", ca.gid);
+  const std::string tmp_options =
+      str("size=", opts.tmp_bytes, ",nr_inodes=4096,mode=0700,uid=", ca.uid, ",gid=", ca.gid);
   ca.tmp_options = tmp_options.c_str();
   ca.plan = &plan;
   ca.exec_path = opts.interpreter.c_str();
@@ -691,7 +744,7 @@ SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
   if (ns) flags |= CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
   if (userns) flags |= CLONE_NEWUSER;
   void* stack = ::mmap(nullptr, kChildStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) return res.setup_error = "sandbox: mmap of the child stack failed", res;
+  if (stack == MAP_FAILED) return fail("sandbox: mmap of the child stack failed");
   pid_t pid = ::clone(child_main, static_cast<char*>(stack) + kChildStack, flags, &ca);
   int clone_errno = errno;
   ::munmap(stack, kChildStack);  // the child has its own copy
@@ -758,8 +811,9 @@ SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
     if (out_open) fds[i_out = nfds++] = {out_r.fd, POLLIN, 0};
     if (err_open) fds[i_err = nfds++] = {err_r.fd, POLLIN, 0};
     if (!exited && pidfd.fd >= 0) fds[i_pid = nfds++] = {pidfd.fd, POLLIN, 0};
-    int wait_ms = exited ? 20 : static_cast<int>(std::max<int64_t>(
-                                    1, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1));
+    int wait_ms = exited ? 20
+                         : static_cast<int>(std::max<int64_t>(
+                               1, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1));
     if (pidfd.fd < 0 && !exited) wait_ms = std::min(wait_ms, 10);
     int r = ::poll(fds, static_cast<nfds_t>(nfds), wait_ms);
     if (r < 0 && errno != EINTR) break;
@@ -774,7 +828,8 @@ SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
       if (i_pid >= 0 && fds[i_pid].revents) done = true;
       if (pidfd.fd < 0) {
         siginfo_t si{};
-        if (::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid) done = true;
+        if (::waitid(P_PID, static_cast<id_t>(pid), &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
+          done = true;
       }
       if (done) {
         exited = true;
@@ -793,7 +848,8 @@ SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
 
   char buf[512];
   ssize_t n = ::read(rep_r.fd, buf, sizeof buf);
-  if (n > 0 && res.setup_error.empty()) res.setup_error = "sandbox: " + parse_child_error(std::string(buf, static_cast<size_t>(n)));
+  if (n > 0 && res.setup_error.empty())
+    res.setup_error = "sandbox: " + parse_child_error(std::string(buf, static_cast<size_t>(n)));
   return res;
 }
 

@@ -82,8 +82,9 @@ void expect_matches_oracle(const std::vector<json>& rows, const std::vector<Verd
     const std::string oracle = rows[i]["oracle"];
     bool ok = oracle == "pass" ? vs[i].correct : (!vs[i].correct && (oracle != "timeout" || vs[i].reason == "timeout"));
     if (!ok && ++mismatches <= 10)
-      ADD_FAILURE() << what << " " << rows[i]["task_id"] << (rows[i].contains("mutation") ? " " + rows[i]["mutation"].get<std::string>() : "")
-                    << ": oracle " << oracle << ", verifier " << vs[i].reason;
+      ADD_FAILURE() << what << " " << rows[i]["task_id"]
+                    << (rows[i].contains("mutation") ? " " + rows[i]["mutation"].get<std::string>() : "") << ": oracle "
+                    << oracle << ", verifier " << vs[i].reason;
   }
   EXPECT_EQ(mismatches, 0) << what;
 }
@@ -269,7 +270,8 @@ TEST(CodeVerifier, ReasonsForBrokenCandidates) {
   EXPECT_EQ(shared_verifier().verify(s).reason.rfind("syntax_error: SyntaxError", 0), 0u)
       << shared_verifier().verify(s).reason;
   s.completion = "import nonexistent_module_xyz\n";
-  EXPECT_EQ(shared_verifier().verify(s).reason, "runtime_error: ModuleNotFoundError: No module named 'nonexistent_module_xyz'");
+  EXPECT_EQ(shared_verifier().verify(s).reason,
+            "runtime_error: ModuleNotFoundError: No module named 'nonexistent_module_xyz'");
   s.completion = "def f(x):\n    while True:\n        pass\n";
   EXPECT_EQ(make_code_verifier(test_options("all", 1.5))->verify(s).reason, "timeout");
   s.completion = "";
@@ -278,7 +280,8 @@ TEST(CodeVerifier, ReasonsForBrokenCandidates) {
   s.tests = "";
   EXPECT_EQ(shared_verifier().verify(s).reason.rfind("bad_tests", 0), 0u);
   s.tests = "assert f(1 == 2\n";
-  EXPECT_EQ(shared_verifier().verify(s).reason.rfind("bad_tests: SyntaxError", 0), 0u) << shared_verifier().verify(s).reason;
+  EXPECT_EQ(shared_verifier().verify(s).reason.rfind("bad_tests: SyntaxError", 0), 0u)
+      << shared_verifier().verify(s).reason;
   s.tests = "x = 1\n";
   EXPECT_EQ(shared_verifier().verify(s).reason, "bad_tests: no assert or check() in the tests");
 }
@@ -287,10 +290,10 @@ TEST(CodeVerifier, ReasonsForBrokenCandidates) {
 TEST(CodeVerifier, ExitingEarlyOrPrintingFakeReportsDoesNotPass) {
   Sample s;
   s.tests = "assert f(1) == 2\nassert f(2) == 3\n";
-  for (const char* hack : {"import os\nos._exit(0)\n", "import sys\nsys.exit(0)\n", "exit()\n",
-                           "print('passed')\nprint('PRISM-0000 passed 2 2')\nimport os\nos._exit(0)\n",
-                           "def f(x):\n    import os\n    os._exit(0)\n",
-                           "import sys\nsys.stdin.read()\nimport os\nos._exit(0)\n"}) {
+  for (const char* hack :
+       {"import os\nos._exit(0)\n", "import sys\nsys.exit(0)\n", "exit()\n",
+        "print('passed')\nprint('PRISM-0000 passed 2 2')\nimport os\nos._exit(0)\n",
+        "def f(x):\n    import os\n    os._exit(0)\n", "import sys\nsys.stdin.read()\nimport os\nos._exit(0)\n"}) {
     s.completion = hack;
     Verdict r = shared_verifier().verify(s);
     EXPECT_FALSE(r.correct) << hack << " -> " << r.reason;

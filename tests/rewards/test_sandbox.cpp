@@ -216,12 +216,14 @@ while True:
 
 TEST(SandboxEscape, CannotWriteOutsideItsTempDir) {
   const std::string tag = random_tag();
-  const std::string host_tmp = "/tmp/prism_escape_" + tag;                      // /tmp is the run dir inside
-  const std::string host_dir = prism::fs::make_temp_dir("prism_escape_dir_");   // a real host dir
+  const std::string host_tmp = "/tmp/prism_escape_" + tag;                     // /tmp is the run dir inside
+  const std::string host_dir = prism::fs::make_temp_dir("prism_escape_dir_");  // a real host dir
   ::chmod(host_dir.c_str(), 0777);
   const std::string host_file = host_dir + "/written";
   SandboxResult r = run(str(R"PY(import os
-for p in [")PY", host_tmp, R"PY(", ")PY", host_file, R"PY(", "/etc/prism_escape", "/usr/prism_escape", "/dev/shm/prism_escape"]:
+for p in [")PY",
+                            host_tmp, R"PY(", ")PY", host_file,
+                            R"PY(", "/etc/prism_escape", "/usr/prism_escape", "/dev/shm/prism_escape"]:
     try:
         with open(p, "w") as f:
             f.write("escaped")
@@ -409,8 +411,7 @@ TEST(Sandbox, PoolRunsConcurrentlyAndKeepsOrder) {
   // run() from several threads at once is safe too (at most `workers` in flight).
   std::vector<std::thread> threads;
   std::vector<SandboxResult> out(6);
-  for (size_t i = 0; i < out.size(); ++i)
-    threads.emplace_back([&, i] { out[i] = run(str("print(", i * 7, ")\n")); });
+  for (size_t i = 0; i < out.size(); ++i) threads.emplace_back([&, i] { out[i] = run(str("print(", i * 7, ")\n")); });
   for (auto& t : threads) t.join();
   for (size_t i = 0; i < out.size(); ++i) EXPECT_EQ(out[i].stdout_data, std::to_string(i * 7) + "\n");
 }
@@ -433,8 +434,8 @@ TEST(Sandbox, MachineWithoutNamespacesFailsClearlyUnlessOptedOut) {
       code = 11;  // must have thrown
     } catch (const prism::Error& e) {
       std::string m = e.what();
-      if (m.find("cannot create namespaces") == std::string::npos || m.find("allow_no_namespaces") == std::string::npos ||
-          m.find('\n') != std::string::npos)
+      if (m.find("cannot create namespaces") == std::string::npos ||
+          m.find("allow_no_namespaces") == std::string::npos || m.find('\n') != std::string::npos)
         code = 12;
     }
     if (code == 0) {
@@ -490,8 +491,9 @@ except OSError as e:
     print("denied", e.errno)
 )PY";
       SandboxResult r = sb.run(req);
-      std::string want = str(o.uid_base, " ", o.uid_base, " [] 1\n['bin', 'dev', 'etc', 'lib', 'lib32', 'lib64', 'proc', ",
-                             "'sbin', 'tmp', 'usr']\ndenied 30\n");
+      std::string want =
+          str(o.uid_base, " ", o.uid_base, " [] 1\n['bin', 'dev', 'etc', 'lib', 'lib32', 'lib64', 'proc', ",
+              "'sbin', 'tmp', 'usr']\ndenied 30\n");
       if (code == 0 && (!r.ok() || r.stdout_data != want)) {
         std::fprintf(stderr, "got: %s%s\n", r.stdout_data.c_str(), r.stderr_data.c_str());
         code = 12;

@@ -56,9 +56,10 @@ int main(int argc, char** argv) {
       ok = pass();
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
-    std::printf("{\"impl\": \"prism sandbox\", \"workers\": %d, \"candidates\": %zu, \"passed\": %d, \"seconds\": %.3f, "
-                "\"candidates_per_s\": %.1f}\n",
-                workers, samples.size(), ok, best, static_cast<double>(samples.size()) / best);
+    std::printf(
+        "{\"impl\": \"prism sandbox\", \"workers\": %d, \"candidates\": %zu, \"passed\": %d, \"seconds\": %.3f, "
+        "\"candidates_per_s\": %.1f}\n",
+        workers, samples.size(), ok, best, static_cast<double>(samples.size()) / best);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_sandbox: error: %s\n", e.what());
