@@ -554,7 +554,7 @@ SandboxCapabilities probe_sandbox_capabilities() {
     }
     return 0;
   };
-  const int ns = CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS;
+  const int ns = CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP;
   int e = try_clone(ns | CLONE_NEWUSER);
   if (e == 0) {
     caps.namespaces = caps.user_namespace = true;
