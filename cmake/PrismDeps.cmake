@@ -11,3 +11,4 @@ pkg_check_modules(PRISM_ZSTD REQUIRED IMPORTED_TARGET libzstd)
 pkg_check_modules(PRISM_PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 # GiNaC: symbolic equality of math answers (rewards; used only inside its worker processes).
 pkg_check_modules(PRISM_GINAC REQUIRED IMPORTED_TARGET ginac)
+pkg_check_modules(PRISM_SECCOMP REQUIRED IMPORTED_TARGET libseccomp)
