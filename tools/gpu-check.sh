@@ -3,8 +3,8 @@
 #   tools/gpu-check.sh                 # build dir: build-gpu (PRISM_GPU_BUILD_DIR overrides)
 # Configures and builds a CUDA build (needs python3 with torch 2.11 (CUDA 13), nvcc, cmake, ninja;
 # no network: PRISM_PYTHON picks the interpreter, default .venv/bin/python, else python3), runs
-# every GoogleTest whose name contains "Cuda" (they GTEST_SKIP without a GPU) and the GPU
-# benchmarks. Logs and JSON go to $OUT when set (else <build>/gpu-check), one file per part.
+# the GPU tests (`ctest -L gpu`: every tests/<module>/test_*_cuda.cpp, built into
+# test_<module>_gpu; they GTEST_SKIP without a GPU) and the GPU benchmarks. Logs and JSON go to $OUT when set (else <build>/gpu-check), one file per part.
 # Parts are appended per kernel family; each part records its status and the script exits
 # non-zero if any failed.
 set -uo pipefail
@@ -27,19 +27,21 @@ if [[ ! -f "$build/build.ninja" ]]; then
   cmake -S "$here" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPRISM_WITH_CUDA=ON -DPRISM_PYTHON="$py" \
     > "$out/configure.log" 2>&1 || { log "configure FAILED (see configure.log)"; exit 1; }
 fi
-targets=(test_ops bench_ssd bench_linear_ce bench_rmsnorm test_models bench_attention bench_train)
+targets=(test_ops_gpu test_models_gpu bench_ssd bench_linear_ce bench_rmsnorm bench_attention bench_train)
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}" > "$out/build.log" 2>&1 \
   || { log "build FAILED (see build.log)"; tail -50 "$out/build.log" >&2; exit 1; }
 log "built ${targets[*]} in $build"
 
-# --- part: Mamba2 kernels (causal conv1d, gated RMSNorm, SSD scan + step) -------------------------
-log "mamba kernels: tests"
-if "$build/tests/test_ops" --gtest_filter='*Cuda*' --gtest_output="json:$out/test_mamba_cuda.json" \
-    > "$out/test_mamba_cuda.log" 2>&1; then
-  log "mamba kernels: tests passed ($(grep -c '^\[       OK \]' "$out/test_mamba_cuda.log") OK, $(grep -c '^\[  SKIPPED \]' "$out/test_mamba_cuda.log") skipped)"
+# --- part: GPU tests (ctest label `gpu`: the model fixtures are made first, as a ctest fixture) ------
+log "gpu tests: ctest -L gpu"
+if (cd "$build" && PRISM_TEST_VERBOSE=1 ctest -L gpu --output-on-failure --output-junit "$out/test_gpu.xml") \
+    > "$out/test_gpu.log" 2>&1; then
+  log "gpu tests: passed ($(grep -Eo '[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$out/test_gpu.log"))"
 else
-  status=1; log "mamba kernels: tests FAILED (see test_mamba_cuda.log)"; grep -E '^\[  FAILED|Failure|error' "$out/test_mamba_cuda.log" | head -40 >&2
+  status=1; log "gpu tests: FAILED (see test_gpu.log)"; grep -E 'Failed|FAILED|Failure|error' "$out/test_gpu.log" | head -40 >&2
 fi
+
+# --- part: Mamba2 kernels (causal conv1d, gated RMSNorm, SSD scan + step) -------------------------
 log "mamba kernels: benchmark (bench_ssd)"
 if "$build/bin/bench_ssd" "${PRISM_BENCH_ITERS:-20}" "${PRISM_BENCH_MAX_SEQ:-16384}" > "$out/bench_ssd.jsonl" 2> "$out/bench_ssd.err"; then
   log "mamba kernels: benchmark done ($(wc -l < "$out/bench_ssd.jsonl") lines in bench_ssd.jsonl)"
@@ -49,13 +51,6 @@ fi
 
 # --- part: fused RMSNorm (forward + backward) and linear cross-entropy ------------------------------
 rm -f "$out/bench_rmsnorm.jsonl" "$out/bench_linear_ce.jsonl"  # the benchmarks append
-log "rmsnorm + linear-CE: tests"
-if "$build/tests/test_ops" --gtest_filter='RmsNormCuda*:LinearCrossEntropyCuda*:RmsNormEmu*:LinearCrossEntropyEmu*:LinearCrossEntropy.*' \
-    --gtest_output="json:$out/test_rmsnorm_lce.json" > "$out/test_rmsnorm_lce.log" 2>&1; then
-  log "rmsnorm + linear-CE: tests passed ($(grep -c '^\[       OK \]' "$out/test_rmsnorm_lce.log") OK, $(grep -c '^\[  SKIPPED \]' "$out/test_rmsnorm_lce.log") skipped)"
-else
-  status=1; log "rmsnorm + linear-CE: tests FAILED (see test_rmsnorm_lce.log)"; grep -E '^\[  FAILED|Failure|error' "$out/test_rmsnorm_lce.log" | head -40 >&2
-fi
 log "rmsnorm: benchmark (bench_rmsnorm)"
 if "$build/bin/bench_rmsnorm" --json "$out/bench_rmsnorm.jsonl" > "$out/bench_rmsnorm.log" 2>&1; then
   log "rmsnorm: benchmark done ($(wc -l < "$out/bench_rmsnorm.jsonl") lines in bench_rmsnorm.jsonl)"
@@ -70,23 +65,7 @@ else
 fi
 
 # --- part: fused attention (flash forward/backward, decode) ------------------------------------------
-# Kernel tests (raw kernels over many shapes, decode, public API) in test_ops, the models on the
-# kernels in test_models (no fixtures needed), then the benchmark vs the SDPA backends.
-log "attention: tests (test_ops AttentionCuda*)"
-if PRISM_TEST_VERBOSE=1 "$build/tests/test_ops" --gtest_filter='AttentionCuda*:*/AttentionCudaKernel.*:*/AttentionCudaDecode.*' \
-    --gtest_output="json:$out/test_attention_cuda.json" > "$out/test_attention_cuda.log" 2>&1; then
-  log "attention: kernel tests passed ($(grep -c '^\[       OK \]' "$out/test_attention_cuda.log") OK, $(grep -c '^\[  SKIPPED \]' "$out/test_attention_cuda.log") skipped)"
-else
-  status=1; log "attention: kernel tests FAILED (see test_attention_cuda.log)"; grep -E '^\[  FAILED|Failure|error|kernel error' "$out/test_attention_cuda.log" | head -40 >&2
-fi
-log "attention: model tests (test_models AttentionKernelsModelCuda*)"
-if "$build/tests/test_models" --gtest_filter='*/AttentionKernelsModelCuda.*' \
-    --gtest_output="json:$out/test_attention_models_cuda.json" > "$out/test_attention_models_cuda.log" 2>&1; then
-  log "attention: model tests passed ($(grep -c '^\[       OK \]' "$out/test_attention_models_cuda.log") OK, $(grep -c '^\[  SKIPPED \]' "$out/test_attention_models_cuda.log") skipped)"
-else
-  status=1; log "attention: model tests FAILED (see test_attention_models_cuda.log)"
-  grep -E '^\[  FAILED|Failure|error' "$out/test_attention_models_cuda.log" | head -40 >&2
-fi
+# The benchmark vs the SDPA backends (the kernel and model tests ran in the `gpu` part above).
 log "attention: benchmark (bench_attention: seq 1k-16k, d 64/128, causal/non-causal, fwd and fwd+bwd, varlen, decode)"
 if "$build/bin/bench_attention" --json "$out/bench_attention.json" --md "$out/bench_attention.md" \
     ${PRISM_BENCH_ATTENTION_ARGS:-} > "$out/bench_attention.log" 2>&1; then

@@ -15,9 +15,11 @@
 
 #include <cstdint>
 
+#include "../common/kernel_dtype.h"
+
 namespace prism::kernels::attn {
 
-enum class DType : int { kFloat16 = 1, kBFloat16 = 2 };
+// Element type: prism::kernels::DType (kernels/common/kernel_dtype.h); these kernels take kFloat16 and kBFloat16.
 
 /// Query row i (position qpos = i + q_offset) sees key j iff lo(i) <= j <= hi(i), where
 ///   lo = max(doc_start(i), window > 0 ? qpos - window + 1 : 0)

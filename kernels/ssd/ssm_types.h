@@ -5,10 +5,12 @@
 
 #include <cstdint>
 
+#include "../common/kernel_dtype.h"
+
 namespace prism::kernels::ssm {
 
-/// Element type of a tensor argument (runtime: the Mamba2 kernels read mixed dtypes, e.g. an fp32
-/// SSD output gated by a bf16 z, without a cast kernel in between).
-enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+// The element type of a tensor argument is prism::kernels::DType (kernels/common/kernel_dtype.h),
+// given per tensor at run time: the Mamba2 kernels read mixed dtypes, e.g. an fp32 SSD output
+// gated by a bf16 z, without a cast kernel in between.
 
 }  // namespace prism::kernels::ssm

@@ -45,6 +45,7 @@ Check operator&(Check a, const Check& b) {
   if (!b.choices.empty()) a.choices = b.choices;
   a.min_items = std::max(a.min_items, b.min_items);
   a.required = a.required || b.required;
+  a.allow_non_finite = a.allow_non_finite || b.allow_non_finite;
   return a;
 }
 
@@ -80,8 +81,10 @@ std::optional<std::int64_t> parse_int(std::string_view s) {
   return v;
 }
 
-/// YAML 1.2 numbers: decimal/exponent forms and `.inf`. NaN is rejected: no setting wants it.
+/// YAML 1.2 numbers: decimal/exponent forms, `.inf` and `.nan`. Non-finite values are read so that
+/// their refusal (Check::allow_non_finite is off for every field today) quotes them as numbers.
 std::optional<double> parse_number(std::string_view s) {
+  if (s == ".nan" || s == ".NaN" || s == ".NAN") return std::numeric_limits<double>::quiet_NaN();
   bool neg = false;
   if (!s.empty() && (s[0] == '+' || s[0] == '-')) {
     neg = s[0] == '-';
@@ -193,10 +196,23 @@ std::string yaml_text(const ScalarRef& ref) {
 }
 
 bool in_bounds(double v, const Check& c) {
+  if (!std::isfinite(v) && !c.allow_non_finite) return false;
   if (std::isnan(v)) return !c.min && !c.max;
   if (c.min && (c.min_exclusive ? v <= *c.min : v < *c.min)) return false;
   if (c.max && (c.max_exclusive ? v >= *c.max : v > *c.max)) return false;
   return true;
+}
+
+/// A number refused only for being .inf / -.inf / .nan (the message then says "a finite number").
+bool non_finite_refused(const ScalarRef& ref, const Check& c) {
+  auto* d = std::get_if<double*>(&ref);
+  return d && !std::isfinite(**d) && !c.allow_non_finite;
+}
+
+/// What a scalar field expects, for "expected ...".
+std::string expected_text(const ScalarRef& ref, const Check& c) {
+  if (non_finite_refused(ref, c)) return "a finite number" + bounds_text(c);
+  return describe_kind(kind_of(ref), c, false);
 }
 
 /// Whether a scalar satisfies its constraints (bounds, choices, non-empty).
@@ -305,6 +321,12 @@ class YamlReader final : public Visitor {
     auto fail = [&] {
       fail_at(f.path, str("expected ", describe_kind(kind_of(ref), c, false), ", got ", found_text(n)));
     };
+    // Messages name the line too: a .inf is easy to overlook in a long file.
+    auto fail_non_finite = [&] {
+      ErrorContext ctx = in_file("", f.path);
+      ctx.line = n.Mark().line + 1;
+      throw Error(str("expected ", expected_text(ref, c), ", got ", found_text(n)), ctx);
+    };
     if (!n.IsScalar()) fail();
     const std::string& s = n.Scalar();
     bool plain = n.Tag() != "!";  // quoted scalars are strings, whatever they spell
@@ -330,6 +352,7 @@ class YamlReader final : public Visitor {
         *std::get<std::int64_t*>(ref) = *v;
       }
     }
+    if (non_finite_refused(ref, c)) fail_non_finite();
     if (!satisfies(ref, c)) fail();
   }
 
@@ -412,8 +435,7 @@ class Validator final : public Visitor {
   void leave_field() override { stack_.pop_back(); }
   void scalar(ScalarRef ref, const Check& check) override {
     if (!satisfies(ref, check)) {
-      fail_at(stack_.back().path,
-              str("expected ", describe_kind(kind_of(ref), check, false), ", got ", value_text(ref)));
+      fail_at(stack_.back().path, str("expected ", expected_text(ref, check), ", got ", value_text(ref)));
     }
   }
   void enter_struct() override {}
@@ -696,6 +718,7 @@ void parse_yaml(std::string_view text, const std::string& source, const std::vec
         // Under the override's path, or above it (a key the override created, such as an unknown one).
         if (is_under(c.key, it->path) || is_under(it->path, c.key)) {
           c.file = "--set " + it->text;
+          c.line = 0;  // a line of the override's text, not of `source`
           break;
         }
       }

@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc >= 2.28)
 #include <sys/stat.h>
 #include <unistd.h>
@@ -93,6 +94,57 @@ std::string absolute(const std::string& path) {
   std::string out;
   for (const auto& c : parts) out += "/" + c;
   return out.empty() ? "/" : out;
+}
+
+namespace {
+
+bool has_wildcard(const std::string& s) { return s.find_first_of("*?[") != std::string::npos; }
+
+/// The directory part of `pattern` before its first wildcard component ("." when none).
+std::string fixed_dir(const std::string& pattern) {
+  std::string dir;
+  size_t start = 0;
+  while (true) {
+    size_t slash = pattern.find('/', start);
+    if (slash == std::string::npos) break;
+    std::string component = pattern.substr(start, slash - start);
+    if (has_wildcard(component)) break;
+    dir = pattern.substr(0, slash == 0 ? 1 : slash);
+    start = slash + 1;
+  }
+  return dir.empty() ? "." : dir;
+}
+
+}  // namespace
+
+std::vector<std::string> glob(const std::string& pattern) {
+  glob_t g{};
+  const int rc = ::glob(pattern.c_str(), GLOB_ERR, nullptr, &g);
+  std::vector<std::string> out;
+  if (rc == 0) out.assign(g.gl_pathv, g.gl_pathv + g.gl_pathc);  // glob(3) sorts them
+  ::globfree(&g);
+  if (rc == 0 || rc == GLOB_NOMATCH) return out;
+  if (rc == GLOB_NOSPACE) throw Error("out of memory expanding the pattern", key_context(pattern, ""));
+  // GLOB_ABORTED: a directory could not be opened. A missing one just means no match; an
+  // unreadable one is an error worth naming (its errno, from opening it again).
+  std::string dir = fixed_dir(pattern);
+  while (dir != "." && dir != "/" && !exists(dir)) dir = parent(dir);
+  if (dir != fixed_dir(pattern)) return out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) fail("cannot read directory", dir);
+  ::closedir(d);
+  throw Error("cannot read a directory matched by the pattern", key_context(pattern, ""));
+}
+
+std::string glob_miss_reason(const std::string& pattern) {
+  const std::string dir = fixed_dir(pattern);
+  if (!is_directory(dir)) {
+    std::string missing = dir;  // name the first missing directory: that is what to create
+    while (parent(missing) != missing && parent(missing) != "." && !exists(parent(missing))) missing = parent(missing);
+    return exists(missing) ? str("'", dir, "' is not a directory") : str("directory '", missing, "' does not exist");
+  }
+  const std::string rest = dir == "." && pattern.rfind("./", 0) != 0 ? pattern : pattern.substr(dir.size() + (dir == "/" ? 0 : 1));
+  return str("no entry of directory '", dir, "' matches '", rest, "'");
 }
 
 std::vector<std::string> list_dir(const std::string& dir) {

@@ -19,15 +19,16 @@
 #include "prism/data/mixture.h"
 
 #include <ATen/ATen.h>
-#include <glob.h>
 
 #include <algorithm>
-#include <map>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "prism/core/error.h"
+#include "prism/core/fs.h"
 #include "prism/core/log.h"
+#include "prism/data/packing.h"
 #include "prism/data/token_shard.h"
 
 namespace prism::data {
@@ -128,6 +129,13 @@ struct Source {
 // Config
 
 void MixtureConfig::validate() const {
+  // Each weight is already finite and > 0 (the field's check); their sum must be finite too, or
+  // every normalised weight would be 0 and the deficit scheduler would starve sources silently.
+  double sum = 0;
+  for (const auto& s : sources) sum += s.weight;
+  if (!std::isfinite(sum))
+    throw Error("the weights' sum overflows; use relative weights such as percentages",
+                key_context("", "sources", "weights with a finite sum", str(sum)));
   std::set<std::string> seen;
   for (size_t i = 0; i < sources.size(); ++i) {
     if (!seen.insert(sources[i].name).second)
@@ -226,6 +234,8 @@ struct MixtureLoader::Impl {
   int rank = 0, world = 1;
   int64_t seq_len = 0;
   int64_t eos = 0, pad = 0;
+  int64_t vocab = 0;         // the shards' vocab_size
+  std::string vocab_file;    // a shard that declares it, for messages
   bool bfd = false;
   std::vector<Source> sources;
   std::function<void(const std::string&, int64_t)> on_epoch;
@@ -308,27 +318,15 @@ struct MixtureLoader::Impl {
       for (int64_t b = 0; b < sl; b += seq_len) pieces.push_back({s, d, b, std::min(sl, b + seq_len), sl});
       gathered += sl;
     }
-    std::stable_sort(pieces.begin(), pieces.end(),
-                     [](const Piece& a, const Piece& b) { return a.end - a.begin > b.end - b.begin; });
+    std::vector<int64_t> lengths;
+    lengths.reserve(pieces.size());
+    for (const Piece& p : pieces) lengths.push_back(p.end - p.begin);
     window.clear();
     window_next = 0;
-    std::multimap<int64_t, size_t> free_space;  // remaining tokens -> row; equal keys in creation order
-    for (const Piece& p : pieces) {
-      const int64_t len = p.end - p.begin;
-      auto it = free_space.lower_bound(len);
-      size_t r;
-      int64_t remaining;
-      if (it == free_space.end()) {
-        r = window.size();
-        window.emplace_back();
-        remaining = seq_len;
-      } else {
-        r = it->second;
-        remaining = it->first;
-        free_space.erase(it);
-      }
-      window[r].push_back(p);
-      if (remaining - len > 0) free_space.emplace(remaining - len, r);
+    for (const PackedRow& packed : pack_best_fit_decreasing(lengths, seq_len)) {
+      Row row;
+      for (int64_t i : packed.items) row.push_back(pieces[static_cast<size_t>(i)]);
+      window.push_back(std::move(row));
     }
   }
 
@@ -408,14 +406,12 @@ MixtureLoader::MixtureLoader(const MixtureConfig& cfg, int rank, int world_size)
   for (size_t i = 0; i < cfg.sources.size(); ++i) {
     const MixtureSource& ms = cfg.sources[i];
     const std::string key = str("sources[", i, "].path");
-    glob_t g{};
-    int rc = ::glob(ms.path.c_str(), GLOB_ERR, nullptr, &g);
-    std::vector<std::string> files;
-    if (rc == 0) files.assign(g.gl_pathv, g.gl_pathv + g.gl_pathc);  // glob sorts them
-    ::globfree(&g);
-    if (rc == GLOB_NOMATCH || (rc == 0 && files.empty()))
-      throw Error(str("source '", ms.name, "': the pattern matches no files"), key_context("", key, "token shard files", ms.path));
-    if (rc != 0) throw Error(str("source '", ms.name, "': glob failed (read error)"), key_context("", key, {}, ms.path));
+    const std::vector<std::string> files = fs::glob(ms.path);
+    if (files.empty())
+      throw Error(str("source '", ms.name, "': no token shards match '", ms.path, "' (", fs::glob_miss_reason(ms.path),
+                      "); make them with `prism-train data tokenize --tokenizer <model dir> --input <text files> "
+                      "--output <dir>` (tools/demo.sh makes the ones the bundled configs use)"),
+                  key_context("", key));
     Source src;
     src.name = ms.name;
     src.weight = w[i];
@@ -439,6 +435,8 @@ MixtureLoader::MixtureLoader(const MixtureConfig& cfg, int rank, int world_size)
     src.reset_perm(static_cast<uint64_t>(cfg.seed));
     m.sources.push_back(std::move(src));
   }
+  m.vocab = vocab;
+  m.vocab_file = vocab_file;
   if (m.eos >= vocab)
     throw Error("eos_id is not a token id of the shards' vocabulary", key_context("", "eos_id", str("< ", vocab), str(m.eos)));
   if (m.pad >= vocab)
@@ -500,9 +498,10 @@ void MixtureLoader::restore(const MixtureState& st) {
     const std::string key = str("sources[", i, "]");
     if (c.name != s.name) throw Error("source order or names changed", key_context(ctx, key + ".name", s.name, c.name));
     if (c.num_docs != s.num_docs || c.num_tokens != s.num_tokens)
+      // Expected: what the saved state recorded; found: what the shards hold now.
       throw Error(str("source '", s.name, "' changed on disk since the state was saved"),
-                  key_context(ctx, key, str(s.num_docs, " docs / ", s.num_tokens, " tokens"),
-                              str(c.num_docs, " docs / ", c.num_tokens, " tokens")));
+                  key_context(ctx, key, str(c.num_docs, " docs / ", c.num_tokens, " tokens"),
+                              str(s.num_docs, " docs / ", s.num_tokens, " tokens")));
     if (c.position < 0 || c.position > c.num_docs || c.epoch < 0 || c.realized_tokens < 0)
       throw Error("cursor out of range", key_context(ctx, key, str("position in [0, ", c.num_docs, "]"), str(c.position)));
   }
@@ -542,6 +541,15 @@ void MixtureLoader::restore(const MixtureState& st) {
                                                                        str(st.rows_into_window)));
     m.window_next = static_cast<size_t>(st.rows_into_window);
   }
+}
+
+int64_t MixtureLoader::vocab_size() const { return impl_->vocab; }
+
+void MixtureLoader::check_model_vocab(int64_t model_vocab_size, const std::string& model_source) const {
+  if (impl_->vocab <= model_vocab_size) return;
+  throw Error(str("the token shards' vocab_size ", impl_->vocab, " exceeds the model's vocab_size ", model_vocab_size, " (",
+                  model_source, "): were the shards made with another tokenizer?"),
+              key_context(impl_->vocab_file, "vocab_size", str("<= ", model_vocab_size), str(impl_->vocab)));
 }
 
 std::vector<std::string> MixtureLoader::source_names() const {

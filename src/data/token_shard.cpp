@@ -155,6 +155,25 @@ ShardWriter::~ShardWriter() {
 }
 
 void ShardWriter::add_document(std::span<const int32_t> ids) {
+  append_tokens(ids);
+  end_document();
+}
+
+void ShardWriter::end_document() { impl_->index.push_back(impl_->num_tokens); }
+
+int64_t ShardWriter::open_document_tokens() const { return impl_->num_tokens - impl_->index.back(); }
+
+void ShardWriter::discard_document() {
+  Impl& m = *impl_;
+  PRISM_CHECK(!m.finished, m.path, ": discard_document after finish()");
+  m.flush();
+  m.num_tokens = m.index.back();
+  const off_t end = static_cast<off_t>(kHeaderBytes + static_cast<uint64_t>(m.num_tokens) * m.token_bytes);
+  if (::ftruncate(m.fd, end) != 0 || ::lseek(m.fd, end, SEEK_SET) != end)
+    throw Error("cannot truncate shard: " + errno_text(), file_ctx(m.tmp_path));
+}
+
+void ShardWriter::append_tokens(std::span<const int32_t> ids) {
   PRISM_CHECK(!impl_->finished, impl_->path, ": add_document after finish()");
   const int64_t vocab = impl_->vocab_size;
   // Converted in chunks so that a huge document never needs a second full-size copy.
@@ -166,7 +185,7 @@ void ShardWriter::add_document(std::span<const int32_t> ids) {
       for (size_t j = 0; j < n; ++j) {
         int32_t t = ids[i + j];
         if (t < 0 || t >= vocab)
-          throw Error(str("document ", impl_->index.size() - 1, ": token id ", t, " at position ", i + j,
+          throw Error(str("document ", impl_->index.size() - 1, ": token id ", t, " at position ", impl_->num_tokens - impl_->index.back() + static_cast<int64_t>(i + j),
                           " is out of range"),
                       file_ctx(impl_->path, str("[0, ", vocab, ")"), std::to_string(t)));
         tmp[j] = static_cast<uint16_t>(t);
@@ -177,19 +196,19 @@ void ShardWriter::add_document(std::span<const int32_t> ids) {
     for (size_t i = 0; i < ids.size(); ++i) {
       int32_t t = ids[i];
       if (t < 0 || t >= vocab)
-        throw Error(str("document ", impl_->index.size() - 1, ": token id ", t, " at position ", i,
+        throw Error(str("document ", impl_->index.size() - 1, ": token id ", t, " at position ", impl_->num_tokens - impl_->index.back() + static_cast<int64_t>(i),
                         " is out of range"),
                     file_ctx(impl_->path, str("[0, ", vocab, ")"), std::to_string(t)));
     }
     impl_->append(ids.data(), ids.size() * 4);  // int32 ids in range are their uint32 encoding
   }
   impl_->num_tokens += static_cast<int64_t>(ids.size());
-  impl_->index.push_back(impl_->num_tokens);
 }
 
 void ShardWriter::finish() {
   Impl& m = *impl_;
   PRISM_CHECK(!m.finished, m.path, ": finish() called twice");
+  if (open_document_tokens() > 0) end_document();
   const uint64_t tokens_end = kHeaderBytes + static_cast<uint64_t>(m.num_tokens) * m.token_bytes;
   const uint64_t index_offset = align8(tokens_end);
   char pad[8] = {};
@@ -348,15 +367,32 @@ void ShardReader::read(int64_t begin, std::span<int32_t> out) const {
   const auto n = static_cast<int64_t>(out.size());
   PRISM_CHECK(begin >= 0 && begin + n <= m.h.num_tokens, m.path, ": token range [", begin, ", ", begin + n,
               ") out of range [0, ", m.h.num_tokens, ")");
+  // Every id read is range-checked (one compare per token, next to the copy): open() only spot
+  // checks large shards, and an id past the vocabulary would otherwise surface as LibTorch's
+  // "index out of range in self" inside the embedding, naming neither shard nor position.
+  const int64_t vocab = m.h.vocab_size;
+  int64_t bad = -1;
   if (m.h.token_bytes == 2) {
     const auto* p = m.tokens + begin * 2;
     for (int64_t i = 0; i < n; ++i) {
       uint16_t v;
       std::memcpy(&v, p + i * 2, 2);
       out[i] = v;
+      if (v >= vocab && bad < 0) bad = i;
     }
   } else {
     std::memcpy(out.data(), m.tokens + begin * 4, static_cast<size_t>(n) * 4);
+    for (int64_t i = 0; i < n; ++i) {
+      if ((out[i] < 0 || out[i] >= vocab) && bad < 0) bad = i;  // uint32 >= 2^31 reads as negative
+    }
+  }
+  if (bad >= 0) {
+    const int64_t pos = begin + bad;
+    const int64_t id = m.h.token_bytes == 2 ? out[bad] : static_cast<int64_t>(static_cast<uint32_t>(out[bad]));
+    const int64_t* doc = std::upper_bound(m.index, m.index + m.h.num_docs + 1, pos) - 1;
+    throw Error(str("token id at position ", pos, " (document ", doc - m.index, ") is outside the vocabulary: the "
+                    "shard is corrupt"),
+                file_ctx(m.path, str("< ", vocab), std::to_string(id)));
   }
 }
 

@@ -1,12 +1,17 @@
-// Corpus -> token shards. Records are read sequentially (plain or zstd-compressed files, line by
-// line for JSONL), encoded in chunks by a pool of threads, and written in input order, so the
-// shards are identical whatever the thread count. Bad records (invalid JSON or UTF-8, missing
-// field) are counted with their file and line, or abort the run with --strict.
+// Corpus -> token shards. Records are read sequentially (plain or zstd-compressed files; JSONL
+// through JsonlReader, plain text in blocks), encoded in chunks by a pool of threads, and written
+// in input order, so the shards are identical whatever the thread count. Bad records (invalid
+// JSON or UTF-8, missing field) are counted with their file and line, or abort the run with
+// --strict.
+//
+// Memory is bounded whatever the input: a document longer than piece_bytes is never encoded
+// whole (the tokenizer's pipeline holds ~30 bytes per input byte). It is encoded in pieces cut
+// where the tokenizer splits anyway (io::Tokenizer::split_point), a few pieces at a time in
+// parallel, and its ids are streamed into the shard; the special tokens of the post-processor
+// frame it once. Plain text is read in blocks, so even a 1 GB one-line or one-document file is
+// never held whole. Peak memory: ~ chunk (16 MiB of short records, ids and text) + threads x
+// 32 x piece_bytes, plus 3 x max_record_bytes for a JSONL record (docs/data-format.md).
 #include "prism/data/tokenize.h"
-
-#include <glob.h>
-#include <sys/stat.h>
-#include <zstd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -14,12 +19,16 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
-#include <optional>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <thread>
 
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
+#include "prism/core/log.h"
+#include "prism/core/utf8.h"
+#include "prism/data/jsonl.h"
 #include "prism/data/token_shard.h"
 #include "prism/io/tokenizer.h"
 
@@ -28,23 +37,19 @@ namespace {
 
 using json = nlohmann::json;
 
+constexpr size_t kChunkRecords = 4096;     // short records encoded per parallel batch ...
+constexpr size_t kChunkBytes = 16u << 20;  // ... or this much text
+constexpr size_t kBlockBytes = 1u << 20;   // plain text is read in blocks of this size
+
 // ---- input files ------------------------------------------------------------------------------
 
 std::vector<std::string> expand_inputs(const std::vector<std::string>& patterns) {
   std::vector<std::string> files;
   for (const auto& p : patterns) {
-    glob_t g{};
-    int rc = ::glob(p.c_str(), 0, nullptr, &g);
-    if (rc == GLOB_NOMATCH || (rc == 0 && g.gl_pathc == 0)) {
-      ::globfree(&g);
-      throw Error("input pattern matches no file", key_context("", "--input", "existing files", p));
-    }
-    if (rc != 0) {
-      ::globfree(&g);
-      throw Error("cannot expand input pattern", key_context("", "--input", "", p));
-    }
-    for (size_t i = 0; i < g.gl_pathc; ++i) files.emplace_back(g.gl_pathv[i]);
-    ::globfree(&g);
+    std::vector<std::string> matched = fs::glob(p);
+    if (matched.empty())
+      throw Error(str("input pattern matches no file (", fs::glob_miss_reason(p), ")"), key_context("", "--input", {}, p));
+    files.insert(files.end(), matched.begin(), matched.end());
   }
   std::sort(files.begin(), files.end());
   files.erase(std::unique(files.begin(), files.end()), files.end());
@@ -55,160 +60,52 @@ bool ends_with(const std::string& s, const std::string& suf) {
   return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
 }
 
-/// Reads a file (optionally zstd-compressed) as a byte stream, line by line.
-class LineReader {
- public:
-  explicit LineReader(const std::string& path) : path_(path), zst_(ends_with(path, ".zst")) {
-    f_ = std::fopen(path.c_str(), "rb");
-    if (!f_) throw Error("cannot open input", key_context(path, ""));
-    if (zst_) {
-      ds_ = ZSTD_createDStream();
-      ZSTD_initDStream(ds_);
-      in_buf_.resize(ZSTD_DStreamInSize());
-    }
+/// Runs f(i) for i in [0, n) on up to `threads` threads; rethrows the first exception.
+template <class F>
+void parallel_for(size_t n, int threads, F&& f) {
+  const size_t nt = std::min<size_t>(static_cast<size_t>(std::max(1, threads)), n);
+  if (nt <= 1) {
+    for (size_t i = 0; i < n; ++i) f(i);
+    return;
   }
-  ~LineReader() {
-    if (f_) std::fclose(f_);
-    if (ds_) ZSTD_freeDStream(ds_);
-  }
-  LineReader(const LineReader&) = delete;
-  LineReader& operator=(const LineReader&) = delete;
-
-  /// Next line without its '\n' (a trailing '\r' is kept: it is data). False at the end.
-  bool next(std::string& line) {
-    line.clear();
-    for (;;) {
-      auto nl = std::find(buf_.begin() + pos_, buf_.end(), '\n');
-      if (nl != buf_.end()) {
-        line.append(buf_.begin() + pos_, nl);
-        pos_ = static_cast<size_t>(nl - buf_.begin()) + 1;
-        return true;
+  std::vector<std::thread> pool;
+  std::exception_ptr err;
+  std::mutex err_mu;
+  for (size_t t = 0; t < nt; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        for (size_t i = t; i < n; i += nt) f(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(err_mu);
+        if (!err) err = std::current_exception();
       }
-      line.append(buf_.begin() + pos_, buf_.end());
-      buf_.clear();
-      pos_ = 0;
-      if (!fill()) return !line.empty();
-    }
+    });
   }
-  /// The rest of the file.
-  std::string rest() {
-    std::string all(buf_.begin() + pos_, buf_.end());
-    buf_.clear();
-    pos_ = 0;
-    while (fill()) {
-      all.append(buf_.begin(), buf_.end());
-      buf_.clear();
-    }
-    return all;
-  }
-  int64_t bytes_read() const { return raw_read_; }
-
- private:
-  bool fill() {
-    if (!zst_) {
-      buf_.resize(1 << 20);
-      size_t n = std::fread(buf_.data(), 1, buf_.size(), f_);
-      buf_.resize(n);
-      raw_read_ += static_cast<int64_t>(n);
-      if (n == 0 && std::ferror(f_)) throw Error("read error", key_context(path_, ""));
-      return n > 0;
-    }
-    for (;;) {
-      if (in_.pos == in_.size) {
-        size_t n = std::fread(in_buf_.data(), 1, in_buf_.size(), f_);
-        raw_read_ += static_cast<int64_t>(n);
-        if (n == 0) {
-          if (last_ret_ != 0) throw Error("truncated zstd stream", key_context(path_, ""));
-          return false;
-        }
-        in_ = {in_buf_.data(), n, 0};
-      }
-      buf_.resize(ZSTD_DStreamOutSize());
-      ZSTD_outBuffer out{buf_.data(), buf_.size(), 0};
-      last_ret_ = ZSTD_decompressStream(ds_, &out, &in_);
-      if (ZSTD_isError(last_ret_))
-        throw Error(std::string("zstd: ") + ZSTD_getErrorName(last_ret_), key_context(path_, ""));
-      buf_.resize(out.pos);
-      if (out.pos > 0) return true;
-    }
-  }
-
-  std::string path_;
-  bool zst_;
-  FILE* f_ = nullptr;
-  ZSTD_DStream* ds_ = nullptr;
-  std::vector<char> in_buf_;
-  ZSTD_inBuffer in_{nullptr, 0, 0};
-  size_t last_ret_ = 0;
-  std::vector<char> buf_;
-  size_t pos_ = 0;
-  int64_t raw_read_ = 0;
-};
-
-// ---- records ----------------------------------------------------------------------------------
-
-struct Record {
-  std::string text;
-};
-
-std::string scalar_text(const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
-
-std::string render(const std::string& tmpl, const json& obj) {
-  std::string out;
-  for (size_t i = 0; i < tmpl.size(); ++i) {
-    char c = tmpl[i];
-    if (c == '{' && i + 1 < tmpl.size() && tmpl[i + 1] == '{') {
-      out += '{';
-      ++i;
-    } else if (c == '}' && i + 1 < tmpl.size() && tmpl[i + 1] == '}') {
-      out += '}';
-      ++i;
-    } else if (c == '{') {
-      size_t e = tmpl.find('}', i);
-      if (e == std::string::npos) throw Error("unclosed '{' in template", key_context("", "--template", "{field}", tmpl));
-      std::string key = tmpl.substr(i + 1, e - i - 1);
-      auto it = obj.find(key);
-      if (it == obj.end() || it->is_null()) throw Error("missing field '" + key + "'");
-      out += scalar_text(*it);
-      i = e;
-    } else if (c == '\\' && i + 1 < tmpl.size() && (tmpl[i + 1] == 'n' || tmpl[i + 1] == 't')) {
-      out += tmpl[i + 1] == 'n' ? '\n' : '\t';  // shells pass "\n" literally: accept the escape
-      ++i;
-    } else {
-      out += c;
-    }
-  }
-  return out;
+  for (auto& th : pool) th.join();
+  if (err) std::rethrow_exception(err);
 }
-
-struct Collector {
-  const TokenizeOptions& opt;
-  TokenizeStats& stats;
-  void bad(const std::string& file, int64_t line, const std::string& why) {
-    if (opt.strict) {
-      ErrorContext c;
-      c.file = file;
-      throw Error((line ? "line " + std::to_string(line) + ": " : std::string()) + why + " (--strict)", c);
-    }
-    ++stats.bad_records;
-    if (stats.bad.size() < 100) stats.bad.push_back({file, line, why});
-  }
-};
 
 // ---- output -----------------------------------------------------------------------------------
 
 class ShardSink {
  public:
   ShardSink(const TokenizeOptions& o, int64_t vocab) : o_(o), vocab_(vocab) {}
-  void add(const std::vector<int32_t>& ids, TokenizeStats& st) {
+  /// Appends ids to the open document (opening a shard when none is open).
+  void append(std::span<const int32_t> ids) {
     if (!w_) {
       char name[64];
       std::snprintf(name, sizeof name, "%s-%05d.tok", o_.shard_prefix.c_str(), next_++);
       path_ = fs::join(o_.output_dir, name);
       w_ = std::make_unique<ShardWriter>(path_, vocab_);
     }
-    w_->add_document(ids);
+    w_->append_tokens(ids);
+  }
+  void end_document(TokenizeStats& st) {
+    w_->end_document();
     if (w_->num_tokens() >= o_.shard_tokens) close(st);
+  }
+  void discard_document() {
+    if (w_) w_->discard_document();
   }
   void close(TokenizeStats& st) {
     if (!w_) return;
@@ -225,174 +122,323 @@ class ShardSink {
   std::unique_ptr<ShardWriter> w_;
 };
 
-}  // namespace
+// ---- encoding ---------------------------------------------------------------------------------
 
-bool is_valid_utf8(const std::string& s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  size_t n = s.size(), i = 0;
-  while (i < n) {
-    unsigned c = p[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    int len;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-    else return false;
-    if (i + len > n) return false;
-    for (int k = 1; k < len; ++k) {
-      if ((p[i + k] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
-    i += len;
+/// Where a document came from, for bad-record reports.
+struct Origin {
+  std::string file;
+  int64_t line = 0;
+};
+
+/// Encodes documents in input order: short ones in parallel chunks, long ones streamed in pieces.
+class Encoder {
+ public:
+  Encoder(const TokenizeOptions& o, const io::Tokenizer& tok, TokenizeStats& st, int threads,
+          std::function<void()> on_flush)
+      : o_(o), tok_(tok), st_(st), threads_(threads), sink_(o, tok.vocab_size()), on_flush_(std::move(on_flush)) {
+    if (o_.add_special_tokens) std::tie(prefix_, suffix_) = tok_.special_tokens_around();
   }
-  return true;
+
+  void bad(const Origin& at, const std::string& why) {
+    if (o_.strict) {
+      ErrorContext c;
+      c.file = at.file;
+      c.line = at.line;
+      throw Error(why + " (--strict)", c);
+    }
+    ++st_.bad_records;
+    if (st_.bad.size() < 100) st_.bad.push_back({at.file, at.line, why});
+  }
+
+  /// A whole document already in memory.
+  void add(std::string text, const Origin& at) {
+    if (text.size() > piece_bytes()) {
+      if (!utf8::is_valid(text)) return bad(at, "invalid UTF-8");
+      begin_stream(at);
+      stream(text, true);
+      end_stream();
+      return;
+    }
+    if (!utf8::is_valid(text)) return bad(at, "invalid UTF-8");
+    chunk_bytes_ += text.size();
+    chunk_.push_back(std::move(text));
+    if (chunk_.size() >= kChunkRecords || chunk_bytes_ >= kChunkBytes) flush();
+  }
+
+  // A document arriving in blocks: begin_stream, then stream(buffer, last) any number of times
+  // (it consumes a prefix of `buffer`, keeping an unfinished tail), then end_stream.
+  void begin_stream(const Origin& at) {
+    flush();  // earlier records go first
+    stream_bad_ = false;
+    stream_started_ = false;
+    stream_at_ = at;
+    stream_tokens_ = 0;
+    stream_bytes_ = 0;
+  }
+  void stream(std::string& buffer, bool last) {
+    std::vector<std::string> pieces;
+    size_t used = 0;
+    const size_t keep = last ? 0 : 4;  // a separator or a UTF-8 sequence may continue in the next block
+    while (buffer.size() - used > piece_bytes() + keep) {
+      std::string_view rest(buffer.data() + used, buffer.size() - used);
+      size_t cut = tok_.split_point(rest, piece_bytes());
+      if (cut == 0) cut = forced_cut(rest);
+      pieces.emplace_back(rest.substr(0, cut));
+      used += cut;
+      if (pieces.size() >= static_cast<size_t>(threads_)) encode_pieces(pieces);
+    }
+    if (last && used < buffer.size()) {
+      pieces.emplace_back(buffer.data() + used, buffer.size() - used);
+      used = buffer.size();
+    }
+    encode_pieces(pieces);
+    buffer.erase(0, used);
+  }
+  void end_stream() {
+    if (stream_bad_ || !stream_started_) return;  // dropped, or no piece at all
+    if (!suffix_.empty()) sink_.append(suffix_);
+    stream_tokens_ += static_cast<int64_t>(suffix_.size());
+    sink_.end_document(st_);
+    st_.documents += 1;
+    st_.tokens += stream_tokens_;
+    st_.bytes += stream_bytes_;
+    if (on_flush_) on_flush_();
+  }
+
+  void flush() {
+    if (chunk_.empty()) return;
+    std::vector<std::vector<int32_t>> encoded(chunk_.size());
+    parallel_for(chunk_.size(), threads_, [&](size_t i) { encoded[i] = tok_.encode(chunk_[i], o_.add_special_tokens); });
+    for (size_t i = 0; i < chunk_.size(); ++i) {
+      if (encoded[i].empty()) continue;  // empty text: nothing to learn from
+      sink_.append(encoded[i]);
+      sink_.end_document(st_);
+      st_.documents += 1;
+      st_.tokens += static_cast<int64_t>(encoded[i].size());
+      st_.bytes += static_cast<int64_t>(chunk_[i].size());
+    }
+    chunk_.clear();
+    chunk_bytes_ = 0;
+    if (on_flush_) on_flush_();
+  }
+
+  void finish() {
+    flush();
+    sink_.close(st_);
+  }
+
+  size_t piece_bytes() const { return static_cast<size_t>(o_.piece_bytes); }
+
+ private:
+  /// No exact split point in the first piece_bytes: cut after the last whitespace of the second
+  /// half (else at a character boundary), and say so, since the ids around the cut may differ
+  /// from a whole-document encode.
+  size_t forced_cut(std::string_view rest) {
+    const size_t limit = piece_bytes();
+    size_t cut = limit;
+    const size_t ws = rest.substr(0, limit).find_last_of(" \t\n");
+    if (ws != std::string_view::npos && ws + 1 > limit / 2) {
+      cut = ws + 1;
+    } else {
+      while (cut > 1 && (static_cast<unsigned char>(rest[cut]) & 0xC0) == 0x80) --cut;
+    }
+    ++st_.forced_splits;
+    if (st_.forced_splits <= 10) {
+      log::warn(str("tokenize: ", stream_at_.file, stream_at_.line ? str(":", stream_at_.line) : std::string(),
+                    ": no exact split point in ", limit, " bytes (", tok_.can_split() ? "no newline before a letter "
+                    "or space between letters" : "this tokenizer has none", "); cut at whitespace, the ids at the cut "
+                    "may differ from a whole-document encode (raise --piece-bytes to avoid it)"));
+    }
+    return cut;
+  }
+
+  void encode_pieces(std::vector<std::string>& pieces) {
+    if (pieces.empty() || stream_bad_) {
+      pieces.clear();
+      return;
+    }
+    for (const auto& p : pieces) {
+      if (!utf8::is_valid(p)) {
+        sink_.discard_document();
+        stream_bad_ = true;
+        pieces.clear();
+        bad(stream_at_, "invalid UTF-8");
+        return;
+      }
+    }
+    std::vector<std::vector<int32_t>> ids(pieces.size());
+    parallel_for(pieces.size(), threads_, [&](size_t i) { ids[i] = tok_.encode(pieces[i], false); });
+    if (!stream_started_) {
+      if (!prefix_.empty()) sink_.append(prefix_);
+      stream_tokens_ += static_cast<int64_t>(prefix_.size());
+      stream_started_ = true;
+    }
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      sink_.append(ids[i]);
+      stream_tokens_ += static_cast<int64_t>(ids[i].size());
+      stream_bytes_ += static_cast<int64_t>(pieces[i].size());
+    }
+    pieces.clear();
+  }
+
+  const TokenizeOptions& o_;
+  const io::Tokenizer& tok_;
+  TokenizeStats& st_;
+  int threads_;
+  ShardSink sink_;
+  std::function<void()> on_flush_;
+  std::vector<int32_t> prefix_, suffix_;
+  std::vector<std::string> chunk_;
+  size_t chunk_bytes_ = 0;
+  bool stream_bad_ = false, stream_started_ = false;
+  Origin stream_at_;
+  int64_t stream_tokens_ = 0, stream_bytes_ = 0;
+};
+
+// ---- plain text -------------------------------------------------------------------------------
+
+/// Reads a plain-text file in blocks and hands its documents (the whole file, each line, or each
+/// paragraph) to the encoder; a document longer than piece_bytes is streamed, never held whole.
+void read_plain_text(TextReader& r, const std::string& unit, Encoder& enc) {
+  const std::string sep = unit == "line" ? "\n" : unit == "paragraph" ? "\n\n" : "";
+  std::string cur;          // the current document's unconsumed bytes
+  size_t scanned = 0;       // bytes of `cur` known to hold no separator
+  bool streaming = false;   // the current document is being streamed
+  int64_t line = 1;         // line where the current document starts
+  int64_t lines_in_cur = 0; // newlines consumed into the current document so far
+  auto doc_origin = [&] { return Origin{r.path(), unit == "file" ? 0 : line}; };
+  auto finish_doc = [&](std::string text) {
+    if (streaming) {
+      enc.stream(text, true);
+      enc.end_stream();
+      streaming = false;
+      return;
+    }
+    const bool keep = unit == "line" ? !text.empty()
+                                     : unit == "paragraph" ? text.find_first_not_of(" \t\r\n") != std::string::npos : true;
+    if (keep) enc.add(std::move(text), doc_origin());
+  };
+  while (true) {
+    const bool more = r.read(cur, kBlockBytes);
+    if (!sep.empty()) {
+      // Split off every complete document; `scanned` avoids rescanning a long one per block.
+      while (true) {
+        const size_t from = scanned >= sep.size() - 1 ? scanned - (sep.size() - 1) : 0;
+        const size_t at = cur.find(sep, from);
+        if (at == std::string::npos) {
+          scanned = cur.size();
+          break;
+        }
+        lines_in_cur += static_cast<int64_t>(std::count(cur.begin(), cur.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
+        finish_doc(cur.substr(0, at));
+        cur.erase(0, at + sep.size());
+        line += lines_in_cur + static_cast<int64_t>(sep.size());
+        lines_in_cur = 0;
+        scanned = 0;
+      }
+    }
+    if (!more) break;
+    if (cur.size() > enc.piece_bytes() + 4) {
+      if (!streaming) {
+        enc.begin_stream(doc_origin());
+        streaming = true;
+      }
+      lines_in_cur += static_cast<int64_t>(std::count(cur.begin(), cur.end(), '\n'));
+      const size_t old = cur.size();
+      enc.stream(cur, false);
+      // stream() consumed a prefix; the newlines of what remains are counted again later.
+      lines_in_cur -= static_cast<int64_t>(std::count(cur.begin(), cur.end(), '\n'));
+      scanned -= std::min(scanned, old - cur.size());
+    }
+  }
+  // The file ends the last document (an empty remainder is a document only in file mode).
+  if (unit == "file" || streaming || !cur.empty()) finish_doc(std::move(cur));
 }
 
-std::string render_template(const std::string& tmpl, const std::string& json_object_text) {
-  json j = json::parse(json_object_text);
-  if (!j.is_object()) throw Error("render_template: expected a JSON object");
-  return render(tmpl, j);
-}
+}  // namespace
 
 TokenizeStats tokenize_corpus(const TokenizeOptions& o, const std::function<void(const TokenizeProgress&)>& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   if (o.output_dir.empty()) throw Error("no output directory", key_context("", "--output"));
   if (o.text_unit != "file" && o.text_unit != "line" && o.text_unit != "paragraph")
     throw Error("unknown text unit", key_context("", "--text-unit", "file, line or paragraph", o.text_unit));
-  if (o.shard_tokens <= 0) throw Error("shard size must be > 0", key_context("", "--shard-tokens", "> 0", std::to_string(o.shard_tokens)));
+  if (o.shard_tokens <= 0)
+    throw Error("shard size must be > 0", key_context("", "--shard-tokens", "> 0", std::to_string(o.shard_tokens)));
+  if (o.piece_bytes < 64)
+    throw Error("piece size must be >= 64 bytes", key_context("", "--piece-bytes", ">= 64", std::to_string(o.piece_bytes)));
+  if (o.max_record_bytes <= 0)
+    throw Error("must be > 0", key_context("", "--max-record-bytes", "> 0", std::to_string(o.max_record_bytes)));
   auto tok = io::Tokenizer::from_file(o.tokenizer);
   auto files = expand_inputs(o.inputs);
   fs::create_directories(o.output_dir);
 
   TokenizeStats st;
-  Collector bad{o, st};
-  ShardSink sink(o, tok->vocab_size());
   TokenizeProgress prog;
   for (const auto& f : files) prog.bytes_total += static_cast<int64_t>(fs::file_size(f));
-  const int threads = o.num_threads > 0 ? o.num_threads : std::max(1u, std::thread::hardware_concurrency());
-
-  std::vector<Record> chunk;
-  size_t chunk_bytes = 0;
-  std::vector<std::vector<int32_t>> encoded;
-  auto flush = [&] {
-    if (chunk.empty()) return;
-    encoded.assign(chunk.size(), {});
-    std::vector<std::thread> pool;
-    std::exception_ptr err;
-    std::mutex err_mu;
-    const size_t nt = std::min<size_t>(static_cast<size_t>(threads), chunk.size());
-    for (size_t t = 0; t < nt; ++t) {
-      pool.emplace_back([&, t] {
-        try {
-          for (size_t i = t; i < chunk.size(); i += nt) encoded[i] = tok->encode(chunk[i].text, o.add_special_tokens);
-        } catch (...) {
-          std::lock_guard<std::mutex> lk(err_mu);
-          if (!err) err = std::current_exception();
-        }
-      });
-    }
-    for (auto& th : pool) th.join();
-    if (err) std::rethrow_exception(err);
-    for (size_t i = 0; i < chunk.size(); ++i) {
-      if (encoded[i].empty()) continue;  // empty text: nothing to learn from
-      sink.add(encoded[i], st);
-      st.documents += 1;
-      st.tokens += static_cast<int64_t>(encoded[i].size());
-      st.bytes += static_cast<int64_t>(chunk[i].text.size());
-    }
-    chunk.clear();
-    chunk_bytes = 0;
+  const int threads = o.num_threads > 0 ? o.num_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int64_t done_bytes = 0;
+  const TextReader* current = nullptr;
+  const JsonlReader* current_jsonl = nullptr;
+  auto report = [&] {
+    prog.bytes_read = done_bytes + (current ? current->bytes_read() : current_jsonl ? current_jsonl->bytes_read() : 0);
     prog.documents = st.documents;
     prog.tokens = st.tokens;
     if (progress) progress(prog);
   };
-  auto push = [&](std::string text) {
-    chunk_bytes += text.size();
-    chunk.push_back({std::move(text)});
-    if (chunk.size() >= 4096 || chunk_bytes >= (16u << 20)) flush();
-  };
+  Encoder enc(o, *tok, st, threads, report);
 
-  int64_t done_bytes = 0;
   for (const auto& f : files) {
-    LineReader r(f);
-    std::string base = ends_with(f, ".zst") ? f.substr(0, f.size() - 4) : f;
-    const bool jsonl = ends_with(base, ".jsonl") || ends_with(base, ".json");
-    std::string line;
-    if (jsonl) {
-      int64_t ln = 0;
-      while (r.next(line)) {
-        ++ln;
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        if (!is_valid_utf8(line)) {
-          bad.bad(f, ln, "invalid UTF-8");
-          continue;
-        }
-        json j;
-        try {
-          j = json::parse(line);
-        } catch (const json::exception& e) {
-          bad.bad(f, ln, std::string("invalid JSON: ") + e.what());
-          continue;
-        }
-        if (!j.is_object()) {
-          bad.bad(f, ln, "record is not a JSON object");
-          continue;
-        }
+    const std::string base = ends_with(f, ".zst") ? f.substr(0, f.size() - 4) : f;
+    if (ends_with(base, ".jsonl") || ends_with(base, ".json")) {
+      JsonlReader r(f, static_cast<size_t>(o.max_record_bytes));
+      current_jsonl = &r;
+      r.on_bad_record([&](int64_t line, const std::string& why) { enc.bad({f, line}, why); });
+      JsonRecord rec;
+      while (r.next(rec)) {
+        const Origin at{f, rec.line()};
+        std::string text;
         try {
           if (!o.text_template.empty()) {
-            push(render(o.text_template, j));
+            text = rec.render(o.text_template);
+          } else if (!rec.has(o.field)) {
+            enc.bad(at, "missing string field '" + o.field + "'");
+            continue;
           } else {
-            auto it = j.find(o.field);
-            if (it == j.end() || !it->is_string()) {
-              bad.bad(f, ln, "missing string field '" + o.field + "'");
-              continue;
-            }
-            push(it->get<std::string>());
+            text = rec.string(o.field);  // throws naming the field when it is not a string
           }
         } catch (const Error& e) {
           if (o.strict) throw;
-          bad.bad(f, ln, e.message());
+          enc.bad(at, (e.context().key.empty() ? "" : e.context().key + ": ") + e.message());
+          continue;
         }
-        prog.bytes_read = done_bytes + r.bytes_read();
+        enc.add(std::move(text), at);
       }
-    } else if (o.text_unit == "line") {
-      int64_t ln = 0;
-      while (r.next(line)) {
-        ++ln;
-        if (line.empty()) continue;
-        if (!is_valid_utf8(line)) bad.bad(f, ln, "invalid UTF-8");
-        else push(line);
-      }
+      done_bytes += r.bytes_read();
+      current_jsonl = nullptr;
     } else {
-      std::string all = r.rest();
-      if (!is_valid_utf8(all)) {
-        bad.bad(f, 0, "invalid UTF-8");
-      } else if (o.text_unit == "file") {
-        push(std::move(all));
-      } else {  // paragraphs: split on blank lines
-        size_t b = 0;
-        while (b < all.size()) {
-          size_t e = all.find("\n\n", b);
-          if (e == std::string::npos) e = all.size();
-          std::string para = all.substr(b, e - b);
-          if (para.find_first_not_of(" \t\r\n") != std::string::npos) push(std::move(para));
-          b = e + 2;
-        }
-      }
+      TextReader r(f);
+      current = &r;
+      read_plain_text(r, o.text_unit, enc);
+      done_bytes += r.bytes_read();
+      current = nullptr;
     }
-    done_bytes += r.bytes_read();
-    prog.bytes_read = done_bytes;
+    report();
   }
-  flush();
-  sink.close(st);
+  enc.finish();
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  if (st.documents == 0 && !o.allow_empty) {
+    ErrorContext c;
+    std::string why = "no input text";
+    if (!st.bad.empty()) {
+      c.file = st.bad.front().file;
+      c.line = st.bad.front().line;
+      why = str("all ", st.bad_records, " records were bad (this one: ", st.bad.front().reason, ")");
+    }
+    throw Error(str("no document was tokenized: ", why, "; fix the input, or pass --allow-empty to accept an empty "
+                    "output"),
+                c);
+  }
 
   json m;
   m["format"] = "prism token shards (docs/data-format.md)";
@@ -403,11 +449,13 @@ TokenizeStats tokenize_corpus(const TokenizeOptions& o, const std::function<void
   m["template"] = o.text_template;
   m["text_unit"] = o.text_unit;
   m["add_special_tokens"] = o.add_special_tokens;
+  m["piece_bytes"] = o.piece_bytes;
   m["shards"] = st.shards;
   m["documents"] = st.documents;
   m["tokens"] = st.tokens;
   m["bytes"] = st.bytes;
   m["bad_records"] = st.bad_records;
+  m["forced_splits"] = st.forced_splits;
   json bads = json::array();
   for (const auto& b : st.bad) bads.push_back({{"file", b.file}, {"line", b.line}, {"reason", b.reason}});
   m["first_bad_records"] = bads;

@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <queue>
@@ -37,6 +38,7 @@
 
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
+#include "prism/core/utf8.h"
 
 namespace prism::io {
 
@@ -78,63 +80,14 @@ inline void append_cp(std::string& s, uint32_t cp) {
   }
 }
 
-/// Length of the valid UTF-8 sequence at s[i], or 0 when invalid. With `maximal` set, also the
-/// length of the maximal valid prefix (Unicode "maximal subpart", what Rust's from_utf8_lossy
-/// replaces by one U+FFFD).
-size_t utf8_valid_at(const unsigned char* s, size_t n, size_t i, size_t* maximal) {
-  unsigned char c = s[i];
-  size_t need;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) {
-    need = 1;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    need = 2;
-    if (c == 0xE0) lo = 0xA0;
-    if (c == 0xED) hi = 0x9F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    need = 3;
-    if (c == 0xF0) lo = 0x90;
-    if (c == 0xF4) hi = 0x8F;
-  } else {
-    *maximal = 1;
-    return 0;
-  }
-  size_t k = 1;
-  for (; k <= need; ++k) {
-    if (i + k >= n) break;
-    unsigned char b = s[i + k];
-    if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) break;
-  }
-  if (k == need + 1) return need + 1;
-  *maximal = k;
-  return 0;
-}
-
-bool is_valid_utf8(std::string_view s) {
-  const auto* u = reinterpret_cast<const unsigned char*>(s.data());
-  size_t i = 0, m = 0;
-  while (i < s.size()) {
-    if (u[i] < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t l = utf8_valid_at(u, s.size(), i, &m);
-    if (!l) return false;
-    i += l;
-  }
-  return true;
-}
-
 /// Rust's String::from_utf8_lossy: one U+FFFD per maximal invalid subpart.
 std::string utf8_lossy(const std::string& b) {
-  const auto* u = reinterpret_cast<const unsigned char*>(b.data());
   std::string out;
   out.reserve(b.size());
   size_t i = 0;
   while (i < b.size()) {
     size_t m = 1;
-    size_t l = utf8_valid_at(u, b.size(), i, &m);
+    size_t l = utf8::sequence_length(b, i, &m);
     if (l) {
       out.append(b, i, l);
       i += l;
@@ -405,6 +358,7 @@ std::string replace_all(const std::string& s, const std::string& from, const std
 /// A String or Regex pattern as stored in tokenizer.json ({"String": ..} / {"Regex": ..}).
 struct Pattern {
   std::string literal;
+  std::string regex_source;  // the Regex's pattern as written in tokenizer.json (split safety)
   std::unique_ptr<Regex> regex;
   void find(std::string_view s, std::vector<std::pair<size_t, size_t>>& m) const {
     if (regex)
@@ -419,7 +373,8 @@ Pattern parse_pattern(const json& j, const std::string& src, const std::string& 
   if (j.is_object() && j.contains("String") && j["String"].is_string()) {
     p.literal = j["String"].get<std::string>();
   } else if (j.is_object() && j.contains("Regex") && j["Regex"].is_string()) {
-    p.regex = std::make_unique<Regex>(j["Regex"].get<std::string>(), src, key);
+    p.regex_source = j["Regex"].get<std::string>();
+    p.regex = std::make_unique<Regex>(p.regex_source, src, key);
   } else {
     throw Error("pattern must be {\"String\": ...} or {\"Regex\": ...}", key_context(src, key, "", j.dump()));
   }
@@ -633,7 +588,10 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::stri
     p->kind = PreTokenizer::kByteLevel;
     p->add_prefix_space = jget<bool>(j, "add_prefix_space", true);
     p->use_regex = jget<bool>(j, "use_regex", true);
-    if (p->use_regex) p->pattern.regex = std::make_unique<Regex>(kGpt2Pattern, src, key);
+    if (p->use_regex) {
+      p->pattern.regex_source = kGpt2Pattern;
+      p->pattern.regex = std::make_unique<Regex>(kGpt2Pattern, src, key);
+    }
   } else if (t == "Split") {
     p->kind = PreTokenizer::kSplit;
     p->pattern = parse_pattern(j.at("pattern"), src, key + ".pattern");
@@ -670,6 +628,75 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::stri
                 "ByteLevel, Split, Metaspace, Digits, Whitespace, WhitespaceSplit, Sequence");
   }
   return p;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Split points (Tokenizer::split_point): places where the pipeline provably splits anyway, so a
+// long text encoded in two parts gives the ids of encoding it whole.
+//
+// Two kinds of candidate point p (bytes of the raw text):
+//   kAfterNewline: text[p-1] == '\n' and text[p] is an ASCII letter;
+//   kBeforeSpace:  text[p-1] and text[p+1] are ASCII letters and text[p] == ' ' (the second part
+//                  starts with the space).
+// Which kinds are exact is decided once per tokenizer from its components:
+//  - no normalizer (any normalizer is refused: Prepend adds to each part, Strip trims each part);
+//  - the pre-tokenizer chain must contain a splitter known to cut at p whatever came before it:
+//    ByteLevel's GPT-2 regex, a Split with the GPT-2 / Llama-3 / Qwen2 regex (their alternatives
+//    cannot contain a letter after '\n' or a space after a letter, and have no look-behind),
+//    Whitespace, WhitespaceSplit, or Metaspace(split) (kBeforeSpace only: it splits before every
+//    space). Before that splitter only position-local components may run (Digits); after it, the
+//    pieces of both runs are identical, except that the second run's first piece counts as the
+//    text's origin: Metaspace(prepend_scheme first) and ByteLevel(add_prefix_space) as the first
+//    splitter then need the part to start with a space (kBeforeSpace);
+//  - added tokens: none may contain a point (a '\n' before a letter, a letter-space-letter), and
+//    lstrip / rstrip / single_word tokens that could reach across p disable that kind.
+// The test (TokenizerSplit.*) holds every fixture tokenizer to the un-split encoding.
+enum SplitKinds : unsigned { kNoSplit = 0, kAfterNewline = 1, kBeforeSpace = 2, kAnySplit = 3 };
+
+const char* kLlama3Pattern =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const char* kQwen2Pattern =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+bool is_ascii_letter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+/// The split kinds a pre-tokenizer chain keeps exact; `split_seen`: an earlier component already
+/// cut at the point.
+unsigned pre_tokenizer_split_kinds(const PreTokenizer& p, bool& split_seen) {
+  switch (p.kind) {
+    case PreTokenizer::kSequence: {
+      unsigned k = kAnySplit;
+      for (const auto& q : p.seq) k &= pre_tokenizer_split_kinds(*q, split_seen);
+      return k;
+    }
+    case PreTokenizer::kByteLevel: {
+      if (!p.use_regex) return split_seen ? kAnySplit : kNoSplit;  // maps bytes before any split
+      const unsigned k = p.add_prefix_space && !split_seen ? kBeforeSpace : kAnySplit;
+      split_seen = true;
+      return k;
+    }
+    case PreTokenizer::kSplit: {
+      if (split_seen) return kAnySplit;
+      const std::string& re = p.pattern.regex_source;
+      if (p.invert || !p.pattern.regex || (re != kGpt2Pattern && re != kLlama3Pattern && re != kQwen2Pattern))
+        return kNoSplit;
+      split_seen = true;
+      return kAnySplit;
+    }
+    case PreTokenizer::kWhitespace:
+    case PreTokenizer::kWhitespaceSplit:
+      split_seen = true;
+      return kAnySplit;
+    case PreTokenizer::kMetaspace: {
+      if (!p.split) return split_seen ? (p.scheme == PreTokenizer::kFirst ? kBeforeSpace : kAnySplit) : kNoSplit;
+      const bool first_splitter = !split_seen;
+      split_seen = true;
+      return first_splitter || p.scheme == PreTokenizer::kFirst ? kBeforeSpace : kAnySplit;
+    }
+    case PreTokenizer::kDigits:
+      return kAnySplit;  // splits only around digits, which no point touches
+  }
+  return kNoSplit;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -741,7 +768,7 @@ struct Decoder {
         std::string pending;
         auto flush = [&] {
           if (pending.empty()) return;
-          if (is_valid_utf8(pending)) {
+          if (utf8::is_valid(pending)) {
             out.push_back(pending);
           } else {
             for (size_t i = 0; i < pending.size(); ++i) out.emplace_back("\xEF\xBF\xBD");
@@ -920,6 +947,23 @@ struct AddedToken {
   std::string surface;
   bool single_word, lstrip, rstrip, normalized, special;
 };
+
+/// The split kinds added tokens leave exact.
+unsigned added_token_split_kinds(const AddedToken& t) {
+  unsigned k = kAnySplit;
+  const std::string& c = t.content;
+  for (size_t i = 0; i + 1 < c.size(); ++i) {
+    if (c[i] == '\n' && is_ascii_letter(c[i + 1])) k &= ~unsigned(kAfterNewline);
+    if (i + 2 < c.size() && is_ascii_letter(c[i]) && c[i + 1] == ' ' && is_ascii_letter(c[i + 2]))
+      k &= ~unsigned(kBeforeSpace);
+  }
+  if (c.empty()) return k;
+  if (t.lstrip && is_ascii_letter(c.front())) k &= ~unsigned(kAfterNewline);  // would swallow the '\n'
+  if (t.rstrip && is_ascii_letter(c.back())) k &= ~unsigned(kBeforeSpace);    // would swallow the ' '
+  if (t.single_word && c.front() == ' ') k &= ~unsigned(kBeforeSpace);        // sees a letter before it
+  if (t.single_word && c.back() == '\n') k &= ~unsigned(kAfterNewline);      // sees a letter after it
+  return k;
+}
 
 /// Byte trie with leftmost-longest search (what the Aho-Corasick automaton with
 /// MatchKind::LeftmostLongest returns, one match at a time).
@@ -1113,6 +1157,15 @@ struct Bpe {
   }
 };
 
+/// A token id from tokenizer.json: an integer in [0, 2^31 - 1) (ids are int32 everywhere).
+int32_t token_id(const json& v, const std::string& src, const std::string& key) {
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  if (!v.is_number_integer()) throw Error("token id is not an integer", key_context(src, key, "an integer", v.dump()));
+  if (v.is_number_unsigned() ? v.get<uint64_t>() >= static_cast<uint64_t>(kMax) : (v.get<int64_t>() < 0 || v.get<int64_t>() >= kMax))
+    throw Error("token id out of range", key_context(src, key, "an id in [0, " + std::to_string(kMax) + ")", v.dump()));
+  return static_cast<int32_t>(v.get<int64_t>());
+}
+
 std::unique_ptr<Bpe> parse_bpe(const json& m, const std::string& src) {
   auto b = std::make_unique<Bpe>();
   std::string type = m.contains("type") ? m["type"].get<std::string>() : (m.contains("merges") ? "BPE" : "");
@@ -1128,8 +1181,7 @@ std::unique_ptr<Bpe> parse_bpe(const json& m, const std::string& src) {
   b->ignore_merges = jget<bool>(m, "ignore_merges", false);
   int32_t max_id = -1;
   for (auto& [tok, id] : m.at("vocab").items()) {
-    int32_t i = id.get<int32_t>();
-    if (i < 0) throw Error("negative token id", key_context(src, "model.vocab", "id >= 0", tok));
+    int32_t i = token_id(id, src, "model.vocab[" + json(tok).dump() + "]");
     b->vocab[tok] = i;
     max_id = std::max(max_id, i);
   }
@@ -1196,6 +1248,14 @@ struct Tokenizer::Impl {
   Trie raw_trie, norm_trie;  // values index `added`
   std::unique_ptr<Regex> word_char;  // Rust regex `\w` for single_word
   int64_t vocab_size = 0;
+  unsigned split_kinds = kNoSplit;  // exact split points of this pipeline (split_point)
+
+  void compute_split_kinds() {
+    bool split_seen = false;
+    split_kinds = normalizer || !pre_tokenizer ? kNoSplit : pre_tokenizer_split_kinds(*pre_tokenizer, split_seen);
+    if (!split_seen) split_kinds = kNoSplit;
+    for (const auto& t : added) split_kinds &= added_token_split_kinds(t);
+  }
 
   bool is_word_char_before(std::string_view s) const {
     if (s.empty()) return false;
@@ -1264,7 +1324,7 @@ struct Tokenizer::Impl {
   }
 
   std::vector<int32_t> encode(std::string_view text, bool add_special) const {
-    if (!is_valid_utf8(text)) throw Error("Tokenizer::encode: input is not valid UTF-8", key_context(source, ""));
+    if (!utf8::is_valid(text)) throw Error("Tokenizer::encode: input is not valid UTF-8", key_context(source, ""));
     std::vector<Piece> pieces, tmp;
     Piece whole;
     whole.text = std::string(text);
@@ -1345,7 +1405,7 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const std::string& text, const s
       for (size_t i = 0; i < arr.size(); ++i) {
         const json& a = arr[i];
         AddedToken t;
-        t.id = a.at("id").get<int32_t>();
+        t.id = token_id(a.at("id"), src, "added_tokens[" + std::to_string(i) + "].id");
         t.content = a.at("content").get<std::string>();
         t.special = jget<bool>(a, "special", false);
         t.single_word = jget<bool>(a, "single_word", false);
@@ -1366,6 +1426,7 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const std::string& text, const s
       }
     }
     impl->vocab_size = max_id + 1;
+    impl->compute_split_kinds();
   } catch (const json::exception& e) {
     throw Error(std::string("malformed tokenizer.json: ") + e.what(), key_context(src, ""));
   }
@@ -1398,6 +1459,29 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
 }
 
 int64_t Tokenizer::vocab_size() const { return impl_->vocab_size; }
+
+size_t Tokenizer::split_point(std::string_view text, size_t max_bytes) const {
+  const unsigned kinds = impl_->split_kinds;
+  if (kinds == kNoSplit || text.size() < 2) return 0;
+  for (size_t p = std::min(max_bytes, text.size() - 1); p >= 1; --p) {
+    if ((kinds & kAfterNewline) && text[p - 1] == '\n' && is_ascii_letter(text[p])) return p;
+    if ((kinds & kBeforeSpace) && text[p] == ' ' && is_ascii_letter(text[p - 1]) && p + 1 < text.size() &&
+        is_ascii_letter(text[p + 1]))
+      return p;
+  }
+  return 0;
+}
+
+bool Tokenizer::can_split() const { return impl_->split_kinds != kNoSplit; }
+
+std::pair<std::vector<int32_t>, std::vector<int32_t>> Tokenizer::special_tokens_around() const {
+  std::vector<int32_t> ids{-1};  // a marker for the sequence: real ids are >= 0
+  for (const auto& pp : impl_->post) pp.apply(ids);
+  auto it = std::find(ids.begin(), ids.end(), -1);
+  if (it == ids.end() || std::count(ids.begin(), ids.end(), -1) != 1)
+    throw Error("the post-processor does not frame a single sequence once", key_context(impl_->source, "post_processor"));
+  return {std::vector<int32_t>(ids.begin(), it), std::vector<int32_t>(it + 1, ids.end())};
+}
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
   auto it = impl_->added_by_content.find(std::string(token));

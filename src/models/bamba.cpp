@@ -19,7 +19,7 @@ ModelConfig parse_bamba(const JsonReader& cfg) {
   // z_loss_coefficient only affects transformers' training loss, not the forward: accepted.
   parse_granite_style_mamba(cfg, m);
 
-  const int64_t n = cfg.integer("num_hidden_layers");
+  const int64_t n = cfg.dimension("num_hidden_layers", JsonReader::kMaxLayers);
   std::set<int64_t> attn;
   if (cfg.has("attn_layer_indices")) {
     const auto& a = cfg.json().at("attn_layer_indices");

@@ -20,6 +20,7 @@
 #include "prism/core/fs.h"
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
+#include "prism/models/memory.h"
 #include "prism/runtime/runtime.h"
 #include "prism/ops/attention.h"
 #include "prism/ops/causal_conv1d.h"
@@ -506,7 +507,41 @@ ModelConfig CausalLM::read_config(const std::string& dir) {
   return m;
 }
 
+double CausalLM::parameter_count(const ModelConfig& cfg) {
+  ModelConfig base = cfg;
+  base.layers.clear();
+  auto numel = [](const ModelConfig& c) {
+    Impl impl;
+    impl.cfg = c;
+    impl.build_slots();
+    double n = 0;
+    for (const auto& s : impl.slots) {
+      double p = 1;
+      for (int64_t d : s.shape) p *= static_cast<double>(d);
+      n += p;
+    }
+    return n;
+  };
+  const double outside_layers = numel(base);
+  // Layers differ only by their block kinds: count one layer of each kind, times its multiplicity.
+  std::map<std::vector<BlockKind>, std::pair<const LayerSpec*, int64_t>> kinds;
+  for (const auto& layer : cfg.layers) {
+    std::vector<BlockKind> key;
+    for (const auto& b : layer.blocks) key.push_back(b.kind);
+    auto [it, fresh] = kinds.try_emplace(key, &layer, 0);
+    ++it->second.second;
+  }
+  double total = outside_layers;
+  for (const auto& [key, spec_count] : kinds) {
+    ModelConfig one = base;
+    one.layers = {*spec_count.first};
+    total += (numel(one) - outside_layers) * static_cast<double>(spec_count.second);
+  }
+  return total;
+}
+
 std::unique_ptr<CausalLM> CausalLM::from_config(const ModelConfig& cfg, const LoadOptions& opts) {
+  check_fits(cfg, opts.dtype, at::Device(opts.device));
   auto impl = std::make_unique<Impl>();
   impl->cfg = cfg;
   impl->dtype = opts.dtype;
@@ -521,6 +556,8 @@ std::unique_ptr<CausalLM> CausalLM::from_config(const ModelConfig& cfg, const Lo
 std::unique_ptr<CausalLM> CausalLM::from_pretrained(const std::string& dir, const LoadOptions& opts) {
   auto impl = std::make_unique<Impl>();
   impl->cfg = read_config(dir);
+  check_fits(impl->cfg, opts.dtype, at::Device(opts.device), 1.0,
+             fs::is_regular_file(dir) ? dir : fs::join(dir, "config.json"));
   impl->dtype = opts.dtype;
   impl->device = at::Device(opts.device);
   impl->source_dir = dir;

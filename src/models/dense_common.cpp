@@ -44,15 +44,15 @@ void parse_rope(const JsonReader& cfg, ModelConfig& m) {
 }  // namespace
 
 void parse_transformer_common(const JsonReader& cfg, ModelConfig& m) {
-  m.vocab_size = cfg.integer("vocab_size");
-  m.hidden_size = cfg.integer("hidden_size");
-  m.intermediate_size = cfg.integer("intermediate_size", 0);
-  m.num_heads = cfg.integer("num_attention_heads");
-  m.num_kv_heads = cfg.integer("num_key_value_heads", m.num_heads);
-  if (m.num_heads <= 0 || m.hidden_size <= 0 || m.vocab_size <= 0)
-    cfg.refuse("num_attention_heads", "vocab_size, hidden_size and num_attention_heads must be > 0");
-  m.head_dim = cfg.integer("head_dim", m.hidden_size / m.num_heads);
-  if (m.num_kv_heads <= 0 || m.num_heads % m.num_kv_heads != 0)
+  m.vocab_size = cfg.dimension("vocab_size");
+  m.hidden_size = cfg.dimension("hidden_size");
+  m.intermediate_size = cfg.has("intermediate_size") ? cfg.dimension("intermediate_size") : 0;
+  m.num_heads = cfg.dimension("num_attention_heads");
+  m.num_kv_heads = cfg.dimension("num_key_value_heads", m.num_heads, JsonReader::kMaxDimension);
+  if (m.hidden_size / m.num_heads == 0 && !cfg.has("head_dim"))
+    cfg.refuse("num_attention_heads", "more heads than hidden_size leaves a head_dim of 0 (set head_dim)");
+  m.head_dim = cfg.dimension("head_dim", m.hidden_size / m.num_heads, JsonReader::kMaxDimension);
+  if (m.num_heads % m.num_kv_heads != 0)
     throw Error("num_attention_heads must be a multiple of num_key_value_heads", key_context(cfg.file(), "num_key_value_heads", "a divisor of " + std::to_string(m.num_heads),
                  std::to_string(m.num_kv_heads)));
   m.norm_eps = cfg.number("rms_norm_eps", 1e-6);

@@ -22,7 +22,7 @@ ModelConfig parse_granite(const JsonReader& cfg) {
   parse_transformer_common(cfg, m);
   parse_granite_multipliers(cfg, m);
   m.mlp = MlpKind::kSwiGLU;
-  llama_layout(m, cfg.integer("num_hidden_layers"));
+  llama_layout(m, cfg.dimension("num_hidden_layers", JsonReader::kMaxLayers));
   return m;
 }
 

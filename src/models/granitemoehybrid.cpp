@@ -11,9 +11,9 @@ namespace prism::models {
 // Mamba2 fields shared by GraniteMoeHybrid and Bamba (`mamba_*` keys): I = mamba_expand * hidden.
 void parse_granite_style_mamba(const JsonReader& cfg, ModelConfig& m) {
   auto& mb = m.mamba;
-  mb.num_heads = cfg.integer("mamba_n_heads", 128);
-  mb.n_groups = cfg.integer("mamba_n_groups", 1);
-  mb.state_size = cfg.integer("mamba_d_state", 256);
+  mb.num_heads = cfg.dimension("mamba_n_heads", 128, JsonReader::kMaxDimension);
+  mb.n_groups = cfg.dimension("mamba_n_groups", 1, JsonReader::kMaxDimension);
+  mb.state_size = cfg.dimension("mamba_d_state", 256, JsonReader::kMaxDimension);
   mb.conv_kernel = cfg.integer("mamba_d_conv", 4);
   mb.chunk_size = cfg.integer("mamba_chunk_size", 256);
   mb.conv_bias = cfg.boolean("mamba_conv_bias", true);
@@ -46,12 +46,12 @@ ModelConfig parse_granitemoehybrid(const JsonReader& cfg) {
   m.use_rope = cfg.string("position_embedding_type", "nope") == "rope";
   if (cfg.integer("num_local_experts", 0) > 0)
     cfg.refuse("num_local_experts", "routed MoE experts are not implemented (only num_local_experts: 0)");
-  m.intermediate_size = cfg.integer("shared_intermediate_size");
+  m.intermediate_size = cfg.dimension("shared_intermediate_size");
   m.mlp = MlpKind::kFusedSwiGLU;
 
   parse_granite_style_mamba(cfg, m);
 
-  const int64_t n = cfg.integer("num_hidden_layers");
+  const int64_t n = cfg.dimension("num_hidden_layers", JsonReader::kMaxLayers);
   std::vector<std::string> types;
   const std::string types_key = cfg.has("layer_types") ? "layer_types" : "layers_block_type";
   if (cfg.has(types_key)) {

@@ -25,6 +25,25 @@ class JsonReader {
     return as_int(j_.at(key), key);
   }
   int64_t integer(const std::string& key, int64_t def) const { return has(key) ? as_int(j_.at(key), key) : def; }
+  /// A size of the model (hidden_size, num_hidden_layers, ...): an integer in [1, max]. The cap
+  /// keeps absurd configs from overflowing shape products or building millions of layer specs
+  /// before check_fits can refuse them; each key is blamed for its own value.
+  static constexpr int64_t kMaxDimension = int64_t{1} << 31;
+  static constexpr int64_t kMaxLayers = int64_t{1} << 16;
+  int64_t dimension(const std::string& key, int64_t max = kMaxDimension) const {
+    require(key);
+    return check_dimension(as_int(j_.at(key), key), key, max);
+  }
+  int64_t dimension(const std::string& key, int64_t def, int64_t max) const {
+    return has(key) ? check_dimension(as_int(j_.at(key), key), key, max) : def;
+  }
+  int64_t check_dimension(int64_t v, const std::string& key, int64_t max = kMaxDimension) const {
+    if (v < 1 || v > max)
+      throw Error("must be a positive integer", key_context(file_, key, "an integer in [1, " + std::to_string(max) + "]",
+                                                            std::to_string(v)));
+    return v;
+  }
+
   double number(const std::string& key) const {
     require(key);
     return as_num(j_.at(key), key);

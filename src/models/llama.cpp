@@ -24,7 +24,7 @@ ModelConfig parse_llama(const JsonReader& cfg) {
   m.model_type = "llama";
   parse_transformer_common(cfg, m);
   m.mlp = MlpKind::kSwiGLU;
-  llama_layout(m, cfg.integer("num_hidden_layers"));
+  llama_layout(m, cfg.dimension("num_hidden_layers", JsonReader::kMaxLayers));
   return m;
 }
 

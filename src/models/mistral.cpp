@@ -15,7 +15,7 @@ ModelConfig parse_mistral(const JsonReader& cfg) {
   m.sliding_window = cfg.integer("sliding_window", 0);  // null = full causal
   if (m.sliding_window < 0) cfg.refuse("sliding_window", "must be a positive integer or null");
   m.mlp = MlpKind::kSwiGLU;
-  llama_layout(m, cfg.integer("num_hidden_layers"));
+  llama_layout(m, cfg.dimension("num_hidden_layers", JsonReader::kMaxLayers));
   return m;
 }
 

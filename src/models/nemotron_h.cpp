@@ -24,18 +24,24 @@ BlockKind kind_of(const std::string& t, const JsonReader& cfg, const std::string
 ModelConfig parse_nemotron_h(const JsonReader& cfg) {
   ModelConfig m;
   m.model_type = "nemotron_h";
-  m.vocab_size = cfg.integer("vocab_size");
-  m.hidden_size = cfg.integer("hidden_size");
-  m.intermediate_size = cfg.integer("intermediate_size");
-  m.num_heads = cfg.integer("num_attention_heads");
-  m.num_kv_heads = cfg.integer("num_key_value_heads", m.num_heads);
-  m.head_dim = cfg.integer("head_dim", cfg.integer("attention_head_dim", m.hidden_size / m.num_heads));
-  if (m.num_kv_heads <= 0 || m.num_heads % m.num_kv_heads != 0)
+  m.vocab_size = cfg.dimension("vocab_size");
+  m.hidden_size = cfg.dimension("hidden_size");
+  m.intermediate_size = cfg.dimension("intermediate_size");
+  m.num_heads = cfg.dimension("num_attention_heads");
+  m.num_kv_heads = cfg.dimension("num_key_value_heads", m.num_heads, JsonReader::kMaxDimension);
+  const std::string head_dim_key = cfg.has("head_dim") ? "head_dim" : "attention_head_dim";
+  m.head_dim = cfg.has(head_dim_key) ? cfg.dimension(head_dim_key) : m.hidden_size / m.num_heads;
+  if (m.head_dim == 0) cfg.refuse("num_attention_heads", "more heads than hidden_size leaves a head_dim of 0 (set head_dim)");
+  if (m.num_heads % m.num_kv_heads != 0)
     cfg.refuse("num_key_value_heads", "num_attention_heads must be a multiple of num_key_value_heads");
   m.norm_eps = cfg.number("layer_norm_epsilon", cfg.number("rms_norm_eps", 1e-5));
   m.attention_bias = false;  // NemotronHAttention hard-codes bias=False
   m.mlp_bias = cfg.boolean("mlp_bias", false);
-  m.tie_word_embeddings = cfg.boolean("tie_word_embeddings", false);
+  // transformers 5.x never ties this family (NemotronHForCausalLM._tied_weights_keys = {}): a
+  // `tie_word_embeddings: true` is ignored and lm_head.weight is its own tensor. Follow it, or the
+  // logits differ. The key is still type-checked.
+  cfg.boolean("tie_word_embeddings", false);
+  m.tie_word_embeddings = false;
   m.max_position_embeddings = cfg.integer("max_position_embeddings", 0);
   m.torch_dtype = cfg.string("torch_dtype", cfg.string("dtype", "float32"));
   m.use_rope = false;
@@ -48,10 +54,10 @@ ModelConfig parse_nemotron_h(const JsonReader& cfg) {
   if (cfg.number("attention_dropout", 0.0) != 0.0) cfg.refuse("attention_dropout", "dropout is not implemented");
 
   auto& mb = m.mamba;
-  mb.num_heads = cfg.integer("mamba_num_heads");
-  mb.head_dim = cfg.integer("mamba_head_dim");
+  mb.num_heads = cfg.dimension("mamba_num_heads");
+  mb.head_dim = cfg.dimension("mamba_head_dim");
   mb.n_groups = cfg.integer("n_groups", cfg.integer("mamba_n_groups", 8));
-  mb.state_size = cfg.integer("ssm_state_size");
+  mb.state_size = cfg.dimension("ssm_state_size");
   mb.conv_kernel = cfg.integer("conv_kernel", cfg.integer("mamba_d_conv", 4));
   mb.chunk_size = cfg.integer("chunk_size", cfg.integer("mamba_chunk_size", 128));
   mb.conv_bias = cfg.boolean("use_conv_bias", cfg.boolean("mamba_conv_bias", true));
@@ -67,8 +73,9 @@ ModelConfig parse_nemotron_h(const JsonReader& cfg) {
   mb.time_step_floor = cfg.number("time_step_floor", cfg.number("mamba_dt_init_floor", 1e-4));
   parse_init_fields(cfg, m);
   m.rescale_prenorm_residual = cfg.boolean("rescale_prenorm_residual", true);
-  if (mb.num_heads <= 0 || mb.head_dim <= 0 || mb.state_size <= 0 || mb.n_groups <= 0 || mb.num_heads % mb.n_groups != 0)
-    cfg.refuse("mamba_num_heads", "mamba_num_heads, mamba_head_dim, ssm_state_size must be > 0 and n_groups must divide mamba_num_heads");
+  const std::string groups_key = cfg.has("n_groups") ? "n_groups" : "mamba_n_groups";
+  cfg.check_dimension(mb.n_groups, groups_key);
+  if (mb.num_heads % mb.n_groups != 0) cfg.refuse(groups_key, "must divide mamba_num_heads");
 
   std::vector<std::pair<std::string, std::string>> kinds;  // (type, key path)
   if (cfg.has("hybrid_override_pattern")) {
@@ -85,6 +92,9 @@ ModelConfig parse_nemotron_h(const JsonReader& cfg) {
     }
   }
   if (kinds.empty()) cfg.refuse("hybrid_override_pattern", "no layers");
+  if (static_cast<int64_t>(kinds.size()) > JsonReader::kMaxLayers)
+    cfg.refuse(cfg.has("hybrid_override_pattern") ? "hybrid_override_pattern" : "layers_block_type",
+               "more than " + std::to_string(JsonReader::kMaxLayers) + " layers");
 
   m.embed_name = "backbone.embeddings.weight";
   m.final_norm_name = "backbone.norm_f.weight";

@@ -1,10 +1,19 @@
 // The one table of supported architectures, keyed by config.json "model_type". Adding a family:
-// a parser file, one row here, a fixture entry, a test (docs/architecture.md).
+// a parser file, its declaration and row here, a fixture entry in tests/fixtures/make_fixtures.py
+// and its name in tests/util's model_fixtures() (docs/architecture.md "Adding a family").
 #include <string>
 
 #include "models/family.h"
 
 namespace prism::models {
+
+// One parser per family file (src/models/<family>.cpp).
+ModelConfig parse_llama(const JsonReader& cfg);
+ModelConfig parse_mistral(const JsonReader& cfg);
+ModelConfig parse_granite(const JsonReader& cfg);
+ModelConfig parse_granitemoehybrid(const JsonReader& cfg);
+ModelConfig parse_nemotron_h(const JsonReader& cfg);
+ModelConfig parse_bamba(const JsonReader& cfg);
 
 const std::vector<Family>& families() {
   static const std::vector<Family> table = {

@@ -98,8 +98,8 @@ at::Tensor kernel_layout(const at::Tensor& t) {
   return ok ? t : t.clone(at::MemoryFormat::Contiguous);
 }
 
-ka::DType kernel_dtype(const at::Tensor& t) {
-  return t.scalar_type() == at::kBFloat16 ? ka::DType::kBFloat16 : ka::DType::kFloat16;
+prism::kernels::DType kernel_dtype(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 ? prism::kernels::DType::kBFloat16 : prism::kernels::DType::kFloat16;
 }
 
 template <class P>

@@ -21,11 +21,11 @@ using torch::autograd::variable_list;
 
 bool kernel_dtype_ok(at::ScalarType t) { return t == at::kFloat || t == at::kHalf || t == at::kBFloat16; }
 
-k::DType kernel_dtype(at::ScalarType t) {
+prism::kernels::DType kernel_dtype(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return k::DType::kFloat32;
-    case at::kHalf: return k::DType::kFloat16;
-    case at::kBFloat16: return k::DType::kBFloat16;
+    case at::kFloat: return prism::kernels::DType::kFloat32;
+    case at::kHalf: return prism::kernels::DType::kFloat16;
+    case at::kBFloat16: return prism::kernels::DType::kBFloat16;
     default: throw Error(prism::str("rms_norm_gated_cuda: unsupported dtype ", t, " (fp32, fp16, bf16)"));
   }
 }

@@ -28,11 +28,11 @@ bool dtype_ok(const at::Tensor& t) {
   return s == at::kFloat || s == at::kHalf || s == at::kBFloat16;
 }
 
-k::DType kernel_dtype(const at::Tensor& t) {
+prism::kernels::DType kernel_dtype(const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kFloat: return k::DType::kFloat32;
-    case at::kHalf: return k::DType::kFloat16;
-    case at::kBFloat16: return k::DType::kBFloat16;
+    case at::kFloat: return prism::kernels::DType::kFloat32;
+    case at::kHalf: return prism::kernels::DType::kFloat16;
+    case at::kBFloat16: return prism::kernels::DType::kBFloat16;
     default: throw Error(prism::str("ssd_scan_cuda: unsupported dtype ", t.scalar_type(), " (fp32, fp16, bf16)"));
   }
 }

@@ -8,7 +8,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <cstring>
 
 #include "prism/core/error.h"
@@ -18,6 +20,7 @@ namespace prism::runtime {
 
 #ifdef PRISM_HAS_CUDA_KERNELS
 int64_t cuda_peak_allocated_bytes(int device);  // runtime_cuda.cpp (needs the CUDA allocator headers)
+int64_t cuda_available_bytes(int device);       // runtime_cuda.cpp
 #endif
 
 c10::ScalarType parse_dtype(const std::string& s, const std::string& key) {
@@ -141,6 +144,48 @@ int64_t proc_status_kb(const char* field) {
   return static_cast<int64_t>(kb) * 1024;
 }
 }  // namespace
+
+namespace {
+// "MemAvailable:  1234 kB" of /proc/meminfo, in bytes (0: unknown).
+int64_t meminfo_available() {
+  std::string s;
+  try {
+    s = fs::read_file("/proc/meminfo");
+  } catch (const std::exception&) {
+    return 0;
+  }
+  auto pos = s.find("MemAvailable:");
+  long long kb = 0;
+  if (pos == std::string::npos || std::sscanf(s.c_str() + pos + 13, " %lld", &kb) != 1) return 0;
+  return static_cast<int64_t>(kb) * 1024;
+}
+
+// Room left under this process's cgroup v2 limit (Slurm, containers), or -1 when unlimited/unknown.
+int64_t cgroup_room() {
+  try {
+    std::string max = fs::read_file("/sys/fs/cgroup/memory.max");
+    std::string cur = fs::read_file("/sys/fs/cgroup/memory.current");
+    if (max.rfind("max", 0) == 0) return -1;
+    long long m = 0, c = 0;
+    if (std::sscanf(max.c_str(), "%lld", &m) != 1 || std::sscanf(cur.c_str(), "%lld", &c) != 1) return -1;
+    return std::max<int64_t>(0, static_cast<int64_t>(m) - static_cast<int64_t>(c));
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+}  // namespace
+
+int64_t available_memory_bytes(const c10::Device& device) {
+  if (device.type() == c10::kMeta) return std::numeric_limits<int64_t>::max();
+#ifdef PRISM_HAS_CUDA_KERNELS
+  if (device.is_cuda()) return cuda_available_bytes(device.index() < 0 ? 0 : device.index());
+#endif
+  if (!device.is_cpu()) return 0;
+  const int64_t avail = meminfo_available();
+  const int64_t room = cgroup_room();
+  if (room >= 0 && (avail == 0 || room < avail)) return room;
+  return avail;
+}
 
 int64_t cpu_rss_bytes() { return proc_status_kb("VmRSS:"); }
 int64_t cpu_peak_rss_bytes() { return proc_status_kb("VmHWM:"); }

@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -166,6 +168,7 @@ TEST(Error, OmitsEmptyFieldsAndPrismCheckConcatenates) {
   EXPECT_STREQ(prism::Error("plain").what(), "plain");
   EXPECT_STREQ(prism::Error("m", {.found = "F"}).what(), "m (found F)");
   EXPECT_EQ(error_of([] { PRISM_CHECK(1 + 1 == 3, "got ", 2, " tensors"); }), "got 2 tensors");
+  EXPECT_STREQ(prism::Error("m", {.file = "a.jsonl", .key = "text", .line = 12}).what(), "a.jsonl:12: text: m");
   EXPECT_NO_THROW(PRISM_CHECK(true, "never"));
 }
 
@@ -229,11 +232,45 @@ TEST(ConfigErrors, WrongTypeQuotesWhatWasWritten) {
   // A quoted number is a string in YAML, and a config number must be a number.
   EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {lr: \"3e-4\"}\n"),
             "configs/x.yaml: optimizer.lr: expected a number > 0, got \"3e-4\"");
-  EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {lr: .nan}\n"),
-            "configs/x.yaml: optimizer.lr: expected a number > 0, got \".nan\"");
   EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: 3\n"), "configs/x.yaml: optimizer: expected a map, got 3");
   EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {lr: [1]}\n"),
             "configs/x.yaml: optimizer.lr: expected a number > 0, got a list of 1 item");
+}
+
+// Issue 13 item 3: `lr: .inf` used to pass `> 0`, and the first update made every weight NaN.
+TEST(ConfigErrors, NonFiniteNumbersAreRefusedWithFileLineAndKey) {
+  const std::string head = std::string(kMinimal) + "optimizer:\n  weight_decay: 0.1\n";  // lr is on line 6
+  EXPECT_EQ(train_error(head + "  lr: .inf\n"), "configs/x.yaml:6: optimizer.lr: expected a finite number > 0, got .inf");
+  EXPECT_EQ(train_error(head + "  lr: .nan\n"), "configs/x.yaml:6: optimizer.lr: expected a finite number > 0, got .nan");
+  EXPECT_EQ(train_error(head + "  lr: -.Inf\n"),
+            "configs/x.yaml:6: optimizer.lr: expected a finite number > 0, got -.Inf");
+  // Fields without bounds too, and list elements.
+  EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {betas: [0.9, .inf]}\n"),
+            "configs/x.yaml:5: optimizer.betas[1]: expected a finite number in [0, 1], got .inf");
+  // From an override, the override is named (its line would be meaningless).
+  EXPECT_EQ(train_error(kMinimal, {"optimizer.lr=.inf"}),
+            "--set optimizer.lr=.inf: optimizer.lr: expected a finite number > 0, got .inf");
+}
+
+TEST(ConfigErrors, NonFiniteNumbersAreRefusedInStructsBuiltInCpp) {
+  TrainConfig c;
+  c.output_dir = "o";
+  c.data.mixture = {{"a", "p", 1.0}};
+  c.optimizer.weight_decay = std::numeric_limits<double>::infinity();
+  EXPECT_EQ(error_of([&] { validate_config(c); }), "optimizer.weight_decay: expected a finite number >= 0, got .inf");
+  c.optimizer.weight_decay = std::nan("");
+  EXPECT_EQ(error_of([&] { validate_config(c); }), "optimizer.weight_decay: expected a finite number >= 0, got .nan");
+}
+
+struct AllowsInfinity {
+  double limit = 0;
+  void visit(Visitor& v) { v.field("limit", limit, non_finite_ok(), "a field that may be unbounded"); }
+};
+
+TEST(ConfigParse, AFieldMayExplicitlyAllowNonFiniteNumbers) {
+  EXPECT_TRUE(std::isinf(parse_config_string<AllowsInfinity>("limit: .inf\n").limit));
+  EXPECT_TRUE(std::isnan(parse_config_string<AllowsInfinity>("limit: .nan\n").limit));
+  EXPECT_EQ(dump_config(parse_config_string<AllowsInfinity>("limit: -.inf\n")), "limit: -.inf\n");
 }
 
 TEST(ConfigErrors, IntegersRejectFractionsAndOverflow) {

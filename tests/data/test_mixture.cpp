@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
@@ -388,6 +389,115 @@ packing: bfd
   EXPECT_NE(error_of(no_eos).find("eos_id"), std::string::npos) << error_of(no_eos);
   std::string bad_packing = "sources: [{name: a, path: x, weight: 1}]\neos_id: 0\npacking: zigzag\n";
   EXPECT_NE(error_of(bad_packing).find("packing"), std::string::npos) << error_of(bad_packing);
+}
+
+// Issue 13 item 8: the trainer compares the shards' vocab with the model's at start-up.
+TEST_F(Mixture, ExposesTheShardVocabAndRefusesASmallerModelVocab) {
+  MixtureConfig c = three_sources("concat");
+  MixtureLoader l(c, 0, 1);
+  EXPECT_EQ(l.vocab_size(), kVocab);
+  l.check_model_vocab(kVocab, "model/config.json");  // equal: fine
+  l.check_model_vocab(kVocab + 64, "model/config.json");  // a padded embedding: fine
+  try {
+    l.check_model_vocab(256, "model/config.json");
+    FAIL();
+  } catch (const prism::Error& e) {
+    EXPECT_EQ(std::string(e.what()), fs::join(dir_, "a/part-0.tok") +
+                                         ": vocab_size: the token shards' vocab_size 5000 exceeds the model's vocab_size "
+                                         "256 (model/config.json): were the shards made with another tokenizer? "
+                                         "(expected <= 256, found 5000)");
+  }
+}
+
+// Issue 13 item 10: "changed on disk" gave the shards' counts as expected and the state's as found.
+TEST_F(Mixture, ChangedOnDiskSaysWhatTheStateExpectedAndWhatIsFound) {
+  MixtureConfig c;
+  c.eos_id = kEos;
+  c.seq_len = 4;
+  c.sources = {{"a", write_source("a", {{10, 11, 12}, {13, 14}}), 1}};
+  prism::data::MixtureState st;
+  {
+    MixtureLoader l(c, 0, 1);
+    l.next();
+    st = l.state();
+  }
+  fs::remove_all(fs::join(dir_, "a"));
+  write_source("a", {{10, 11, 12}, {13, 14}, {15}});
+  MixtureLoader l(c, 0, 1);
+  try {
+    l.restore(st);
+    FAIL();
+  } catch (const prism::Error& e) {
+    EXPECT_STREQ(e.what(),
+                 "<mixture state>: sources[0]: source 'a' changed on disk since the state was saved (expected 2 docs / "
+                 "5 tokens, found 3 docs / 6 tokens)");
+  }
+}
+
+// Issue 13 item 4: a weight of .inf passed `> 0` and its source then got 0 tokens.
+TEST_F(Mixture, WeightsMustBeFiniteAndPositive) {
+  auto error_of = [](const std::string& weight) {
+    try {
+      prism::config::parse_config_string<MixtureConfig>(
+          "sources:\n  - {name: a, path: x, weight: 1}\n  - {name: b, path: y, weight: " + weight + "}\neos_id: 0\n",
+          {}, "mix.yaml");
+    } catch (const prism::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_EQ(error_of(".inf"), "mix.yaml:3: sources[1].weight: expected a finite number > 0, got .inf");
+  EXPECT_EQ(error_of(".nan"), "mix.yaml:3: sources[1].weight: expected a finite number > 0, got .nan");
+  EXPECT_EQ(error_of("-2"), "mix.yaml: sources[1].weight: expected a number > 0, got -2");
+  EXPECT_EQ(error_of("0"), "mix.yaml: sources[1].weight: expected a number > 0, got 0");
+  EXPECT_EQ(error_of("1.0e308"), "(no error)");
+
+  // Built in C++ (as the trainer composes it): the loader validates before touching any file.
+  MixtureConfig c = three_sources("concat");
+  c.sources[2].weight = std::numeric_limits<double>::infinity();
+  try {
+    MixtureLoader l(c, 0, 1);
+    FAIL();
+  } catch (const prism::Error& e) {
+    EXPECT_STREQ(e.what(), "sources[2].weight: expected a finite number > 0, got .inf");
+  }
+  // Each finite, the sum not: every normalised weight would be 0.
+  c.sources[1].weight = 1.5e308;
+  c.sources[2].weight = 1.5e308;
+  try {
+    MixtureLoader l(c, 0, 1);
+    FAIL();
+  } catch (const prism::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sources: the weights' sum overflows"), std::string::npos) << e.what();
+  }
+}
+
+// Issue 13 item 15: a missing shard directory used to say "glob failed (read error)".
+TEST_F(Mixture, MissingShardsNameThePatternTheMissingDirectoryAndTheCommand) {
+  MixtureConfig c;
+  c.eos_id = kEos;
+  const std::string missing = fs::join(dir_, "out/demo/shards/general/*.tok");
+  c.sources = {{"general", missing, 1}};
+  try {
+    MixtureLoader l(c, 0, 1);
+    FAIL();
+  } catch (const prism::Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "sources[0].path: source 'general': no token shards match '" + missing + "' (directory '" +
+                  fs::join(dir_, "out") +
+                  "' does not exist); make them with `prism-train data tokenize --tokenizer <model dir> --input <text "
+                  "files> --output <dir>` (tools/demo.sh makes the ones the bundled configs use)");
+  }
+  fs::create_directories(fs::join(dir_, "out/demo/shards/general"));
+  try {
+    MixtureLoader l(c, 0, 1);
+    FAIL();
+  } catch (const prism::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("(no entry of directory '" + fs::join(dir_, "out/demo/shards/general") +
+                                         "' matches '*.tok')"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST_F(Mixture, ErrorsNameTheSourceAndFile) {

@@ -244,4 +244,37 @@ TEST_F(TokenShard, TokenIdBeyondVocab) {
   EXPECT_NE(m.find("found 100"), std::string::npos) << m;
 }
 
+// Issue 13 item 8: open() spot-checks large shards only; every read range-checks its ids, so a
+// corrupt id past the spot checks is named by shard, position and document, not by LibTorch's
+// "index out of range in self" inside step 1.
+TEST_F(TokenShard, ReadRangeChecksEveryIdPastTheSpotChecks) {
+  for (int64_t vocab : {int64_t{1000}, int64_t{100000}}) {  // uint16 and uint32 shards
+    const std::string p = path("big-" + std::to_string(vocab) + ".tok");
+    const int64_t n = (int64_t{1} << 20) + 4096;  // above the full-check limit: spot checks only
+    {
+      ShardWriter w(p, vocab);
+      std::vector<int32_t> doc(static_cast<size_t>(n / 2), 7);
+      w.add_document(doc);
+      w.add_document(doc);
+      w.finish();
+    }
+    const int64_t pos = n / 2 + 1;  // document 1; not a multiple of the spot-check stride n / 256
+    ASSERT_NE(pos % (n / 256), 0);
+    const size_t width = vocab <= 65536 ? 2 : 4;
+    const uint32_t bad = static_cast<uint32_t>(vocab) + 5;
+    patch(p, 64 + width * static_cast<size_t>(pos), &bad, width);
+    auto r = ShardReader::open(p);  // the spot checks miss it
+    std::vector<int32_t> out(8);
+    r->read(0, out);  // ranges without the bad id read fine
+    try {
+      r->read(pos - 3, out);
+      FAIL() << "expected an error";
+    } catch (const prism::Error& e) {
+      EXPECT_EQ(std::string(e.what()), p + ": token id at position " + std::to_string(pos) +
+                                           " (document 1) is outside the vocabulary: the shard is corrupt (expected < " +
+                                           std::to_string(vocab) + ", found " + std::to_string(vocab + 5) + ")");
+    }
+  }
+}
+
 }  // namespace

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <map>
 #include <thread>
 
 #include "prism/core/error.h"
@@ -193,6 +194,83 @@ TEST(TokenizerApi, UnsupportedComponentsAreNamed) {
   EXPECT_NE(refusal(json::parse("{}")).find("my/tokenizer.json"), std::string::npos);
   EXPECT_THROW(Tokenizer::from_json("{not json", "x.json"), prism::Error);
   EXPECT_THROW(Tokenizer::from_file("/nonexistent/tokenizer.json"), prism::Error);
+}
+
+// Issue 13 item 5: split_point lets `data tokenize` encode a long document in pieces. The oracle is
+// the un-split encode (itself held to HF by TokenizerOracle): cutting a multi-line, multi-script
+// text at every point split_point offers must give exactly the same ids.
+class TokenizerSplit : public ::testing::TestWithParam<std::string> {};
+
+std::string split_test_text() {
+  std::string corpus = prism::fs::read_file(prism::test::source_dir() + "/tests/data/tokenizer_corpus.txt");
+  // Adversarial joins: a newline before a letter after punctuation, spaces and tabs, digits,
+  // runs of newlines and spaces, CRLF, and an added-token-looking text.
+  return corpus + "x.\nAbc  \n\nDef\t\nGhi 12\nJk lm  no\r\nPq <|endoftext|>\nRs café\nTu" + corpus;
+}
+
+TEST_P(TokenizerSplit, PiecesCutAtSplitPointsEncodeToTheWholeTextsIds) {
+  auto tok = Tokenizer::from_file(dir_of(GetParam()));
+  const std::string text = split_test_text();
+  const auto whole = tok->encode(text, false);
+  std::vector<int32_t> joined;
+  size_t cuts = 0;
+  std::string_view rest = text;
+  while (!rest.empty()) {
+    // Small pieces, so that every kind of point the text offers is exercised many times.
+    size_t p = tok->split_point(rest, 37 + cuts % 50);
+    ASSERT_TRUE(p == 0 || p < rest.size());
+    if (p == 0) p = rest.size();
+    auto ids = tok->encode(std::string(rest.substr(0, p)), false);
+    joined.insert(joined.end(), ids.begin(), ids.end());
+    rest.remove_prefix(p);
+    ++cuts;
+  }
+  EXPECT_EQ(joined, whole) << GetParam() << ": " << cuts << " pieces";
+  if (tok->can_split()) EXPECT_GT(cuts, text.size() / 200) << "too few split points were offered";
+  // Framing: encode(text, true) == prefix + encode(text, false) + suffix.
+  auto [prefix, suffix] = tok->special_tokens_around();
+  std::vector<int32_t> framed = prefix;
+  framed.insert(framed.end(), whole.begin(), whole.end());
+  framed.insert(framed.end(), suffix.begin(), suffix.end());
+  EXPECT_EQ(framed, tok->encode(text, true));
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerSplit, ::testing::ValuesIn(kNames));
+
+TEST(TokenizerSplit, OnlyProvablyExactPipelinesOfferPoints) {
+  // Byte-level BPE (GPT-2 regex, Llama-3 Split regex), WhitespaceSplit and Metaspace split; not
+  // a pipeline with a normalizer (Prepend adds to every piece, Strip trims every piece) or none.
+  const std::map<std::string, bool> expected = {{"gpt2", true},   {"gpt2_legacy", true}, {"llama3", true},
+                                                {"sp_bpe", false}, {"sp_metaspace", true}, {"mixed", false},
+                                                {"whitespace", false}, {"wsplit", true}, {"smollm2", true}};
+  for (const auto& [name, can] : expected) EXPECT_EQ(Tokenizer::from_file(dir_of(name))->can_split(), can) << name;
+  auto tok = Tokenizer::from_file(dir_of("gpt2"));
+  EXPECT_EQ(tok->split_point("ab\ncd ef", 100), 5u);  // the largest point: before " ef"
+  EXPECT_EQ(tok->split_point("ab\ncd ef", 4), 3u);    // after the newline
+  EXPECT_EQ(tok->split_point("ab\n12 3", 100), 0u);   // digits are not letters: no point
+  // gpt2_legacy has add_prefix_space: a part starting with a letter would get a space, so only
+  // points before a space are offered.
+  EXPECT_EQ(Tokenizer::from_file(dir_of("gpt2_legacy"))->split_point("ab\ncd", 100), 0u);
+}
+
+// Issue 13 item 10: an id of 10^12 wrapped to a negative int32 and was called "negative".
+TEST(TokenizerApi, OutOfRangeTokenIdsAreNamedWithTheirValue) {
+  json j = base_json();
+  j["model"]["vocab"]["zzz-new"] = 1000000000000LL;
+  EXPECT_EQ(refusal(j),
+            "my/tokenizer.json: model.vocab[\"zzz-new\"]: token id out of range (expected an id in [0, 2147483647), "
+            "found 1000000000000)");
+  j = base_json();
+  j["model"]["vocab"]["zzz-new"] = -3;
+  EXPECT_EQ(refusal(j),
+            "my/tokenizer.json: model.vocab[\"zzz-new\"]: token id out of range (expected an id in [0, 2147483647), "
+            "found -3)");
+  j = base_json();
+  ASSERT_FALSE(j["added_tokens"].empty());
+  j["added_tokens"][0]["id"] = 4294967296LL;
+  EXPECT_EQ(refusal(j),
+            "my/tokenizer.json: added_tokens[0].id: token id out of range (expected an id in [0, 2147483647), "
+            "found 4294967296)");
 }
 
 }  // namespace

@@ -115,9 +115,7 @@ TEST_P(Checkpointing, PaddedBatchLossAndEveryGradientEqualPlainForward) {
   expect_same(*m, ck, plain, GetParam() + " padded");
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, Checkpointing,
-                         ::testing::Values("llama", "llama_sharded", "mistral", "granite", "granite4_dense",
-                                           "nemotron_h", "granite4_hybrid", "bamba"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, Checkpointing, ::testing::ValuesIn(prism::test::model_fixtures()));
 
 // Every node reachable from `root`.
 std::vector<torch::autograd::Node*> graph_nodes(torch::autograd::Node* root) {

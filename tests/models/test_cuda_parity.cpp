@@ -79,8 +79,6 @@ TEST_P(CudaParity, Bf16) {
   EXPECT_TRUE(close_rel(logits, ref->get("bf16.logits"), 2e-2, 0, "cuda bf16 logits"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, CudaParity,
-                         ::testing::Values("llama", "llama_sharded", "mistral", "granite", "granite4_dense", "nemotron_h",
-                                           "granite4_hybrid", "bamba"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, CudaParity, ::testing::ValuesIn(prism::test::model_fixtures()));
 
 }  // namespace

@@ -109,9 +109,7 @@ TEST_P(InitWeights, FreshModelPredictsNearlyUniformly) {
   EXPECT_NEAR(loss, std::log(static_cast<double>(cfg.vocab_size)), 0.1);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, InitWeights,
-                         ::testing::Values("llama", "llama_sharded", "mistral", "granite", "granite4_dense",
-                                           "nemotron_h", "granite4_hybrid", "bamba"));
+INSTANTIATE_TEST_SUITE_P(Fixtures, InitWeights, ::testing::ValuesIn(prism::test::model_fixtures()));
 
 TEST(InitWeightsDeterminism, SameSeedSameWeightsOtherSeedOtherWeights) {
   const auto cfg = CausalLM::read_config(fixture("nemotron_h"));

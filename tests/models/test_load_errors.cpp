@@ -119,6 +119,28 @@ TEST(LoadErrors, UnsupportedConfigValuesAreRefused) {
   expect_refused(j, "num_local_experts");
 }
 
+// Issue 13 item 10: each size is blamed for its own bad value (hidden_size: -64 used to blame
+// num_attention_heads), and absurd sizes are refused at parse time.
+TEST(LoadErrors, BadSizesBlameTheirOwnKey) {
+  Scratch s;
+  const auto base = s.config();
+  const std::string file = s.dir + "/config.json";
+  auto expect_error = [&](const std::string& key, nlohmann::json value, const std::string& expected) {
+    auto j = base;
+    j[key] = value;
+    s.set_config(j);
+    EXPECT_EQ(error_of(s.dir), file + ": " + key + ": " + expected);
+  };
+  expect_error("hidden_size", -64, "must be a positive integer (expected an integer in [1, 2147483648], found -64)");
+  expect_error("vocab_size", 0, "must be a positive integer (expected an integer in [1, 2147483648], found 0)");
+  expect_error("num_attention_heads", -2,
+               "must be a positive integer (expected an integer in [1, 2147483648], found -2)");
+  expect_error("num_hidden_layers", 1000000,
+               "must be a positive integer (expected an integer in [1, 65536], found 1000000)");
+  expect_error("intermediate_size", int64_t{1} << 40,
+               "must be a positive integer (expected an integer in [1, 2147483648], found 1099511627776)");
+}
+
 TEST(LoadErrors, MissingConfig) {
   auto dir = prism::test::make_temp_dir("nocfg");
   auto msg = error_of(dir);

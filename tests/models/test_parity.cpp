@@ -5,6 +5,9 @@
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <map>
 
 #include "prism/io/safetensors.h"
@@ -157,8 +160,37 @@ TEST_P(Parity, SaveAndReloadIsExact) {
   prism::fs::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, Parity,
-                         ::testing::Values("llama", "llama_sharded", "mistral", "granite", "granite4_dense", "nemotron_h", "granite4_hybrid",
-                                           "bamba"));
+// Issue 13 item 16: transformers 5.x never ties Nemotron-H (it keeps lm_head.weight); prism used
+// to tie on `tie_word_embeddings: true` and ignore the checkpoint's lm_head, so logits differed.
+TEST(NemotronH, TieWordEmbeddingsIsIgnoredAsTransformersDoes) {
+  const auto config = nlohmann::json::parse(prism::fs::read_file(fixture("nemotron_h_tied/config.json")));
+  ASSERT_TRUE(config.at("tie_word_embeddings").get<bool>()) << "the fixture must set the flag";
+  auto model = load("nemotron_h_tied");
+  EXPECT_FALSE(model->config().tie_word_embeddings);
+  const auto& params = model->named_parameters();
+  at::Tensor embed, head;
+  for (const auto& [name, t] : params) {
+    if (name == "backbone.embeddings.weight") embed = t;
+    if (name == "lm_head.weight") head = t;
+  }
+  ASSERT_TRUE(embed.defined() && head.defined()) << "lm_head.weight must be a parameter of its own";
+  EXPECT_FALSE(at::equal(embed, head)) << "the fixture's lm_head must differ from the embedding";
+  EXPECT_TRUE(at::equal(model->lm_head_weight(), head));
+  auto ref = load_ref("nemotron_h_tied");
+  at::NoGradGuard ng;
+  EXPECT_TRUE(close_rel(model->forward(ref("input_ids")).logits, ref("logits"), 1e-4, 0, "logits"));
+}
+
+// The one family list (tests/util) must be what make_fixtures.py writes.
+TEST(FixtureList, MatchesTheGeneratedIndex) {
+  const auto index = nlohmann::json::parse(prism::fs::read_file(fixture("index.json")));
+  std::vector<std::string> generated = index.at("fixtures").get<std::vector<std::string>>();
+  std::vector<std::string> listed = prism::test::model_fixtures();
+  std::sort(generated.begin(), generated.end());
+  std::sort(listed.begin(), listed.end());
+  EXPECT_EQ(listed, generated);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, Parity, ::testing::ValuesIn(prism::test::model_fixtures()));
 
 }  // namespace

@@ -77,7 +77,7 @@ void fill_common(P& kp, const Case& c, const AttentionParams& p, const at::Tenso
   kp.len_k = static_cast<int>(c.Lk);
   kp.head_dim = static_cast<int>(c.D);
   kp.scale = static_cast<float>(p.scale);
-  kp.dtype = c.dtype == at::kBFloat16 ? ka::DType::kBFloat16 : ka::DType::kFloat16;
+  kp.dtype = c.dtype == at::kBFloat16 ? prism::kernels::DType::kBFloat16 : prism::kernels::DType::kFloat16;
   kp.mask.causal = c.causal;
   kp.mask.window = static_cast<int>(c.window);
   kp.mask.q_offset = c.q_offset;

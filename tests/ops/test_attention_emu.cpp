@@ -38,8 +38,8 @@ struct EmuBackend : prism::test::attn::Backend {
       if (t.defined()) ka::emu::register_global(t.storage().data(), t.storage().nbytes());
   }
   template <class F>
-  static int by_dtype(ka::DType dt, F&& f) {
-    return dt == ka::DType::kBFloat16 ? f(ka::Bf16{}) : f(ka::Fp16{});
+  static int by_dtype(prism::kernels::DType dt, F&& f) {
+    return dt == prism::kernels::DType::kBFloat16 ? f(ka::Bf16{}) : f(ka::Fp16{});
   }
   int fwd(const ka::FlashFwdParams& p) override {
     return by_dtype(p.dtype, [&](auto t) { return ka::run_flash_fwd<decltype(t)>(p, EmuLauncher{}); });

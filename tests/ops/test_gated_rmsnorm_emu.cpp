@@ -45,11 +45,11 @@ void expect_within_2x(const std::string& what, double e_kernel, double e_ref, do
   EXPECT_LE(e_kernel, 2 * e_ref + floor) << what << ": kernel " << e_kernel << ", reference in dtype " << e_ref;
 }
 
-ks::DType kdt(at::ScalarType t) {
+prism::kernels::DType kdt(at::ScalarType t) {
   switch (t) {
-    case at::kHalf: return ks::DType::kFloat16;
-    case at::kBFloat16: return ks::DType::kBFloat16;
-    default: return ks::DType::kFloat32;
+    case at::kHalf: return prism::kernels::DType::kFloat16;
+    case at::kBFloat16: return prism::kernels::DType::kBFloat16;
+    default: return prism::kernels::DType::kFloat32;
   }
 }
 

@@ -41,10 +41,10 @@ constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 at::Tensor nan_f(at::IntArrayRef s) { return at::full(s, kNaN, at::kFloat); }
 at::Tensor nan_d(at::IntArrayRef s) { return at::full(s, kNaN, at::kDouble); }
 
-ssm::DType kdt(const at::Tensor& t) {
-  return t.scalar_type() == at::kBFloat16 ? ssm::DType::kBFloat16
-         : t.scalar_type() == at::kHalf   ? ssm::DType::kFloat16
-                                          : ssm::DType::kFloat32;
+prism::kernels::DType kdt(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 ? prism::kernels::DType::kBFloat16
+         : t.scalar_type() == at::kHalf   ? prism::kernels::DType::kFloat16
+                                          : prism::kernels::DType::kFloat32;
 }
 
 ssm::StridedArg arg(const at::Tensor& t) {

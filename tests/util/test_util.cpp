@@ -17,6 +17,13 @@ std::string fixtures_dir() {
 
 std::string fixture(const std::string& rel) { return fixtures_dir() + "/" + rel; }
 
+const std::vector<std::string>& model_fixtures() {
+  static const std::vector<std::string> names = {"llama",          "llama_sharded",   "mistral", "granite",
+                                                 "granite4_dense", "nemotron_h",      "nemotron_h_tied",
+                                                 "granite4_hybrid", "bamba"};
+  return names;
+}
+
 std::string bin_dir() {
   const char* e = std::getenv("PRISM_BIN");
   return e && *e ? e : PRISM_DEFAULT_BIN;

@@ -15,6 +15,12 @@ namespace prism::test {
 std::string fixtures_dir();
 /// Fixture path `<fixtures>/<rel>`; GTEST_SKIP-worthy absence is reported as a failure.
 std::string fixture(const std::string& rel);
+/// Every model fixture tests/fixtures/make_fixtures.py writes (its specs(), in that order): the
+/// one list every per-family test iterates (`::testing::ValuesIn(model_fixtures())`). Adding a
+/// family adds its fixture here and in make_fixtures.py; FixtureList.MatchesTheGeneratedIndex
+/// fails when the two differ.
+const std::vector<std::string>& model_fixtures();
+
 /// Directory of the built binaries ($PRISM_BIN).
 std::string bin_dir();
 /// The source tree ($PRISM_SOURCE).

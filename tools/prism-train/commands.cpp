@@ -271,6 +271,7 @@ int cmd_data_tokenize(const Options& o) {
             << "text bytes:  " << human_bytes(static_cast<uint64_t>(st.bytes)) << "\n"
             << "shards:      " << st.shards.size() << " in " << o.tok.output_dir << "\n"
             << "bad records: " << st.bad_records << "\n"
+            << (st.forced_splits ? "forced splits: " + std::to_string(st.forced_splits) + " (see the warnings)\n" : "")
             << "throughput:  " << std::fixed << std::setprecision(2) << (st.seconds > 0 ? st.bytes / 1e6 / st.seconds : 0.0)
             << " MB/s, " << std::setprecision(0) << (st.seconds > 0 ? st.tokens / st.seconds : 0.0) << " tokens/s ("
             << std::setprecision(1) << st.seconds << " s)\n";
@@ -428,6 +429,13 @@ void Commands::register_all(CLI::App& app) {
     s->add_flag("--strict", o.tok.strict, "Fail on the first bad record instead of counting it");
     s->add_option("--threads", o.tok.num_threads, "Encoding threads (0 = all cores)")->capture_default_str();
     s->add_option("--shard-tokens", o.tok.shard_tokens, "Tokens per shard")->capture_default_str();
+    s->add_option("--piece-bytes", o.tok.piece_bytes,
+                  "Documents longer than this are encoded in pieces of at most this size, cut where the tokenizer "
+                  "splits anyway (bounds memory; ids equal a whole-document encode)")
+        ->capture_default_str();
+    s->add_option("--max-record-bytes", o.tok.max_record_bytes, "JSONL lines longer than this are bad records")
+        ->capture_default_str();
+    s->add_flag("--allow-empty", o.tok.allow_empty, "Succeed even when no document was written (every record bad)");
     cmds_.push_back({s, [&] { return cmd_data_tokenize(o); }});
     auto* m = d->add_subcommand("mixture", "Stream batches from a mixture config and report realized per-source shares");
     m->add_option("--config,-c", o.config_path, "Mixture YAML (configs/mixtures/)")->required()->check(CLI::ExistingFile);

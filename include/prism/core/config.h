@@ -53,6 +53,9 @@ struct Check {
   std::vector<std::string> choices;  ///< allowed strings (empty: any)
   std::size_t min_items = 0;         ///< minimum list length / string length
   bool required = false;             ///< no default: the key must be present in YAML
+  /// Numbers: accept .inf / -.inf / .nan. Off by default: a non-finite learning rate or weight is
+  /// always a mistake, and it surfaces steps later as NaN weights, so it is refused at parse time.
+  bool allow_non_finite = false;
 };
 
 /// Combines two checks; the tighter bound wins.
@@ -98,6 +101,12 @@ inline Check non_empty() {
 inline Check required() {
   Check c;
   c.required = true;
+  return c;
+}
+/// Lets a number field hold .inf, -.inf or .nan (no field needs it today).
+inline Check non_finite_ok() {
+  Check c;
+  c.allow_non_finite = true;
   return c;
 }
 
@@ -304,8 +313,9 @@ void write_file_atomic(const std::string& path, std::string_view text);
 }  // namespace detail
 
 /// Parses YAML text into T, then applies `overrides` (`a.b[2].c=value`, value parsed as YAML).
-/// Unknown keys, wrong types, out-of-range values and missing required keys throw prism::Error
-/// naming `source` (or the override) and the key path.
+/// Unknown keys, wrong types, out-of-range values, non-finite numbers and missing required keys
+/// throw prism::Error naming `source` (or the override) and the key path; a non-finite number
+/// also gets its line (`file:12: optimizer.lr: ...`).
 template <class T>
 T parse_config_string(std::string_view yaml, const std::vector<std::string>& overrides = {},
                       const std::string& source = "<string>") {

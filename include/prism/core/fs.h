@@ -28,6 +28,14 @@ std::string parent(const std::string& path);
 /// Absolute, lexically normalised path (no symlink resolution).
 std::string absolute(const std::string& path);
 
+/// Paths matching a glob(3) pattern, sorted. Empty when nothing matches, including when a
+/// directory of the pattern does not exist; throws prism::Error naming the directory when one
+/// exists but cannot be read. The one glob of prism: shard sources, tokenizer inputs, eval sets.
+std::vector<std::string> glob(const std::string& pattern);
+/// Why `pattern` matches nothing, for an error message: "directory 'out/x' does not exist" or
+/// "no entry of directory 'out/x' matches '*.tok'".
+std::string glob_miss_reason(const std::string& pattern);
+
 /// Entry names (not paths) of a directory, sorted, without "." and "..".
 std::vector<std::string> list_dir(const std::string& dir);
 /// mkdir -p; throws on failure.

@@ -137,6 +137,13 @@ class MixtureLoader {
   /// sources' documents differ.
   void restore(const MixtureState& state);
 
+  /// The token shards' vocab_size (the same for every shard of every source; each id read is
+  /// checked against it). A model whose vocab is smaller cannot embed these tokens.
+  int64_t vocab_size() const;
+  /// Throws prism::Error, naming a shard and `model_source` (e.g. the model's config.json), when
+  /// the shards' vocab_size exceeds `model_vocab_size`: call at start-up, before step 1.
+  void check_model_vocab(int64_t model_vocab_size, const std::string& model_source) const;
+
   /// Source names, in config order.
   std::vector<std::string> source_names() const;
   /// Document tokens drawn into the global stream per source (including a partly used document

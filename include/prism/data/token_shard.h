@@ -22,7 +22,15 @@ class ShardWriter {
 
   /// Appends one document; every id must be in [0, vocab_size).
   void add_document(std::span<const int32_t> ids);
-  /// Writes the index and header, fsyncs, renames into place.
+  /// A document written in parts (a long one, streamed): append_tokens() any number of times,
+  /// then end_document(), or discard_document() to drop what was appended since the last
+  /// document ended (the file is truncated back; nothing of it remains).
+  void append_tokens(std::span<const int32_t> ids);
+  void end_document();
+  void discard_document();
+  /// Tokens appended to the open document so far.
+  int64_t open_document_tokens() const;
+  /// Writes the index and header, fsyncs, renames into place (an open document is ended first).
   void finish();
   int64_t num_tokens() const;
   int64_t num_documents() const;
@@ -46,7 +54,8 @@ class ShardReader {
   int64_t num_documents() const;
   /// [begin, end) token offsets of document `i`.
   std::pair<int64_t, int64_t> document(int64_t i) const;
-  /// Copies tokens [begin, begin + out.size()) into `out`.
+  /// Copies tokens [begin, begin + out.size()) into `out`; throws prism::Error naming the shard,
+  /// position and document when an id is >= vocab_size() (a corrupt shard).
   void read(int64_t begin, std::span<int32_t> out) const;
 
  private:

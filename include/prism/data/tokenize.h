@@ -22,6 +22,15 @@ struct TokenizeOptions {
   int num_threads = 0;               ///< 0 = hardware concurrency
   int64_t shard_tokens = 256LL << 20;  ///< start a new shard after this many tokens
   std::string shard_prefix = "shard";  ///< files: <prefix>-00000.tok, ...
+  /// Documents longer than this are encoded in pieces of at most this many bytes, cut where the
+  /// tokenizer splits anyway (io::Tokenizer::split_point: the ids equal a whole-document encode);
+  /// only when a piece has no such point is it cut at whitespace, counted in forced_splits and
+  /// logged. Bounds memory whatever the document size (docs/data-format.md).
+  int64_t piece_bytes = int64_t{1} << 20;
+  /// JSONL lines longer than this are bad records (a JSON record is parsed whole).
+  int64_t max_record_bytes = int64_t{256} << 20;
+  /// Succeed even when no document was written (every record bad, or no input text).
+  bool allow_empty = false;
 };
 
 struct BadRecord {
@@ -35,6 +44,7 @@ struct TokenizeStats {
   int64_t tokens = 0;
   int64_t bytes = 0;        ///< UTF-8 bytes of text tokenized
   int64_t bad_records = 0;
+  int64_t forced_splits = 0;  ///< pieces cut without an exact split point (see piece_bytes)
   std::vector<BadRecord> bad;  ///< the first 100 bad records
   std::vector<std::string> shards;
   double seconds = 0;
@@ -49,15 +59,9 @@ struct TokenizeProgress {
 
 /// Runs the whole preparation. Writes `<output_dir>/<prefix>-NNNNN.tok` shards and
 /// `<output_dir>/manifest.json` (inputs, options, stats) last, each atomically. `progress` is
-/// called from the calling thread after every chunk of records.
+/// called from the calling thread after every chunk of records. Throws prism::Error (naming the
+/// first bad record) when no document was written, unless `allow_empty`.
 TokenizeStats tokenize_corpus(const TokenizeOptions& options,
                               const std::function<void(const TokenizeProgress&)>& progress = {});
-
-/// Fills a record template from a JSON object's fields (strings as is, numbers/bools as JSON
-/// text). Throws prism::Error naming the missing field.
-std::string render_template(const std::string& tmpl, const std::string& json_object_text);
-
-/// True when `s` is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
-bool is_valid_utf8(const std::string& s);
 
 }  // namespace prism::data

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace prism::io {
@@ -26,6 +27,21 @@ class Tokenizer {
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
   /// Ids -> text, as `tokenizers`' `decode(ids, skip_special_tokens=...)`. Thread-safe.
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
+
+  /// Where a long text can be cut so that encode(text[:p], false) followed by
+  /// encode(text[p:], false) are exactly the ids of encode(text, false): the largest such
+  /// p <= max_bytes (0 < p < text.size()), or 0 when there is none in range or this tokenizer has no
+  /// provably exact split points (can_split() false). Candidates are a newline before an ASCII
+  /// letter and a space between ASCII letters, where the pre-tokenizer splits anyway (the rules,
+  /// per component, are at SplitKinds in tokenizer.cpp). Lets corpus preparation stream a
+  /// gigabyte document in bounded memory with the ids of a whole-document encode.
+  size_t split_point(std::string_view text, size_t max_bytes) const;
+  /// Whether split_point can ever return a point (false e.g. for SentencePiece-style pipelines
+  /// with a Prepend normalizer and no pre-tokenizer, where the whole text is one BPE word).
+  bool can_split() const;
+  /// The ids encode(text, true) puts before and after encode(text, false) (the post-processor's
+  /// single-sequence template), so a text encoded in parts can be framed once.
+  std::pair<std::vector<int32_t>, std::vector<int32_t>> special_tokens_around() const;
 
   /// Model vocabulary plus added tokens (= max id + 1).
   int64_t vocab_size() const;

@@ -37,6 +37,12 @@ RngState save_rng_state(const c10::Device& device);
 /// Throws when `state` has CUDA state but `device` is not CUDA (or the reverse).
 void restore_rng_state(const RngState& state, const c10::Device& device);
 
+/// Memory a new allocation on `device` can still get, in bytes: for CPU, MemAvailable of
+/// /proc/meminfo (or less: the room under this process's cgroup v2 memory.max); for CUDA, device
+/// memory minus what this process's caching allocator holds; the "meta" device: INT64_MAX.
+/// 0 where unknown.
+int64_t available_memory_bytes(const c10::Device& device);
+
 /// Resident set size of this process now, and its peak (VmHWM), in bytes (0 where unknown).
 int64_t cpu_rss_bytes();
 int64_t cpu_peak_rss_bytes();
