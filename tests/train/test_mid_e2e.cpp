@@ -588,7 +588,7 @@ TEST_F(MidE2E, WarnsAboutSeqLenAndResumeChanges) {
   const auto log = read_log(p);
   EXPECT_NE(log.find("model.path differs from the checkpoint's"), std::string::npos) << log;
   EXPECT_NE(log.find("mixture weights differ from the checkpoint's"), std::string::npos) << log;
-  auto q = start({"warn_seq", {"train.steps=1", "data.seq_len=600", "data.micro_batch_size=1"}});
+  auto q = start({"warn_seq", {"train.steps=2", "data.seq_len=600", "data.micro_batch_size=1"}});
   EXPECT_EQ(wait_for(q), 0) << read_log(q);
   EXPECT_NE(read_log(q).find("data.seq_len 600 exceeds the model's max_position_embeddings 512"), std::string::npos)
       << read_log(q);
