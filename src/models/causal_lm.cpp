@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
+#include <string_view>
 #include <set>
 #include <sstream>
 #include <unistd.h>
@@ -65,6 +67,7 @@ struct ParamSlot {
   at::Tensor* slot;
   const char* kind;  // embedding | attention | mlp | norm | lm_head (for inspect's breakdown)
   InitKind init;     // what init_weights draws for it
+  ParameterKind role;  // what training rules see (weight decay)
 };
 
 std::string shape_str(at::IntArrayRef s) {
@@ -107,13 +110,26 @@ struct CausalLM::Impl {
   std::vector<std::vector<Block>> layers;
   std::vector<ParamSlot> slots;
   std::vector<std::pair<std::string, at::Tensor>> params;
+  std::vector<ParameterKind> param_kinds;  // aligned with params
   at::Tensor inv_freq;
   int num_attention_blocks = 0;
   int num_mamba_blocks = 0;
 
   const char* declaring_kind = "";
-  void declare(const std::string& name, std::vector<int64_t> shape, at::Tensor& slot, InitKind init) {
-    slots.push_back({name, std::move(shape), &slot, declaring_kind, init});
+  // The role follows from where and how a parameter is declared; only Mamba2's D (a 1-D tensor
+  // initialised like a norm weight) needs saying.
+  void declare(const std::string& name, std::vector<int64_t> shape, at::Tensor& slot, InitKind init,
+               std::optional<ParameterKind> role = std::nullopt) {
+    if (!role) {
+      const std::string_view k = declaring_kind;
+      role = k == "embedding"                                              ? ParameterKind::kEmbedding
+             : k == "lm_head"                                              ? ParameterKind::kLmHead
+             : init == InitKind::kZeros                                    ? ParameterKind::kBias
+             : init == InitKind::kMambaALog || init == InitKind::kMambaDtBias ? ParameterKind::kSsm
+             : shape.size() <= 1                                           ? ParameterKind::kNorm
+                                                                           : ParameterKind::kMatrix;
+    }
+    slots.push_back({name, std::move(shape), &slot, declaring_kind, init, *role});
   }
   /// An nn.Linear: `<name>.weight` [out, in] and, when `bias`, `<name>.bias` [out].
   void declare_linear(const std::string& name, int64_t out, int64_t in, bool bias, at::Tensor& w, at::Tensor& b,
@@ -171,7 +187,7 @@ struct CausalLM::Impl {
           if (m.conv_bias) declare(p + "conv1d.bias", {m.conv_dim()}, b.mamba.conv_b, InitKind::kZeros);
           declare(p + "dt_bias", {H}, b.mamba.dt_bias, InitKind::kMambaDtBias);
           declare(p + "A_log", {H}, b.mamba.A_log, InitKind::kMambaALog);
-          declare(p + "D", {H}, b.mamba.D, InitKind::kOnes);
+          declare(p + "D", {H}, b.mamba.D, InitKind::kOnes, ParameterKind::kSsm);
           declare(p + "norm.weight", {I}, b.mamba.norm, InitKind::kOnes);
           declare_linear(p + "out_proj", D, I, m.proj_bias, b.mamba.out_proj, b.mamba.out_proj_b,
                          c.rescale_prenorm_residual ? InitKind::kResidualOut : InitKind::kNormal);
@@ -187,7 +203,11 @@ struct CausalLM::Impl {
   void finish() {
     if (cfg.tie_word_embeddings) lm_head = embed;
     params.clear();
-    for (auto& s : slots) params.emplace_back(s.name, *s.slot);
+    param_kinds.clear();
+    for (auto& s : slots) {
+      params.emplace_back(s.name, *s.slot);
+      param_kinds.push_back(s.role);
+    }
     if (cfg.use_rope && device.type() != at::kMeta) {
       ops::RopeConfig rc;
       rc.type = cfg.rope_type;
@@ -465,6 +485,19 @@ CausalLM::~CausalLM() = default;
 
 const ModelConfig& CausalLM::config() const { return impl_->cfg; }
 const std::vector<std::pair<std::string, at::Tensor>>& CausalLM::named_parameters() const { return impl_->params; }
+const std::vector<ParameterKind>& CausalLM::parameter_kinds() const { return impl_->param_kinds; }
+
+const char* parameter_kind_name(ParameterKind k) {
+  switch (k) {
+    case ParameterKind::kEmbedding: return "embedding";
+    case ParameterKind::kLmHead: return "lm_head";
+    case ParameterKind::kNorm: return "norm";
+    case ParameterKind::kBias: return "bias";
+    case ParameterKind::kSsm: return "ssm";
+    case ParameterKind::kMatrix: return "matrix";
+  }
+  return "matrix";
+}
 c10::ScalarType CausalLM::dtype() const { return impl_->dtype; }
 at::Device CausalLM::device() const { return impl_->device; }
 const at::Tensor& CausalLM::lm_head_weight() const { return impl_->lm_head; }

@@ -177,9 +177,31 @@ std::string scalars_event(double wall_time, std::int64_t step, const Scalars& sc
 }  // namespace tfevents
 
 // --- MetricsWriter ------------------------------------------------------------------------------
-MetricsWriter::MetricsWriter(const std::string& dir, bool tensorboard) {
+MetricsWriter::MetricsWriter(const std::string& dir, bool tensorboard, std::int64_t keep_through_step) {
   fs::create_directories(dir);
   jsonl_path_ = fs::join(dir, "metrics.jsonl");
+  if (keep_through_step != kKeepAll && fs::exists(jsonl_path_)) {
+    // Rows past the resume point were logged by a run that was killed after its last checkpoint;
+    // the resumed run logs those steps again. Rewritten atomically: a crash keeps the old file.
+    std::string kept;
+    std::int64_t dropped = 0;
+    const std::string text = fs::read_file(jsonl_path_);
+    for (std::size_t pos = 0; pos < text.size();) {
+      std::size_t nl = text.find('\n', pos);
+      if (nl == std::string::npos) break;  // a torn last line
+      const std::string line = text.substr(pos, nl + 1 - pos);
+      pos = nl + 1;
+      const auto j = nlohmann::json::parse(line, nullptr, false);
+      const bool keep = !j.is_discarded() && j.contains("step") && j["step"].is_number_integer() &&
+                        j["step"].get<std::int64_t>() <= keep_through_step;
+      if (keep) kept += line; else ++dropped;
+    }
+    if (dropped > 0) {
+      fs::write_file_atomic(jsonl_path_, kept);
+      log::info(str(jsonl_path_, ": dropped ", dropped, keep_through_step < 0 ? " rows of an earlier run (fresh start)"
+                                                                             : str(" rows past step ", keep_through_step, " (resume)")));
+    }
+  }
   jsonl_fd_ = ::open(jsonl_path_.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (jsonl_fd_ < 0) fail("cannot open metrics log", jsonl_path_);
   try {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <mutex>
 
@@ -37,16 +38,6 @@ std::string rank_file_name(int rank, int world) {
 }
 
 }  // namespace
-
-std::string parameter_kind(const std::string& name, int64_t dim, const std::string& embed_name,
-                           const std::string& lm_head_name) {
-  if (name == embed_name) return "embedding";
-  if (!lm_head_name.empty() && name == lm_head_name) return "lm_head";
-  if (ends_with(name, ".bias")) return "bias";
-  if (ends_with(name, "A_log") || ends_with(name, ".D") || ends_with(name, "dt_bias")) return "ssm";
-  if (dim <= 1) return "norm";
-  return "matrix";
-}
 
 struct DistributedAdamW::Impl {
   struct Param {
@@ -322,6 +313,47 @@ double DistributedAdamW::clip_grads(double norm, double max_norm) {
   if (coef < 1.0)
     for (auto& b : impl_->buckets) b.grad_shard.mul_(coef);
   return coef;
+}
+
+double DistributedAdamW::update_ratio(double lr) {
+  auto& I = *impl_;
+  at::NoGradGuard no_grad;
+  const double b1 = I.cfg.betas[0], b2 = I.cfg.betas[1];
+  const double t = static_cast<double>(I.step_count + 1);
+  const double step_size = lr / (1.0 - std::pow(b1, t)), sqrt_bc2 = std::sqrt(1.0 - std::pow(b2, t));
+  // Chunks bound the temporaries (a few fp32 copies of one chunk) whatever the segment size.
+  constexpr int64_t kChunk = int64_t{1} << 22;
+  std::vector<at::Tensor> upd, wgt;
+  for (int g = 0; g < 2; ++g) {
+    const double wd = g == 1 ? I.cfg.weight_decay : 0.0;
+    for (size_t k = 0; k < I.g_master[g].size(); ++k) {
+      const int64_t n = I.g_master[g][k].numel();
+      for (int64_t lo = 0; lo < n; lo += kChunk) {
+        const int64_t len = std::min(kChunk, n - lo);
+        auto p = I.g_master[g][k].narrow(0, lo, len);
+        auto grad = I.g_grad[g][k].narrow(0, lo, len);
+        auto m = I.g_m[g][k].narrow(0, lo, len).lerp(grad, 1.0 - b1);
+        auto v = I.g_v[g][k].narrow(0, lo, len).mul(b2).addcmul_(grad, grad, 1.0 - b2);
+        auto u = m.div_(v.sqrt_().div_(sqrt_bc2).add_(I.cfg.eps)).mul_(step_size);
+        if (wd != 0) u.add_(p, lr * wd);
+        upd.push_back(at::linalg_vector_norm(u, 2));
+        wgt.push_back(at::linalg_vector_norm(p, 2));
+      }
+    }
+  }
+  auto sq = [](const std::vector<at::Tensor>& xs) {
+    return xs.empty() ? 0.0 : at::stack(xs).to(at::kDouble).square().sum().item<double>();
+  };
+  double u2 = sq(upd), w2 = sq(wgt);
+  if (I.shard_world > 1) {
+    auto both = at::tensor({u2, w2}, at::kDouble).to(I.buckets.front().master.device());
+    I.comm.all_reduce_sum(both);
+    both = both.to(at::kCPU);
+    u2 = both[0].item<double>();
+    w2 = both[1].item<double>();
+  }
+  if (w2 == 0) return u2 == 0 ? 0.0 : std::numeric_limits<double>::infinity();
+  return std::sqrt(u2) / std::sqrt(w2);
 }
 
 void DistributedAdamW::step(double lr) {

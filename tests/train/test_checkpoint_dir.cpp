@@ -117,6 +117,61 @@ TEST(CheckpointDir, SimulatedCrashLeftoversAreIgnoredAndCleaned) {
   EXPECT_TRUE(fs::exists(c.path_for(500)));  // incomplete final dirs are left for a human to inspect
 }
 
+// Issue 13 #2: a streak of unhealthy checkpoints (written while steps were being skipped) must not
+// prune the last checkpoint worth resuming from.
+TEST(CheckpointDir, NewestHealthyCheckpointIsNeverPruned) {
+  TempDir out;
+  CheckpointDir c(out.path, /*keep_last=*/1);
+  save(c, 4, "good");
+  for (std::int64_t s : {6, 8}) {
+    const std::string tmp = c.begin(s);
+    fs::write_file_atomic(fs::join(tmp, "model.bin"), "diverged");
+    c.commit(tmp, s, /*healthy=*/false);
+  }
+  EXPECT_EQ(CheckpointDir::complete_steps(out.path), (std::vector<std::int64_t>{4, 8}));
+  EXPECT_EQ(CheckpointDir::latest_healthy(out.path), 4);
+  // A healthy checkpoint again: then keep_last alone decides.
+  save(c, 10, "good again");
+  EXPECT_EQ(CheckpointDir::complete_steps(out.path), (std::vector<std::int64_t>{10}));
+  EXPECT_EQ(CheckpointDir::latest_healthy(out.path), 10);
+}
+
+// Issue 13 #7: on a full disk begin() first removes dead writers' temps, then prunes what commit()
+// would prune, and otherwise refuses before writing anything, saying what is needed.
+TEST(CheckpointDir, ShortOfSpacePrunesFirstThenRefusesWithoutLeavingTemps) {
+  TempDir out;
+  CheckpointDir c(out.path, /*keep_last=*/2);
+  save(c, 1, std::string(1000, 'a'));
+  save(c, 2, std::string(1000, 'b'));
+  const std::string stale = c.path_for(3) + ".tmp-" + std::to_string(dead_pid());
+  fs::create_directories(stale);
+  fs::write_file_atomic(fs::join(stale, "model.bin"), std::string(1000, 'c'));
+  // "Free space" = 1000 bytes per missing checkpoint directory out of a 3000-byte disk.
+  c.set_free_space_probe([&](const std::string&) -> std::uint64_t {
+    const std::uint64_t used = 1000 * fs::list_dir(c.root()).size();
+    return used >= 3000 ? 0 : 3000 - used;
+  });
+  const std::string tmp = c.begin(3, /*need_bytes=*/1000);
+  EXPECT_FALSE(fs::exists(stale));  // the dead writer's temp went first
+  EXPECT_EQ(CheckpointDir::complete_steps(out.path), (std::vector<std::int64_t>{1, 2}));  // enough room now
+  c.abort(tmp);
+  EXPECT_FALSE(fs::exists(tmp));
+  // Needing two slots: step 1 (which commit() would prune anyway) goes before writing.
+  const std::string tmp2 = c.begin(3, /*need_bytes=*/2000);
+  EXPECT_EQ(CheckpointDir::complete_steps(out.path), (std::vector<std::int64_t>{2}));
+  c.abort(tmp2);
+  // More than the disk: refused, nothing written, nothing pruned that keep_last keeps.
+  try {
+    c.begin(3, /*need_bytes=*/1ULL << 40);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("not enough disk space"), std::string::npos) << m;
+    EXPECT_NE(m.find("needs about 1024.00 GiB"), std::string::npos) << m;
+  }
+  EXPECT_EQ(fs::list_dir(c.root()), (std::vector<std::string>{"step-00000002"}));
+}
+
 TEST(CheckpointDir, Errors) {
   TempDir out;
   EXPECT_THROW(CheckpointDir(out.path, -1), Error);

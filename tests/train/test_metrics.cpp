@@ -120,6 +120,33 @@ TEST(Metrics, JsonlLinesParseAndResumeAppends) {
   EXPECT_EQ(fs::list_dir(fs::join(tmp.path, "tb")).size(), 2u);
 }
 
+// Issue 13 #12: one row per step. A resumed run drops the rows its killed predecessor logged past
+// the checkpoint; a fresh run (-1) starts a fresh file.
+TEST(Metrics, KeepThroughStepDropsLaterRows) {
+  TempDir tmp;
+  {
+    MetricsWriter w(tmp.path, false);
+    for (int s = 1; s <= 7; ++s) w.log(s, {{"loss", 1.0 * s}});
+  }
+  fs::write_file_atomic(fs::join(tmp.path, "metrics.jsonl"),
+                        fs::read_file(fs::join(tmp.path, "metrics.jsonl")) + "{\"step\":8,\"lo");  // torn
+  {
+    MetricsWriter w(tmp.path, false, /*keep_through_step=*/5);  // resumed from the step-5 checkpoint
+    w.log(6, {{"loss", 60.0}});
+  }
+  auto lines = lines_of(fs::read_file(fs::join(tmp.path, "metrics.jsonl")));
+  ASSERT_EQ(lines.size(), 6u);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(nlohmann::json::parse(lines[i]).at("step"), i + 1);
+  EXPECT_EQ(nlohmann::json::parse(lines[5]).at("loss").get<double>(), 60.0);
+  {
+    MetricsWriter w(tmp.path, false, /*keep_through_step=*/-1);  // a fresh run in the same directory
+    w.log(1, {{"loss", 9.0}});
+  }
+  lines = lines_of(fs::read_file(fs::join(tmp.path, "metrics.jsonl")));
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(nlohmann::json::parse(lines[0]).at("loss").get<double>(), 9.0);
+}
+
 TEST(Metrics, TornLastLineIsCut) {
   TempDir tmp;
   fs::write_file_atomic(fs::join(tmp.path, "metrics.jsonl"), "{\"step\":1,\"time\":0}\n{\"step\":2,\"ti");

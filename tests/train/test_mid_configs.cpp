@@ -29,7 +29,7 @@ TEST(MidConfigs, AllParseAndStudyOnesMatchThePaper) {
     EXPECT_EQ(cfg.schedule.kind, prism::train::ScheduleKind::kCosine);
     EXPECT_EQ(cfg.schedule.warmup_steps, 500);
     EXPECT_EQ(cfg.schedule.min_lr_ratio, 0.1);
-    EXPECT_EQ(cfg.model.dtype, "bf16");
+    EXPECT_EQ(cfg.model.dtype, prism::train::Dtype::kBf16);
     EXPECT_EQ(cfg.data.mixture, "configs/mixtures/prism-mcs.yaml");
     EXPECT_GE(cfg.data.eos_id, 0);
   }
@@ -53,6 +53,32 @@ TEST(MidConfigs, UnknownKeyAndBadValueNameTheKey) {
     FAIL();
   } catch (const prism::Error& e) {
     EXPECT_NE(std::string(e.what()).find("train.stepz"), std::string::npos) << e.what();
+  }
+  prism::fs::remove_all(dir);
+}
+
+// Issue 13 #10: the warmup-longer-than-run error names the config file and the full key.
+TEST(MidConfigs, WarmupLongerThanTheRunNamesFileAndKey) {
+  const auto dir = prism::test::make_temp_dir("prism-midcfg");
+  const auto p = prism::fs::join(dir, "warm.yaml");
+  prism::fs::write_file_atomic(p, "output_dir: x\nmodel: {path: m}\ndata: {mixture: m.yaml}\ntrain: {steps: 10}\n"
+                                  "schedule: {warmup_steps: 500}\n");
+  try {
+    prism::config::load_config<prism::train::MidTrainConfig>(p);
+    FAIL() << "expected an error";
+  } catch (const prism::Error& e) {
+    const std::string m = e.what();
+    EXPECT_EQ(m.rfind(p + ": schedule.warmup_steps: warmup is longer than the run", 0), 0u) << m;
+    EXPECT_NE(m.find("<= train.steps (10)"), std::string::npos) << m;
+  }
+  // Enum choices are checked when the YAML is read, naming the key.
+  prism::fs::write_file_atomic(p, "output_dir: x\nmodel: {path: m, dtype: fp16}\ndata: {mixture: m.yaml}\n"
+                                  "train: {steps: 10}\n");
+  try {
+    prism::config::load_config<prism::train::MidTrainConfig>(p);
+    FAIL() << "expected an error";
+  } catch (const prism::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.dtype"), std::string::npos) << e.what();
   }
   prism::fs::remove_all(dir);
 }

@@ -6,8 +6,8 @@
 //   bit for bit, to an uninterrupted run; the same after resuming with a different world size
 //   (within 1e-6);
 // - kill -9 while a checkpoint is being written leaves the previous one loadable;
-// - SIGTERM writes a checkpoint and exits cleanly; non-finite steps are skipped, too many stop
-//   the run with a checkpoint.
+// - SIGTERM writes a checkpoint and exits with status 3; non-finite steps are skipped, too many
+//   stop the run with a checkpoint.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -111,7 +111,7 @@ int free_port() {
 struct RunSpec {
   std::string name;
   std::vector<std::string> sets;
-  std::map<std::string, std::string> env;
+  std::vector<std::string> args;  // more prism-train arguments (the hidden --debug-* fault hooks)
   int nproc = 1;
   std::string resume;
 };
@@ -136,8 +136,9 @@ Proc start(const RunSpec& r) {
     cmd.push_back("--resume");
     cmd.push_back(r.resume);
   }
+  cmd.insert(cmd.end(), r.args.begin(), r.args.end());
   fs::create_directories(fs::join(g_root, "logs"));
-  return spawn(cmd, r.env, fs::join(g_root, "logs/" + r.name + ".log"));
+  return spawn(cmd, {}, fs::join(g_root, "logs/" + r.name + ".log"));
 }
 
 int run(const RunSpec& r) {
@@ -265,14 +266,14 @@ TEST_F(MidE2E, AccumulationEqualsLargerBatchAndTwoRanksEqualOne) {
 
 TEST_F(MidE2E, Kill9ThenResumeIsBitExact) {
   ASSERT_EQ(run({"straight20", {"train.steps=20", "checkpoint.every=10"}}), 0);
-  RunSpec killed{"killed20", {"train.steps=20", "checkpoint.every=10"}, {{"PRISM_DEBUG_SIGKILL_AFTER_STEP", "12"}}};
+  RunSpec killed{"killed20", {"train.steps=20", "checkpoint.every=10"}, {"--debug-sigkill-after-step", "12"}};
   {
     auto p = start(killed);
     EXPECT_EQ(wait_for(p), 128 + SIGKILL);
   }
   EXPECT_EQ(prism::train::CheckpointDir::latest_complete(out_dir("killed20")).value_or(""),
             fs::join(out_dir("killed20"), "checkpoints/step-00000010"));
-  killed.env.clear();
+  killed.args.clear();
   killed.resume = "auto";
   ASSERT_EQ(run(killed), 0);
   auto a = losses("straight20"), b = losses("killed20");
@@ -284,7 +285,7 @@ TEST_F(MidE2E, Kill9ThenResumeIsBitExact) {
 TEST_F(MidE2E, ResumeWithAnotherWorldSize) {
   // 2 ranks (ZeRO-1: optimizer state in two shards) for 5 steps, then 1 rank with 2x accumulation.
   ASSERT_EQ(run({"ws_straight", {"train.steps=10"}}), 0);
-  RunSpec two{"ws_mixed", {"train.steps=10", "train.grad_accum=1"}, {{"PRISM_DEBUG_SIGKILL_AFTER_STEP", "5"}}, 2};
+  RunSpec two{"ws_mixed", {"train.steps=10", "train.grad_accum=1"}, {"--debug-sigkill-after-step", "5"}, 2};
   EXPECT_NE(run(two), 0);
   const auto ck5 = fs::join(out_dir("ws_mixed"), "checkpoints/step-00000005");
   ASSERT_EQ(prism::train::CheckpointDir::latest_complete(out_dir("ws_mixed")).value_or(""), ck5);
@@ -298,7 +299,7 @@ TEST_F(MidE2E, ResumeWithAnotherWorldSize) {
 
 TEST_F(MidE2E, Kill9DuringCheckpointWriteKeepsThePreviousOne) {
   ASSERT_EQ(run({"straight10", {}}), 0);
-  RunSpec r{"midwrite", {}, {{"PRISM_DEBUG_CHECKPOINT_PAUSE_MS", "3000"}}};
+  RunSpec r{"midwrite", {}, {"--debug-checkpoint-pause-ms", "3000"}};
   auto p = start(r);
   const auto ck = fs::join(out_dir("midwrite"), "checkpoints");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
@@ -319,7 +320,7 @@ TEST_F(MidE2E, Kill9DuringCheckpointWriteKeepsThePreviousOne) {
   EXPECT_EQ(wait_for(p), 128 + SIGKILL);
   EXPECT_EQ(prism::train::CheckpointDir::latest_complete(out_dir("midwrite")).value_or(""),
             fs::join(ck, "step-00000005"));
-  r.env.clear();
+  r.args.clear();
   r.resume = "auto";
   ASSERT_EQ(run(r), 0);
   expect_weights(fs::join(out_dir("straight10"), "final"), fs::join(out_dir("midwrite"), "final"), 0);
@@ -328,7 +329,7 @@ TEST_F(MidE2E, Kill9DuringCheckpointWriteKeepsThePreviousOne) {
 
 TEST_F(MidE2E, SigtermCheckpointsAndExitsCleanly) {
   ASSERT_EQ(run({"term_straight", {}}), 0);
-  RunSpec r{"term", {}, {{"PRISM_DEBUG_CHECKPOINT_PAUSE_MS", "1500"}}};
+  RunSpec r{"term", {}, {"--debug-checkpoint-pause-ms", "1500"}};
   auto p = start(r);
   const auto ck = fs::join(out_dir("term"), "checkpoints");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
@@ -343,18 +344,18 @@ TEST_F(MidE2E, SigtermCheckpointsAndExitsCleanly) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_TRUE(sent);
-  EXPECT_EQ(wait_for(p), 0) << read_log(p);
+  EXPECT_EQ(wait_for(p), 3) << read_log(p);  // kExitStopped: not "done", so `&& next-stage` does not run
   EXPECT_NE(read_log(p).find("resume auto"), std::string::npos) << read_log(p);
   EXPECT_EQ(prism::train::CheckpointDir::latest_complete(out_dir("term")).value_or(""), fs::join(ck, "step-00000006"));
   EXPECT_FALSE(fs::exists(fs::join(out_dir("term"), "final")));
-  r.env.clear();
+  r.args.clear();
   r.resume = "auto";
   ASSERT_EQ(run(r), 0);
   expect_weights(fs::join(out_dir("term_straight"), "final"), fs::join(out_dir("term"), "final"), 0);
 }
 
 TEST_F(MidE2E, NonFiniteStepsAreSkippedAndTooManyStopTheRun) {
-  ASSERT_EQ(run({"nan", {"train.steps=6", "checkpoint.every=2"}, {{"PRISM_DEBUG_NONFINITE_STEPS", "3,4"}}}), 0);
+  ASSERT_EQ(run({"nan", {"train.steps=6", "checkpoint.every=2"}, {"--debug-nonfinite-steps", "3,4"}}), 0);
   auto sk = losses("nan", "skipped");
   EXPECT_EQ(sk[2], 0);
   EXPECT_EQ(sk[3], 1);
@@ -365,7 +366,7 @@ TEST_F(MidE2E, NonFiniteStepsAreSkippedAndTooManyStopTheRun) {
   expect_weights(fs::join(ck, "step-00000002/model"), fs::join(ck, "step-00000004/model"), 0);
 
   RunSpec stop{"nanstop", {"train.steps=10", "train.max_consecutive_nonfinite=2"},
-               {{"PRISM_DEBUG_NONFINITE_STEPS", "3,4,5"}}};
+               {"--debug-nonfinite-steps", "3,4,5"}};
   auto p = start(stop);
   EXPECT_EQ(wait_for(p), 1);
   const auto log = read_log(p);
@@ -438,6 +439,208 @@ TEST_F(MidE2E, RunsUnderTorchrunAndFromScratch) {
   auto l = losses("scratch");
   EXPECT_NEAR(l[1], std::log(256.0), 0.1);
   EXPECT_LT(l[20], l[1] - 0.5);
+}
+
+}  // namespace
+
+// ---- issue 13 ("Nothing lost"): each test fails on the code before its fix -------------------
+namespace {
+
+size_t rows_of_step(const std::string& name, int64_t step) {
+  size_t n = 0;
+  std::istringstream is(fs::read_file(fs::join(out_dir(name), "metrics.jsonl")));
+  for (std::string line; std::getline(is, line);)
+    if (nlohmann::json::parse(line).value("step", -1) == step && line.find("\"loss\"") != std::string::npos) ++n;
+  return n;
+}
+
+bool all_finite(const std::string& dir) {
+  for (const auto& [n, t] : weights(dir))
+    if (!at::isfinite(t).all().item<bool>()) return false;
+  return true;
+}
+
+// #1: a second writer on the same output_dir is refused while the first runs, naming the holder.
+TEST_F(MidE2E, SecondRunOnTheSameOutputDirIsRefused) {
+  RunSpec a{"locked", {"train.steps=4", "checkpoint.every=1"}, {"--debug-checkpoint-pause-ms", "1500"}};
+  auto pa = start(a);
+  const auto lock = fs::join(out_dir("locked"), "run.lock");
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!(fs::exists(lock) && fs::file_size(lock) > 0) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto pb = start({"locked", {"train.steps=4"}, {}, 1, "auto"});
+  EXPECT_EQ(wait_for(pb), 1);
+  const auto log_b = read_log(pb);
+  EXPECT_NE(log_b.find("in use by another run (pid " + std::to_string(pa.pid)), std::string::npos) << log_b;
+  EXPECT_EQ(wait_for(pa), 0) << read_log(pa);
+  // The lock went with its holder: the directory can be resumed (nothing left to do: exit 0).
+  ASSERT_EQ(run({"locked", {"train.steps=4"}, {}, 1, "auto"}), 0);
+}
+
+// #2: lr 1e6 on a healthy run: the update is checked and skipped, the skip streak's checkpoints
+// never prune the last healthy one, and resuming with a sane lr continues from healthy weights.
+TEST_F(MidE2E, DivergenceKeepsTheLastHealthyCheckpointAndResumeWithLowerLrWorks) {
+  const std::vector<std::string> base = {"train.steps=10", "checkpoint.every=2", "checkpoint.keep_last=1",
+                                         "train.max_consecutive_nonfinite=3"};
+  ASSERT_EQ(run({"diverge", {"train.steps=4", "checkpoint.every=2", "checkpoint.keep_last=1"}}), 0);
+  auto sets = base;
+  sets.push_back("optimizer.lr=1e6");
+  auto p = start({"diverge", sets, {}, 1, "auto"});
+  EXPECT_EQ(wait_for(p), 1);
+  const auto log = read_log(p);
+  EXPECT_NE(log.find("update too large"), std::string::npos) << log;
+  const auto ck = fs::join(out_dir("diverge"), "checkpoints");
+  EXPECT_TRUE(fs::exists(fs::join(ck, "step-00000004/COMPLETE"))) << "the last healthy checkpoint was pruned";
+  for (const auto& c : prism::train::CheckpointDir::complete_steps(out_dir("diverge")))
+    EXPECT_TRUE(all_finite(fs::join(ck, "step-" + std::string(8 - std::to_string(c).size(), '0') + std::to_string(c) + "/model")));
+  sets = base;
+  sets.push_back("optimizer.lr=3e-3");
+  ASSERT_EQ(run({"diverge", sets, {}, 1, "auto"}), 0);
+  EXPECT_TRUE(all_finite(fs::join(out_dir("diverge"), "final")));
+  auto l = losses("diverge");
+  EXPECT_LT(l[10], l[1]) << "loss " << l[1] << " -> " << l[10];
+}
+
+// #3: weights that became non-finite (lr 1e39 is a finite double but inf in fp32; the update
+// guard off) are never checkpointed, exported or reported as done.
+TEST_F(MidE2E, NonFiniteWeightsAreNeverExportedOrReportedDone) {
+  auto p = start({"nanweights",
+                  {"train.steps=2", "schedule.warmup_steps=0", "optimizer.lr=1e39", "train.max_update_ratio=0"}});
+  EXPECT_EQ(wait_for(p), 1);
+  const auto log = read_log(p);
+  EXPECT_NE(log.find("NaN/inf"), std::string::npos) << log;
+  EXPECT_EQ(log.find("mid: done"), std::string::npos) << log;
+  EXPECT_FALSE(fs::exists(fs::join(out_dir("nanweights"), "final")));
+  EXPECT_FALSE(prism::train::CheckpointDir::latest_complete(out_dir("nanweights")));
+}
+
+// #9: a missing eval directory is reported at start-up with the full key path.
+TEST_F(MidE2E, EvalSourcesAreCheckedAtStartUp) {
+  auto p = start({"badeval", {"eval.every=100", "eval.sources=[{name: x, path: " + g_root + "/nowhere/*.tok}]"}});
+  EXPECT_EQ(wait_for(p), 1);
+  const auto log = read_log(p);
+  EXPECT_NE(log.find("eval.sources[0].path: directory " + g_root + "/nowhere does not exist"), std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("step 1/"), std::string::npos) << log;
+}
+
+// #10: a corrupt trainer_state.json names the file; a missing --config is exit 1 with the file.
+TEST_F(MidE2E, CorruptStateAndMissingConfigNameTheFile) {
+  ASSERT_EQ(run({"corrupt", {"train.steps=2"}}), 0);
+  const auto st = fs::join(out_dir("corrupt"), "checkpoints/step-00000002/trainer_state.json");
+  fs::write_file_atomic(st, "{\"step\": 2, \"tok");
+  auto p = start({"corrupt", {"train.steps=4"}, {}, 1, "auto"});
+  EXPECT_EQ(wait_for(p), 1);
+  EXPECT_NE(read_log(p).find("prism-train: error: " + st + ": corrupt or incomplete trainer state"), std::string::npos)
+      << read_log(p);
+  const auto missing = fs::join(g_root, "no-such.yaml");
+  auto q = spawn({fs::join(prism::test::bin_dir(), "prism-train"), "mid", "--config", missing}, {},
+                 fs::join(g_root, "logs/missing-config.log"));
+  EXPECT_EQ(wait_for(q), 1);
+  EXPECT_NE(read_log(q).find("prism-train: error: " + missing + ": "), std::string::npos) << read_log(q);
+}
+
+// #12: one metrics row per step after a kill and --resume, and a fresh run does not append to an
+// older run's rows.
+TEST_F(MidE2E, MetricsHaveOneRowPerStep) {
+  RunSpec r{"rows", {"train.steps=8", "checkpoint.every=5"}, {"--debug-sigkill-after-step", "7"}};
+  {
+    auto p = start(r);
+    EXPECT_EQ(wait_for(p), 128 + SIGKILL);
+  }
+  r.args.clear();
+  r.resume = "auto";
+  ASSERT_EQ(run(r), 0);
+  for (int64_t s = 1; s <= 8; ++s) EXPECT_EQ(rows_of_step("rows", s), 1u) << "step " << s;
+  fs::create_directories(out_dir("fresh_rows"));
+  fs::write_file_atomic(fs::join(out_dir("fresh_rows"), "metrics.jsonl"), "{\"step\":1,\"time\":0,\"loss\":99}\n");
+  ASSERT_EQ(run({"fresh_rows", {"train.steps=2"}}), 0);
+  EXPECT_EQ(rows_of_step("fresh_rows", 1), 1u);
+  EXPECT_NE(losses("fresh_rows")[1], 99);
+}
+
+// #13: the held-out loss is the same set whatever the world size.
+TEST_F(MidE2E, EvalLossDoesNotDependOnWorldSize) {
+  const std::vector<std::string> ev = {"train.steps=2", "eval.every=2", "eval.batches=3",
+                                       "eval.sources=[{name: math, path: " + g_root + "/shards/math.held/*.tok}]"};
+  auto one = ev, two = ev;
+  two.push_back("train.grad_accum=1");
+  ASSERT_EQ(run({"eval_w1", one}), 0);
+  ASSERT_EQ(run({"eval_w2", two, {}, 2}), 0);
+  const double a = losses("eval_w1", "eval/math/loss")[2], b = losses("eval_w2", "eval/math/loss")[2];
+  EXPECT_GT(a, 0);
+  EXPECT_NEAR(a, b, 1e-5 * a);
+}
+
+// #14: warnings for a sequence longer than the model's positions, and for a resume whose
+// model.path or mixture weights differ from the checkpoint's.
+TEST_F(MidE2E, WarnsAboutSeqLenAndResumeChanges) {
+  ASSERT_EQ(run({"warn", {"train.steps=2"}}), 0);
+  std::string mix = fs::read_file(fs::join(g_root, "mix.yaml"));
+  const auto at = mix.find("weight: 1}");
+  mix.replace(at, 10, "weight: 3}");
+  fs::write_file_atomic(fs::join(g_root, "mix3.yaml"), mix);
+  const auto other_model = fs::join(g_root, "llama-copy");
+  fs::copy_tree(fs::join(prism::test::source_dir(), "configs/tiny/llama-tiny"), other_model);
+  auto p = start({"warn", {"train.steps=3", "data.mixture=" + g_root + "/mix3.yaml", "model.path=" + other_model},
+                  {}, 1, "auto"});
+  EXPECT_EQ(wait_for(p), 0) << read_log(p);
+  const auto log = read_log(p);
+  EXPECT_NE(log.find("model.path differs from the checkpoint's"), std::string::npos) << log;
+  EXPECT_NE(log.find("mixture weights differ from the checkpoint's"), std::string::npos) << log;
+  auto q = start({"warn_seq", {"train.steps=2", "data.seq_len=600", "data.micro_batch_size=1"}});
+  EXPECT_EQ(wait_for(q), 0) << read_log(q);
+  EXPECT_NE(read_log(q).find("data.seq_len 600 exceeds the model's max_position_embeddings 512"), std::string::npos)
+      << read_log(q);
+}
+
+// #17: temps of dead writers (an interrupted final export, a checkpoint being written) go away.
+TEST_F(MidE2E, DeadWritersTempsAreCleanedUp) {
+  ASSERT_EQ(run({"temps", {"train.steps=2"}}), 0);
+  const auto stale_final = fs::join(out_dir("temps"), "final.tmp.999999");
+  const auto stale_ckpt = fs::join(out_dir("temps"), "checkpoints/step-00000004.tmp-999999");
+  fs::copy_tree(fs::join(out_dir("temps"), "final"), stale_final);
+  fs::create_directories(stale_ckpt);
+  ASSERT_EQ(run({"temps", {"train.steps=3"}, {}, 1, "auto"}), 0);
+  EXPECT_FALSE(fs::exists(stale_final));
+  EXPECT_FALSE(fs::exists(stale_ckpt));
+}
+
+// #7: a disk that holds one checkpoint but not two: pruning happens before the write (keep_last 1),
+// the run completes and leaves no temps; a disk too small for any checkpoint fails at start-up
+// saying what is needed, before redoing any step, and leaves nothing behind.
+TEST_F(MidE2E, DiskFullPrunesFirstAndFailsEarlyWithoutTemps) {
+  const auto mnt = fs::join(g_root, "small-disk");
+  fs::create_directories(mnt);
+  if (std::system(("mount -t tmpfs -o size=3m tmpfs " + mnt + " 2>/dev/null").c_str()) != 0)
+    GTEST_SKIP() << "cannot mount a tmpfs (needs root)";
+  struct Unmount {
+    std::string m;
+    ~Unmount() { (void)!std::system(("umount " + m).c_str()); }
+  } unmount{mnt};
+  auto cmd_for = [&](const std::string& dir, const std::string& steps) {
+    return std::vector<std::string>{fs::join(prism::test::bin_dir(), "prism-train"), "mid", "--config",
+                                    fs::join(g_root, "mid.yaml"), "--set", "output_dir=" + dir, "--set", steps,
+                                    "--set", "checkpoint.every=1", "--set", "checkpoint.keep_last=1",
+                                    "--set", "log.tensorboard=false", "--resume", "auto"};
+  };
+  const auto dir = fs::join(mnt, "run");
+  auto p = spawn(cmd_for(dir, "train.steps=4"), {}, fs::join(g_root, "logs/disk.log"));
+  ASSERT_EQ(wait_for(p), 0) << read_log(p);
+  EXPECT_TRUE(fs::exists(fs::join(dir, "final/config.json")));
+  for (const auto& f : fs::list_dir(fs::join(dir, "checkpoints"))) EXPECT_EQ(f.find(".tmp"), std::string::npos) << f;
+
+  // Fill the disk so no checkpoint fits: the resumed run refuses at start-up, twice the same way.
+  fs::remove_all(fs::join(dir, "final"));
+  ASSERT_EQ(std::system(("head -c 1200000 /dev/zero > " + mnt + "/filler").c_str()), 0);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto q = spawn(cmd_for(dir, "train.steps=8"), {}, fs::join(g_root, "logs/disk-full.log"));
+    EXPECT_EQ(wait_for(q), 1);
+    const auto log = read_log(q);
+    EXPECT_NE(log.find("not enough disk space for a checkpoint: one needs about"), std::string::npos) << log;
+    EXPECT_EQ(log.find("step 5/"), std::string::npos) << log;
+    for (const auto& f : fs::list_dir(fs::join(dir, "checkpoints"))) EXPECT_EQ(f.find(".tmp"), std::string::npos) << f;
+  }
 }
 
 }  // namespace

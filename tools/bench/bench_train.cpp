@@ -7,11 +7,11 @@
 //                 [--device cpu|cuda] [--dtype fp32|bf16] [--ckpt] [--fused-loss] [--warmup N]
 //                 [--peak-tflops X]
 //
-// One step is what src/train/trainer.cpp does for one micro-batch: zero_grad, forward, token
-// cross-entropy (sum over label tokens / label tokens), backward, finish_grad_sync, grad_norm,
-// clip to 1.0, AdamW step (DistributedAdamW, "local" communicator, fused, lr 1e-4, weight decay
-// 0.1 except norms / biases / SSM parameters; fp32 master weights and moments whatever the
-// parameter dtype). Ids are at::randint(V, [batch, seq]) after at::manual_seed(0) (drawn on the
+// One step is what `prism-train mid` does for one micro-batch, with the same components
+// (RunContext, make_optimizer, StepRunner): zero_grad, forward, token cross-entropy (sum over
+// label tokens / label tokens), backward, finish_grad_sync, grad_norm, clip to 1.0, AdamW step
+// (DistributedAdamW, "local" communicator, fused, lr 1e-4, weight decay 0.1 except the parameter
+// kinds norm / bias / ssm; fp32 master weights and moments whatever the parameter dtype). Ids are at::randint(V, [batch, seq]) after at::manual_seed(0) (drawn on the
 // CPU, then moved); labels are the ids shifted left, -100 at each row's last position.
 // Plain: input [batch, seq], causal. --packed: input [1, batch * seq] with cu_seqlens marking one
 // document per row and positions restarting per document, as the trainer feeds packed batches.
@@ -30,7 +30,7 @@
 // bf16 peak on CUDA, --peak-tflops overrides; null on CPU without it) and peak_mem_gib (the CUDA
 // caching allocator's peak allocated bytes since the model was loaded, the number the trainer
 // logs; null on CPU).
-// PRISM_BENCH_VERBOSE=1 prints the optimizer part of every step (sync, grad_norm, clip, step) to stderr.
+// PRISM_BENCH_VERBOSE=1 prints the optimizer part of every step (StepRunner::finish) to stderr.
 #include <ATen/ATen.h>
 #include <ATen/DeviceAccelerator.h>
 #include <ATen/Parallel.h>
@@ -45,15 +45,15 @@
 #include <string>
 #include <vector>
 
-#include "prism/distributed/communicator.h"
 #include "prism/models/causal_lm.h"
 #include "prism/ops/cross_entropy.h"
 #include "prism/ops/linear_cross_entropy.h"
-#include "prism/train/metrics.h"
-#include "prism/train/optimizer.h"
-#include "prism/train/trainer.h"
-
 #include "prism/runtime/runtime.h"
+#include "prism/train/metrics.h"
+#include "prism/train/model_setup.h"
+#include "prism/train/optimizer.h"
+#include "prism/train/run_context.h"
+#include "prism/train/step.h"
 
 namespace {
 using Clock = std::chrono::steady_clock;
@@ -125,7 +125,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bench_train: threads, batch, iters must be >= 1 and seq >= 2\n");
       return 2;
     }
-    at::set_num_threads(threads);
+    // One process ("local" communicator) whatever the environment says: a benchmark is not a job.
+    for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"}) ::unsetenv(v);
+    auto ctx = prism::train::RunContext::create(device, {}, threads, "--device");
     const bool cuda = device != "cpu";
     const c10::Device dev(device);
     const c10::DeviceIndex dev_index = cuda && dev.index() >= 0 ? dev.index() : 0;
@@ -134,10 +136,10 @@ int main(int argc, char** argv) {
       if (cuda) at::accelerator::synchronizeDevice(dev_index);
     };
 
-    prism::models::LoadOptions lo;
-    lo.dtype = dtype == "bf16" ? at::kBFloat16 : at::kFloat;
-    lo.device = device;
-    auto model = prism::models::CausalLM::from_pretrained(dir, lo);
+    prism::train::ModelSection ms;
+    ms.path = dir;
+    ms.dtype = dtype == "bf16" ? prism::train::Dtype::kBf16 : prism::train::Dtype::kFp32;
+    auto model = prism::train::load_model(ms, ctx->device());
     const auto& mc = model->config();
     sync();
     if (cuda) at::accelerator::resetPeakStats(dev_index);  // the loader's transient host/device copies
@@ -147,17 +149,8 @@ int main(int argc, char** argv) {
     oc.weight_decay = 0.1;
     oc.fused = true;
     oc.max_grad_norm = 1.0;
-    std::vector<bool> decay;
-    for (const auto& [name, t] : model->named_parameters()) {
-      auto kind = prism::train::parameter_kind(name, t.dim(), mc.embed_name,
-                                               mc.tie_word_embeddings ? "" : mc.lm_head_name);
-      decay.push_back(std::find(oc.no_decay.begin(), oc.no_decay.end(), kind) == oc.no_decay.end());
-    }
-    prism::distributed::DistEnv env;  // rank 0 of 1
-    prism::distributed::CommOptions co;
-    co.backend = "local";
-    auto comm = prism::distributed::make_communicator(env, co);
-    prism::train::DistributedAdamW opt(model->named_parameters(), decay, *comm, oc);
+    auto opt = prism::train::make_optimizer(*model, *ctx, oc);
+    prism::train::StepRunner runner(*ctx, *opt, {oc.max_grad_norm, 0.0});
 
     at::manual_seed(0);
     auto ids = at::randint(mc.vocab_size, {batch, seq}, at::kLong);
@@ -179,43 +172,34 @@ int main(int argc, char** argv) {
     double fwd_ms = 0, bwd_ms = 0, opt_ms = 0, loss0 = 0, last_loss = 0, gnorm = 0;
     auto one_step = [&](bool first) {
       auto t0 = Clock::now();
-      opt.zero_grad();
+      runner.begin(1, tokens);
       auto out = model->forward(input, fo);
-      at::Tensor loss;
+      at::Tensor objective, loss_sum;
       if (fused_loss) {
         prism::ops::LinearCrossEntropyOptions lco;
         lco.logits_scaling = mc.logits_scaling;
         auto ce = prism::ops::linear_cross_entropy(out.last_hidden.reshape({-1, out.last_hidden.size(-1)}),
                                                    model->lm_head_weight(), flat_labels, lco, fo.impl);
-        loss = ce.loss / tokens;
+        objective = ce.loss;
+        loss_sum = ce.loss_sum;
       } else {
         auto ce = prism::ops::cross_entropy(out.logits.reshape({-1, out.logits.size(-1)}), flat_labels);
-        loss = ce.loss_sum / tokens;
+        objective = ce.loss_sum;
+        loss_sum = ce.loss_sum.detach();
       }
       sync();
       const double f = ms_since(t0);
       auto t1 = Clock::now();
-      loss.backward();
+      runner.backward(objective, loss_sum.item<double>());
       sync();
       const double b = ms_since(t1);
       auto t2 = Clock::now();
-      opt.finish_grad_sync();
-      sync();
-      auto t3 = Clock::now();
-      gnorm = opt.grad_norm();
-      auto t4 = Clock::now();
-      opt.clip_grads(gnorm, oc.max_grad_norm);
-      sync();
-      auto t5 = Clock::now();
-      opt.step(oc.lr);
+      const auto r = runner.finish(oc.lr);
       sync();
       const double o = ms_since(t2);
-      if (verbose)
-        std::fprintf(stderr, "  sync %.1f ms, grad_norm %.1f ms, clip %.1f ms, step %.1f ms\n",
-                     std::chrono::duration<double, std::milli>(t3 - t2).count(),
-                     std::chrono::duration<double, std::milli>(t4 - t3).count(),
-                     std::chrono::duration<double, std::milli>(t5 - t4).count(), ms_since(t5));
-      last_loss = loss.item<double>();
+      if (verbose) std::fprintf(stderr, "  optimizer (sync, grad_norm, clip, step) %.1f ms\n", o);
+      gnorm = r.grad_norm;
+      last_loss = r.loss;
       if (first) loss0 = last_loss;
       return std::array<double, 3>{f, b, o};
     };
@@ -240,7 +224,7 @@ int main(int argc, char** argv) {
     const double peak = peak_tflops > 0 ? peak_tflops * 1e12 : (cuda ? prism::train::kH100Bf16PeakFlops : 0.0);
     const double mfu = peak > 0 ? prism::train::mfu(tps, fpt, peak) : std::numeric_limits<double>::quiet_NaN();
     double peak_gib = std::numeric_limits<double>::quiet_NaN();
-    if (cuda) peak_gib = static_cast<double>(prism::runtime::peak_memory_bytes(at::Device(at::kCUDA, dev_index))) / (1 << 30);
+    if (cuda) peak_gib = static_cast<double>(prism::runtime::peak_memory_bytes(ctx->device())) / (1 << 30);
     std::printf(
         "{\"impl\": \"prism\", \"config\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, "
         "\"batch\": %lld, \"seq\": %lld, \"packed\": %s, \"ckpt\": %s, \"fused_loss\": %s, \"iters\": %d, "

@@ -54,7 +54,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def decays(name, p):
-    """prism's parameter_kind + default no_decay {norm, bias, ssm}: True = weight decay."""
+    """prism's parameter kinds (CausalLM::parameter_kinds) + default no_decay {norm, bias, ssm}: True = weight decay."""
     if name.endswith(".bias"):
         return False
     if name.endswith("A_log") or name.endswith(".D") or name.endswith("dt_bias"):

@@ -47,6 +47,7 @@ struct Options {
   int world = 1;
   std::string resume;
   std::string export_dtype = "keep";
+  train::FaultInjection faults;
 };
 
 namespace {
@@ -332,11 +333,14 @@ int cmd_mid(const Options& o) {
   train::RunOptions ro;
   ro.resume = o.resume;
   ro.should_stop = [] { return g_stop_signal != 0; };
+  ro.config_file = o.config_path;
+  ro.faults = o.faults;
   auto r = train::run_mid_training(cfg, ro);
   if (r.stopped) {
     std::cerr << "mid: stopped by signal " << static_cast<int>(g_stop_signal) << " at step " << r.step
-              << "; checkpoint " << r.last_checkpoint << "; continue with --resume auto\n";
-    return 0;
+              << "; checkpoint " << r.last_checkpoint << "; continue with --resume auto (exit status "
+              << train::kExitStopped << ")\n";
+    return train::kExitStopped;
   }
   std::cerr << "mid: done, " << r.step << " steps, last loss " << r.last_loss << "; checkpoint " << r.last_checkpoint
             << (r.final_export.empty() ? std::string() : "; HF export " + r.final_export) << "\n";
@@ -400,10 +404,18 @@ void Commands::register_all(CLI::App& app) {
   }
   {
     auto* s = app.add_subcommand("mid", "Mid-training from a YAML config (configs/mid/); data-parallel under tools/launch.sh or torchrun");
-    s->add_option("--config,-c", o.config_path, "YAML config (configs/mid/*.yaml)")->required()->check(CLI::ExistingFile);
+    s->footer("Exit status: 0 done (train.steps reached, final model exported), 1 error, 2 usage error,\n"
+              "3 stopped by SIGTERM/SIGINT before train.steps (a checkpoint was written; continue with --resume auto).");
+    // No CLI11 ExistingFile check: a missing file is reported like every other config error
+    // (`prism-train: error: <file>: config file not found`, exit 1), not with CLI11's exit 105.
+    s->add_option("--config,-c", o.config_path, "YAML config (configs/mid/*.yaml)")->required();
     s->add_option("--set", o.sets, "Override a key: --set optimizer.lr=1e-4 (repeatable)");
     s->add_option("--resume", o.resume, "auto: newest complete checkpoint of output_dir (fresh start if none), or a checkpoint dir");
     s->add_flag("--print-config", o.print_config, "Print the resolved config and exit");
+    // Fault injection for the crash tests (docs/training.md "Fault injection"); hidden from --help.
+    s->add_option("--debug-sigkill-after-step", o.faults.sigkill_after_step)->group("");
+    s->add_option("--debug-nonfinite-steps", o.faults.nonfinite_steps)->delimiter(',')->group("");
+    s->add_option("--debug-checkpoint-pause-ms", o.faults.checkpoint_pause_ms)->group("");
     cmds_.push_back({s, [&] { return cmd_mid(o); }});
   }
   {

@@ -62,6 +62,12 @@ struct LoadOptions {
   std::string device = "cpu";                       ///< "cpu", "cuda", "cuda:1", "meta"
 };
 
+/// What a parameter is, for per-kind training rules (optimizer.no_decay): decided where the model
+/// declares the parameter, so no caller re-derives it from names.
+enum class ParameterKind { kEmbedding, kLmHead, kNorm, kBias, kSsm, kMatrix };
+/// "embedding" | "lm_head" | "norm" | "bias" | "ssm" (Mamba2 A_log, D, dt_bias) | "matrix".
+const char* parameter_kind_name(ParameterKind kind);
+
 class CausalLM {
  public:
   /// Loads config.json + safetensors (single or sharded) from `dir`. Every expected tensor must
@@ -84,6 +90,8 @@ class CausalLM {
   const ModelConfig& config() const;
   /// HF-named parameters in checkpoint order; the tensors are the live parameters.
   const std::vector<std::pair<std::string, at::Tensor>>& named_parameters() const;
+  /// The kind of each parameter, aligned with named_parameters() (a tied lm_head is the embedding).
+  const std::vector<ParameterKind>& parameter_kinds() const;
   int64_t num_parameters() const;
   /// Parameter counts grouped by kind (embedding, attention, mlp, norm, lm_head), in model order.
   std::vector<std::pair<std::string, int64_t>> parameter_counts_by_kind() const;

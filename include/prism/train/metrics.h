@@ -43,14 +43,15 @@ using Scalars = std::vector<std::pair<std::string, double>>;
 /// Appends metrics of a run to `<dir>/metrics.jsonl` and to a TensorBoard events file in `<dir>/tb/`.
 ///
 /// Only one process per run should write (rank 0): the caller decides, this class does not know
-/// about ranks. Not thread-safe. A resumed run appends to metrics.jsonl (a torn last line left by
-/// a killed writer is cut off first) and starts a new events file, as TensorFlow does per process;
-/// steps logged after the last checkpoint by the killed run appear twice, which TensorBoard and
-/// the JSONL reader (the last record of a step wins) both tolerate.
+/// about ranks. Not thread-safe. metrics.jsonl is appended to (a torn last line left by a killed
+/// writer is cut off first); with `keep_through_step` rows of later steps are dropped first, so a
+/// resumed run (keep_through_step = the checkpoint's step) or a fresh one (-1) keeps one row per
+/// step. Each writer starts a new events file, as TensorFlow does per process.
 class MetricsWriter {
  public:
+  static constexpr std::int64_t kKeepAll = std::numeric_limits<std::int64_t>::max();
   /// Creates `dir` (and `dir/tb` unless tensorboard is false) and opens both files.
-  explicit MetricsWriter(const std::string& dir, bool tensorboard = true);
+  explicit MetricsWriter(const std::string& dir, bool tensorboard = true, std::int64_t keep_through_step = kKeepAll);
   ~MetricsWriter();
   MetricsWriter(const MetricsWriter&) = delete;
   MetricsWriter& operator=(const MetricsWriter&) = delete;

@@ -49,8 +49,8 @@ struct OptimizerConfig {
   std::array<double, 2> betas{0.9, 0.95};
   double eps = 1e-8;
   double weight_decay = 0.1;
-  /// Parameter kinds excluded from weight decay: norm, bias, embedding, lm_head, ssm (Mamba2
-  /// A_log, D, dt_bias; mamba_ssm excludes them too).
+  /// Parameter kinds (models::ParameterKind names) excluded from weight decay: norm, bias,
+  /// embedding, lm_head, ssm (Mamba2 A_log, D, dt_bias; mamba_ssm excludes them too).
   std::vector<std::string> no_decay{"norm", "bias", "ssm"};
   double max_grad_norm = 1.0;             ///< global-norm clipping; 0 disables
   bool fused = true;                      ///< at::_fused_adamw_ (else an at:: op-by-op AdamW)
@@ -73,11 +73,6 @@ struct OptimizerConfig {
   bool operator==(const OptimizerConfig&) const = default;
 };
 
-/// The kind of an HF-named parameter used by `no_decay`: "embedding", "lm_head", "bias", "ssm",
-/// "norm" (other 1-D weights) or "matrix".
-std::string parameter_kind(const std::string& name, int64_t dim, const std::string& embed_name,
-                           const std::string& lm_head_name);
-
 class DistributedAdamW {
  public:
   /// `params` are the live (leaf) model parameters; they are re-pointed into flat buffers (same
@@ -99,6 +94,11 @@ class DistributedAdamW {
   double grad_norm();
   /// Multiplies the gradient by min(1, max_norm / (norm + 1e-6)); returns that factor.
   double clip_grads(double norm, double max_norm);
+  /// ||delta w|| / ||w|| (L2 over all parameters, fp32 master weights) of the update that step(lr)
+  /// would apply now, computed without applying it (the state is untouched); identical on every
+  /// rank (one all-reduce under ZeRO-1). NaN/inf when the update would be non-finite. A divergence
+  /// guard: a finite gradient with an absurd learning rate still wrecks the weights.
+  double update_ratio(double lr);
   /// One AdamW update at learning rate `lr`; then the model parameters hold the new weights.
   void step(double lr);
 

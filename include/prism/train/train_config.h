@@ -1,4 +1,5 @@
 // MidTrainConfig: everything `prism-train mid` reads from YAML (configs/mid/*.yaml), declared once.
+// The sections every job shares (model, checkpoint, dist, log) come from job_config.h.
 //
 // Key names that users' scripts rely on are stable: output_dir, model.path, data.mixture,
 // train.steps, optimizer.lr, checkpoint.every. `prism-train mid --help-config` lists every field
@@ -10,35 +11,11 @@
 #include <vector>
 
 #include "prism/core/config.h"
+#include "prism/train/job_config.h"
 #include "prism/train/optimizer.h"
 #include "prism/train/schedule.h"
 
 namespace prism::train {
-
-struct MidModelSection {
-  std::string path;                  ///< HF checkpoint directory (weights, or only config.json for init: scratch)
-  std::string init = "pretrained";   ///< pretrained | scratch
-  int64_t init_seed = 0;             ///< scratch: seed of CausalLM::init_weights
-  std::string dtype = "bf16";        ///< compute/parameter dtype; master weights are always fp32
-  std::string device = "auto";       ///< cpu | cuda | auto (cuda:LOCAL_RANK when a GPU is present)
-  bool activation_checkpointing = false;
-  std::string kernels = "auto";      ///< auto: CUDA kernels where they apply | reference: ATen reference ops
-
-  void visit(config::Visitor& v) {
-    using namespace config;
-    v.field("path", path, required() & non_empty(), "HF checkpoint directory (config.json [+ safetensors, tokenizer])");
-    v.field("init", init, one_of({"pretrained", "scratch"}),
-            "pretrained: load the weights; scratch: only config.json, weights from init_weights (docs/models.md)");
-    v.field("init_seed", init_seed, non_negative(), "seed of the from-scratch initialisation");
-    v.field("dtype", dtype, one_of({"fp32", "bf16"}), "parameter/activation dtype (master weights and grads are fp32)");
-    v.field("device", device, one_of({"cpu", "cuda", "auto"}), "auto: cuda:LOCAL_RANK when available, else cpu");
-    v.field("activation_checkpointing", activation_checkpointing,
-            "recompute each decoder layer in backward instead of keeping its activations");
-    v.field("kernels", kernels, one_of({"auto", "reference"}),
-            "auto: prism's CUDA kernels where they apply; reference: the plain ATen ops (debugging, parity)");
-  }
-  bool operator==(const MidModelSection&) const = default;
-};
 
 struct MidDataSection {
   std::string mixture;           ///< mixture YAML (prism::data::MixtureConfig), relative to the working directory
@@ -64,6 +41,7 @@ struct MidTrainSection {
   int64_t max_consecutive_nonfinite = 10; ///< skipped steps in a row before the run stops
   int64_t log_every = 1;
   int64_t threads = 0;                    ///< CPU intra-op threads per rank (0: cores / local ranks)
+  double max_update_ratio = 1.0;          ///< skip a step whose update norm exceeds this x the weight norm (0: off)
 
   void visit(config::Visitor& v) {
     using namespace config;
@@ -74,22 +52,11 @@ struct MidTrainSection {
             "steps with non-finite loss/gradients skipped in a row before the run stops (with a checkpoint)");
     v.field("log_every", log_every, positive(), "steps between metric lines");
     v.field("threads", threads, non_negative(), "CPU threads per rank (0: cores / ranks on this node)");
+    v.field("max_update_ratio", max_update_ratio, non_negative(),
+            "skip a step whose AdamW update would move the weights by more than this fraction of their norm "
+            "(||delta w|| / ||w||, all parameters; 0: off); such steps count as non-finite ones");
   }
   bool operator==(const MidTrainSection&) const = default;
-};
-
-struct MidCheckpointSection {
-  int64_t every = 1000;     ///< steps between checkpoints (a final one is always written)
-  int64_t keep_last = 3;    ///< complete checkpoints kept (0: all)
-  bool export_final = true; ///< write <output_dir>/final in HF format at the end
-
-  void visit(config::Visitor& v) {
-    using namespace config;
-    v.field("every", every, positive(), "steps between checkpoints; also written at the end and on SIGTERM/SIGINT");
-    v.field("keep_last", keep_last, non_negative(), "complete checkpoints to keep (0: all)");
-    v.field("export_final", export_final, "export the final model to <output_dir>/final in HF format");
-  }
-  bool operator==(const MidCheckpointSection&) const = default;
 };
 
 struct EvalSourceConfig {
@@ -117,43 +84,17 @@ struct MidEvalSection {
   bool operator==(const MidEvalSection&) const = default;
 };
 
-struct MidDistSection {
-  std::string backend = "auto";  ///< auto | tcp | nccl
-  int64_t timeout_s = 600;       ///< a collective waiting longer means a rank died or hung
-
-  void visit(config::Visitor& v) {
-    using namespace config;
-    v.field("backend", backend, one_of({"auto", "tcp", "nccl"}),
-            "auto: nccl on CUDA, else tcp (prism's CPU transport, for development only)");
-    v.field("timeout_s", timeout_s, positive(), "seconds before a stuck collective fails the run");
-  }
-  bool operator==(const MidDistSection&) const = default;
-};
-
-struct MidLogSection {
-  bool tensorboard = true;
-  double peak_tflops = 0;  ///< per device, for MFU (0: 989.4 on CUDA = H100 SXM bf16 dense, none on CPU)
-
-  void visit(config::Visitor& v) {
-    using namespace config;
-    v.field("tensorboard", tensorboard, "write TensorBoard event files under <output_dir>/tb");
-    v.field("peak_tflops", peak_tflops, non_negative(),
-            "peak dense TFLOP/s of one device for MFU (0: 989.4 on CUDA, MFU not shown on CPU)");
-  }
-  bool operator==(const MidLogSection&) const = default;
-};
-
 struct MidTrainConfig {
   std::string output_dir;
-  MidModelSection model;
+  ModelSection model;
   MidDataSection data;
   MidTrainSection train;
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
-  MidCheckpointSection checkpoint;
+  CheckpointSection checkpoint;
   MidEvalSection eval;
-  MidDistSection dist;
-  MidLogSection log;
+  DistSection dist;
+  LogSection log;
 
   void visit(config::Visitor& v) {
     using namespace config;
@@ -168,6 +109,8 @@ struct MidTrainConfig {
     v.field("dist", dist, "data-parallel transport");
     v.field("log", log, "metrics output");
   }
+  /// Cross-section rules: the schedule must fit train.steps (named `schedule.warmup_steps` ...).
+  void validate() const;
   bool operator==(const MidTrainConfig&) const = default;
 };
 

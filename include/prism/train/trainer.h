@@ -1,4 +1,7 @@
-// run_mid_training: the mid-training loop behind `prism-train mid` (docs/training.md).
+// run_mid_training: the mid-training loop behind `prism-train mid` (docs/training.md), built from
+// the training components: RunContext (run_context.h), load_model / make_optimizer
+// (model_setup.h), Checkpointer (checkpointer.h), StepRunner (step.h), StepLogger
+// (step_logger.h) and RunLock (run_lock.h).
 //
 // Data-parallel over the ranks of the torchrun-style environment (prism::distributed), bf16 compute with
 // fp32 master weights and gradients, loss normalised by the step's label tokens over all
@@ -15,14 +18,23 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "prism/train/train_config.h"
 
-namespace prism::models {
-class CausalLM;
-}  // namespace prism::models
-
 namespace prism::train {
+
+/// Faults the crash tests inject (docs/training.md "Fault injection"); the CLI fills them from
+/// hidden `--debug-*` flags. All off by default.
+struct FaultInjection {
+  int64_t sigkill_after_step = -1;      ///< raise(SIGKILL) right after this step (and its checkpoint)
+  std::vector<int64_t> nonfinite_steps; ///< these steps (1-based) get a NaN loss
+  int64_t checkpoint_pause_ms = 0;      ///< sleep before every checkpoint commit (kill/signal mid-write)
+};
+
+/// `prism-train mid` exit status of a run stopped by SIGTERM/SIGINT before train.steps (a
+/// checkpoint was written; continue with --resume auto). 0 means the run completed.
+inline constexpr int kExitStopped = 3;
 
 struct RunOptions {
   /// "" : start fresh (refused when output_dir already has checkpoints); "auto": newest complete
@@ -31,12 +43,15 @@ struct RunOptions {
   /// Polled once per step (on every rank; any rank saying yes stops all of them after a
   /// checkpoint). The CLI wires SIGTERM/SIGINT to it.
   std::function<bool()> should_stop;
+  /// The YAML the config came from, named in start-up errors (eval sources, ...); may be empty.
+  std::string config_file;
+  FaultInjection faults;
 };
 
 struct RunResult {
   int64_t step = 0;                ///< optimizer steps completed (including skipped ones)
   double last_loss = 0;            ///< loss of the last completed step
-  bool stopped = false;            ///< stopped early by should_stop (a checkpoint was written)
+  bool stopped = false;            ///< stopped early by should_stop (a checkpoint was written): exit kExitStopped
   std::string last_checkpoint;     ///< directory of the newest checkpoint written
   std::string final_export;        ///< HF directory of the final model ("" if not exported)
 };
@@ -46,11 +61,5 @@ RunResult run_mid_training(const MidTrainConfig& cfg, const RunOptions& opts = {
 /// Writes the model of checkpoint `checkpoint_dir` (or of the newest complete checkpoint when it
 /// is a run's output_dir) to `out_dir` in HF format (config.json, safetensors, tokenizer files).
 void export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir, const std::string& dtype = "");
-
-/// Training FLOPs per token of `model` at sequence length `seq`, as the trainer's MFU counts them
-/// (docs/training.md §MFU; metrics.h flops_per_token): parameters without the input embedding (a
-/// lookup does no FLOPs) unless it is tied (then it stands for lm_head), plus the attention
-/// blocks of the layout. `counted_params`, when given, receives that parameter count.
-double training_flops_per_token(const models::CausalLM& model, int64_t seq, int64_t* counted_params = nullptr);
 
 }  // namespace prism::train

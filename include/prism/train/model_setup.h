@@ -1,0 +1,50 @@
+// Model and optimizer setup shared by every training job: load (a checkpoint being resumed, an HF
+// checkpoint, or a from-scratch init), the weight-decay mask from the model's own parameter kinds
+// (models::ParameterKind; no name heuristics here), and the DistributedAdamW over the live
+// parameters.
+//
+// **Example**:
+//
+//     auto model = load_model(cfg.model, ctx->device(), resume_dir);
+//     auto opt = make_optimizer(*model, *ctx, cfg.optimizer);
+//     check_finite_weights(*model, "final export");   // throws naming the first bad tensor
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <c10/core/Device.h>
+
+#include "prism/train/job_config.h"
+#include "prism/train/optimizer.h"
+
+namespace prism::models {
+class CausalLM;
+}
+
+namespace prism::train {
+
+class RunContext;
+
+/// `resume_dir` non-empty: the checkpoint's `model/` (its weights win over `model.path`); else
+/// `model.path` per `model.init` (scratch: config.json only, CausalLM::init_weights(init_seed)).
+std::unique_ptr<models::CausalLM> load_model(const ModelSection& model, const c10::Device& device,
+                                             const std::string& resume_dir = "");
+
+/// decay[i]: whether named_parameters()[i] gets weight decay (its kind is not in `no_decay`).
+std::vector<bool> decay_mask(const models::CausalLM& model, const std::vector<std::string>& no_decay);
+
+/// DistributedAdamW over the model's live parameters, sharded over the context's ranks.
+std::unique_ptr<DistributedAdamW> make_optimizer(models::CausalLM& model, RunContext& ctx, const OptimizerConfig& cfg);
+
+/// Name of the first parameter holding NaN/inf, or "" when every weight is finite.
+std::string first_nonfinite_parameter(const models::CausalLM& model);
+
+/// Training FLOPs per token of `model` at sequence length `seq`, as the trainer's MFU counts them
+/// (docs/training.md §MFU; metrics.h flops_per_token): parameters without the input embedding (a
+/// lookup does no FLOPs) unless it is tied (then it stands for lm_head), plus the attention
+/// blocks of the layout. `counted_params`, when given, receives that parameter count.
+double training_flops_per_token(const models::CausalLM& model, int64_t seq, int64_t* counted_params = nullptr);
+
+}  // namespace prism::train
