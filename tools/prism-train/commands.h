@@ -35,4 +35,7 @@ class Commands {
 // One registration function per job family, each in its own file (tools/prism-train/cmd_*.cpp),
 // called from Commands::register_all.
 
+/// `generate`: sampling with the rollout engine (cmd_generate.cpp).
+void register_generate_commands(CLI::App& app, Commands& cmds);
+
 }  // namespace prism::cli
