@@ -3,7 +3,6 @@
 // modeling files step by step (architectures.md §1, §3): bf16 roundings happen where HF rounds.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
-#include <ATen/CPUGeneratorImpl.h>
 
 #include <nlohmann/json.hpp>
 
@@ -58,7 +57,7 @@ struct Block {
   AttentionWeights attn;
   MlpWeights mlp;
   Mamba2Weights mamba;
-  int cache_slot = -1;  // index into InferenceCache keys/values (attention) or conv/ssm states (mamba)
+  int cache_slot = -1;  // index into DecodeState keys/values (attention) or conv/ssm states (mamba)
 };
 
 struct ParamSlot {
@@ -246,20 +245,20 @@ struct CausalLM::Impl {
     return {};
   }
 
-  static void cache_append(at::Tensor& buf, const at::Tensor& x, int64_t len) {
-    // Preallocated with doubling capacity so decoding does not re-copy the whole cache per token.
-    const int64_t need = len + x.size(2);
-    if (!buf.defined() || buf.size(2) < need) {
-      int64_t cap = std::max<int64_t>(need, buf.defined() ? 2 * buf.size(2) : need);
-      auto nb = at::empty({x.size(0), x.size(1), cap, x.size(3)}, x.options());
-      if (buf.defined() && len > 0) nb.narrow(2, 0, len).copy_(buf.narrow(2, 0, len));
-      buf = nb;
-    }
-    buf.narrow(2, len, x.size(2)).copy_(x);
-  }
+  // Where a forward call's rows live in a DecodeState: rows [row0, row0 + B) holding `past` tokens
+  // each (uniform) or lens[b] tokens (ragged, L == 1 only).
+  struct StateRows {
+    DecodeState* state = nullptr;
+    int64_t row0 = 0;
+    bool uniform = true;
+    int64_t past = 0;         // uniform: tokens already held by every row
+    bool any_past = false;    // some row holds tokens (Mamba2 states are live)
+    int64_t key_len = 0;      // keys visible to this call: max row length after appending
+    at::Tensor write_index;   // ragged: [B, 1, 1, 1] int64 position of each row's new key
+  };
 
   at::Tensor attention_forward(const Block& b, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                               ops::AttentionParams params, InferenceCache* cache) const {
+                               ops::AttentionParams params, const StateRows& sr) const {
     const int64_t B = x.size(0), L = x.size(1), d = cfg.head_dim;
     auto q = linear(x, b.attn.q, b.attn.q_b).view({B, L, cfg.num_heads, d}).transpose(1, 2);
     auto k = linear(x, b.attn.k, b.attn.k_b).view({B, L, cfg.num_kv_heads, d}).transpose(1, 2);
@@ -268,13 +267,19 @@ struct CausalLM::Impl {
       q = ops::apply_rope(q, cos, sin);
       k = ops::apply_rope(k, cos, sin);
     }
-    if (cache) {
-      auto& kb = cache->keys[b.cache_slot];
-      auto& vb = cache->values[b.cache_slot];
-      cache_append(kb, k, cache->length);
-      cache_append(vb, v, cache->length);
-      k = kb.narrow(2, 0, cache->length + L);
-      v = vb.narrow(2, 0, cache->length + L);
+    if (sr.state) {
+      auto kb = sr.state->keys()[b.cache_slot].narrow(0, sr.row0, B);
+      auto vb = sr.state->values()[b.cache_slot].narrow(0, sr.row0, B);
+      if (sr.uniform) {
+        kb.narrow(2, sr.past, L).copy_(k);
+        vb.narrow(2, sr.past, L).copy_(v);
+      } else {
+        auto idx = sr.write_index.expand({B, cfg.num_kv_heads, 1, d});
+        kb.scatter_(2, idx, k);
+        vb.scatter_(2, idx, v);
+      }
+      k = kb.narrow(2, 0, sr.key_len);
+      v = vb.narrow(2, 0, sr.key_len);
     }
     auto o = ops::attention(q, k, v, params);  // [B, Hq, L, d]
     o = o.transpose(1, 2).reshape({B, L, cfg.num_heads * d});
@@ -286,7 +291,7 @@ struct CausalLM::Impl {
   // out_proj. Padding positions are zeroed before in_proj and after the conv, as in HF, so left
   // padding leaves the state untouched.
   at::Tensor mamba_forward(const Block& b, const at::Tensor& x_in, const at::Tensor& token_mask,
-                           const at::Tensor& cu_seqlens, InferenceCache* cache, ops::Impl impl) const {
+                           const at::Tensor& cu_seqlens, const StateRows& sr, ops::Impl impl) const {
     const auto& m = cfg.mamba;
     const int64_t B = x_in.size(0), L = x_in.size(1), I = m.inner(), H = m.num_heads, P = m.head_dim;
     const int64_t G = m.n_groups, N = m.state_size;
@@ -299,9 +304,14 @@ struct CausalLM::Impl {
     cp.cu_seqlens = cu_seqlens;
     cp.silu = true;
     cp.impl = impl;
-    if (cache && cache->conv_states[b.cache_slot].defined()) cp.initial_state = cache->conv_states[b.cache_slot];
+    at::Tensor conv_state, ssm_state;  // this call's rows of the decode state (views)
+    if (sr.state) {
+      conv_state = sr.state->conv_states()[b.cache_slot].narrow(0, sr.row0, B);
+      ssm_state = sr.state->ssm_states()[b.cache_slot].narrow(0, sr.row0, B);
+      if (sr.any_past) cp.initial_state = conv_state;
+    }
     auto conv = ops::causal_conv1d(xbc.transpose(1, 2), b.mamba.conv_w, b.mamba.conv_b, cp);
-    if (cache) cache->conv_states[b.cache_slot] = conv.final_state;
+    if (sr.state) conv_state.copy_(conv.final_state);
     xbc = conv.out.transpose(1, 2);  // [B, L, conv_dim]
     if (token_mask.defined()) xbc = xbc * token_mask.unsqueeze(-1).to(xbc.scalar_type());
     auto xs = xbc.split_with_sizes({I, G * N, G * N}, -1);
@@ -312,10 +322,9 @@ struct CausalLM::Impl {
       dt = m.dt_max > 0.0 ? dt.clamp(m.dt_min, m.dt_max) : dt.clamp_min(m.dt_min);
 
     at::Tensor y;  // [B, L, H, P] fp32
-    const bool step = cache && L == 1 && cache->ssm_states[b.cache_slot].defined();
-    if (step) {
-      auto& st = cache->ssm_states[b.cache_slot];
-      y = ops::ssd_step(st, xs[0].view({B, H, P}), dt.view({B, H}), A, xs[1].view({B, G, N}), xs[2].view({B, G, N}),
+    // Rows that hold no tokens yet have zeroed states, so one step serves a ragged batch.
+    if (sr.state && L == 1 && sr.any_past) {
+      y = ops::ssd_step(ssm_state, xs[0].view({B, H, P}), dt.view({B, H}), A, xs[1].view({B, G, N}), xs[2].view({B, G, N}),
                         b.mamba.D, impl)
               .unsqueeze(1);
     } else {
@@ -323,10 +332,10 @@ struct CausalLM::Impl {
       sp.chunk_size = m.chunk_size;
       sp.cu_seqlens = cu_seqlens;
       sp.impl = impl;
-      if (cache && cache->ssm_states[b.cache_slot].defined()) sp.initial_state = cache->ssm_states[b.cache_slot];
+      if (sr.any_past) sp.initial_state = ssm_state;
       auto r = ops::ssd_scan(xs[0].view({B, L, H, P}), dt, A, xs[1].view({B, L, G, N}), xs[2].view({B, L, G, N}),
                              b.mamba.D, sp);
-      if (cache) cache->ssm_states[b.cache_slot] = r.final_state;
+      if (sr.state) ssm_state.copy_(r.final_state);
       y = r.y;
     }
     auto yn = ops::rms_norm_gated(y.reshape({B, L, I}), z, b.mamba.norm, I / G, m.norm_eps, impl);
@@ -338,7 +347,7 @@ struct CausalLM::Impl {
     at::Tensor cos, sin;      // RoPE tables [B, L, rot] (undefined without RoPE)
     ops::AttentionParams ap;  // scale, window, masks, cu_seqlens
     at::Tensor token_mask;    // [B, L] Mamba2 padding rule (undefined = all tokens)
-    InferenceCache* cache;    // null under activation checkpointing
+    StateRows state;          // no state under activation checkpointing
     ops::Impl impl = ops::Impl::kAuto;  // ForwardOptions::impl (kernels or the ATen references)
   };
 
@@ -348,9 +357,9 @@ struct CausalLM::Impl {
       auto x = ops::rms_norm(h, b.norm, cfg.norm_eps, c.impl);
       at::Tensor y;
       switch (b.kind) {
-        case BlockKind::kAttention: y = attention_forward(b, x, c.cos, c.sin, c.ap, c.cache); break;
+        case BlockKind::kAttention: y = attention_forward(b, x, c.cos, c.sin, c.ap, c.state); break;
         case BlockKind::kMlp: y = mlp_forward(b, x); break;
-        case BlockKind::kMamba2: y = mamba_forward(b, x, c.token_mask, c.ap.cu_seqlens, c.cache, c.impl); break;
+        case BlockKind::kMamba2: y = mamba_forward(b, x, c.token_mask, c.ap.cu_seqlens, c.state, c.impl); break;
       }
       h = cfg.residual_multiplier != 1.0 ? h + y * cfg.residual_multiplier : h + y;
     }
@@ -376,24 +385,56 @@ struct CausalLM::Impl {
     return ps;
   }
 
+  // Validates opts.state against this model and the call, and describes the rows it extends.
+  StateRows state_rows(const ForwardOptions& opts, int64_t B, int64_t L) const {
+    StateRows sr;
+    DecodeState* st = opts.state;
+    if (!st) return sr;
+    PRISM_CHECK(st->keys().size() == static_cast<size_t>(num_attention_blocks) &&
+                    st->ssm_states().size() == static_cast<size_t>(num_mamba_blocks),
+                "forward: the DecodeState was built for another architecture (", st->keys().size(),
+                " attention and ", st->ssm_states().size(), " Mamba2 blocks; this model has ", num_attention_blocks,
+                " and ", num_mamba_blocks, ")");
+    for (const auto* v : {&st->keys(), &st->conv_states()})
+      for (const auto& t : *v)
+        PRISM_CHECK(t.scalar_type() == dtype && t.device() == device, "forward: the DecodeState holds ",
+                    t.scalar_type(), " on ", t.device(), ", the model computes in ", dtype, " on ", device);
+    PRISM_CHECK(L >= 1, "forward: a DecodeState needs at least one input token per row");
+    PRISM_CHECK(opts.state_row >= 0 && opts.state_row + B <= st->rows(), "forward: rows [", opts.state_row, ", ",
+                opts.state_row + B, ") do not fit in the DecodeState's ", st->rows(), " rows");
+    sr.state = st;
+    sr.row0 = opts.state_row;
+    const auto& lens = st->lengths();
+    int64_t lo = lens[sr.row0], hi = lo;
+    for (int64_t r = sr.row0; r < sr.row0 + B; ++r) {
+      lo = std::min(lo, lens[r]);
+      hi = std::max(hi, lens[r]);
+      PRISM_CHECK(lens[r] + L <= st->max_length(), "forward: DecodeState row ", r, " holds ", lens[r], " tokens; ",
+                  L, " more exceed its max_length ", st->max_length());
+    }
+    sr.uniform = lo == hi;
+    PRISM_CHECK(sr.uniform || L == 1, "forward: rows of different lengths (", lo, " to ", hi,
+                ") can only be extended one token at a time, got ", L, " tokens");
+    sr.past = lo;
+    sr.any_past = hi > 0;
+    sr.key_len = hi + L;
+    if (!sr.uniform) {
+      std::vector<int64_t> pos(lens.begin() + sr.row0, lens.begin() + sr.row0 + B);
+      sr.write_index = at::tensor(pos, at::kLong).to(device).view({B, 1, 1, 1});
+    }
+    return sr;
+  }
+
   ForwardOutput forward(const at::Tensor& input_ids, const ForwardOptions& opts) const {
     PRISM_CHECK(input_ids.dim() == 2, "forward: input_ids must be [B, L], got ", input_ids.sizes());
-    PRISM_CHECK(!(opts.activation_checkpointing && opts.cache),
-                "forward: activation_checkpointing cannot be combined with an InferenceCache (the cache would be "
+    PRISM_CHECK(!(opts.activation_checkpointing && opts.state),
+                "forward: activation_checkpointing cannot be combined with a DecodeState (the state would be "
                 "appended to again when a layer is recomputed in backward)");
     PRISM_CHECK(device.type() != at::kMeta, "forward: the model is on the meta device (no weights)");
     const int64_t B = input_ids.size(0), L = input_ids.size(1);
     auto ids = input_ids.to(device, at::kLong);
-    InferenceCache* cache = opts.cache;
-    const int64_t past = cache ? cache->length : 0;
-    if (cache && (cache->keys.size() != static_cast<size_t>(num_attention_blocks) ||
-                  cache->ssm_states.size() != static_cast<size_t>(num_mamba_blocks))) {
-      PRISM_CHECK(cache->length == 0, "forward: cache does not belong to this model");
-      cache->keys.assign(num_attention_blocks, at::Tensor());
-      cache->values.assign(num_attention_blocks, at::Tensor());
-      cache->conv_states.assign(num_mamba_blocks, at::Tensor());
-      cache->ssm_states.assign(num_mamba_blocks, at::Tensor());
-    }
+    const StateRows sr = state_rows(opts, B, L);
+    const int64_t past = sr.past;
 
     ops::AttentionParams ap;
     ap.scale = attn_scale();
@@ -405,7 +446,7 @@ struct CausalLM::Impl {
     at::Tensor positions;
     if (opts.cu_seqlens.defined()) {
       PRISM_CHECK(B == 1, "forward: packed documents (cu_seqlens) need batch size 1, got ", B);
-      PRISM_CHECK(!cache, "forward: packed documents cannot be combined with a KV cache");
+      PRISM_CHECK(!sr.state, "forward: packed documents (cu_seqlens) cannot be combined with a DecodeState");
       auto cu = opts.cu_seqlens.to(at::kCPU, at::kLong).contiguous();
       PRISM_CHECK(cu.dim() == 1 && cu.size(0) >= 2 && cu[0].item<int64_t>() == 0 && cu[-1].item<int64_t>() == L,
                   "forward: cu_seqlens must be [0, ..., L=", L, "], got ", cu);
@@ -427,26 +468,34 @@ struct CausalLM::Impl {
       positions = opts.position_ids.to(device, at::kLong);
     }
     if (!positions.defined()) {
-      positions = at::arange(past, past + L, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0).expand({B, L});
+      if (sr.uniform) {
+        positions = at::arange(past, past + L, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0).expand({B, L});
+      } else {
+        positions = sr.write_index.view({B, 1});  // L == 1: each row's next position is its length
+      }
+    }
+    if (!sr.uniform) {
+      // Ragged rows (L == 1): the query of row b sits at position lens[b] and sees exactly keys
+      // [0, lens[b]] (within the sliding window), which one per-row key mask expresses.
+      auto kpos = at::arange(sr.key_len, at::TensorOptions().dtype(at::kLong).device(device)).unsqueeze(0);
+      auto qpos = sr.write_index.view({B, 1});
+      auto visible = kpos <= qpos;
+      if (cfg.sliding_window > 0) visible = visible & ((qpos - kpos) < cfg.sliding_window);
+      ap.key_mask = visible;
+      ap.causal = false;
+      ap.window = 0;
+      ap.q_offset = sr.key_len - 1;
     }
 
     at::Tensor token_mask;  // [B, L] for the Mamba2 padding rule
     if (opts.attention_mask.defined()) {
       PRISM_CHECK(opts.attention_mask.sizes() == input_ids.sizes(), "forward: attention_mask must be [B, L] like input_ids, got ",
                   opts.attention_mask.sizes());
+      PRISM_CHECK(!sr.state, "forward: attention_mask (padding) cannot be combined with a DecodeState: rows of a "
+                             "decode state hold their own lengths, nothing is padded");
       auto m = opts.attention_mask.to(device, at::kLong);
       token_mask = m;
-      if (cache) {
-        auto prev = cache->key_mask.defined() ? cache->key_mask
-                                              : at::ones({B, past}, at::TensorOptions().dtype(at::kLong).device(device));
-        cache->key_mask = at::cat({prev, m}, 1);
-        ap.key_mask = cache->key_mask;
-      } else {
-        ap.key_mask = m;
-      }
-    } else if (cache && cache->key_mask.defined()) {
-      cache->key_mask = at::cat({cache->key_mask, at::ones({B, L}, cache->key_mask.options())}, 1);
-      ap.key_mask = cache->key_mask;
+      ap.key_mask = m;
     }
 
     at::Tensor cos, sin;
@@ -456,7 +505,7 @@ struct CausalLM::Impl {
     auto h = at::embedding(embed, ids);
     if (cfg.embedding_multiplier != 1.0) h = h * cfg.embedding_multiplier;
     if (opts.output_hidden_states) out.hidden_states.push_back(h);
-    const LayerContext lc{cos, sin, ap, token_mask, cache, opts.impl};
+    const LayerContext lc{cos, sin, ap, token_mask, sr, opts.impl};
     const bool ckpt = opts.activation_checkpointing && at::GradMode::is_enabled();
     for (size_t i = 0; i < layers.size(); ++i) {
       if (ckpt) {
@@ -467,6 +516,7 @@ struct CausalLM::Impl {
       }
       if (opts.output_hidden_states && i + 1 < layers.size()) out.hidden_states.push_back(h);
     }
+    if (opts.last_logits_only) h = h.narrow(1, L - 1, 1);
     h = ops::rms_norm(h, final_norm, cfg.norm_eps, opts.impl);
     if (opts.output_hidden_states) out.hidden_states.push_back(h);
     if (opts.skip_lm_head) {
@@ -475,7 +525,7 @@ struct CausalLM::Impl {
       out.logits = at::linear(h, lm_head);
       if (cfg.logits_scaling != 1.0) out.logits = out.logits / cfg.logits_scaling;
     }
-    if (cache) cache->length = past + L;
+    if (sr.state) sr.state->advance(sr.row0, B, L);
     return out;
   }
 };
@@ -537,6 +587,29 @@ ModelConfig CausalLM::read_config(const std::string& dir) {
       j.at("architectures")[0].is_string())
     m.architecture = j.at("architectures")[0].get<std::string>();
   m.config_json = text;
+  // generation_config.json (next to config.json) overrides config.json's eos, as in transformers.
+  auto eos_of = [](const nlohmann::json& o, const std::string& file) {
+    std::vector<int64_t> ids;
+    if (!o.is_object() || !o.contains("eos_token_id") || o["eos_token_id"].is_null()) return ids;
+    const auto& e = o["eos_token_id"];
+    for (const auto& v : e.is_array() ? e : nlohmann::json::array({e})) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0)
+        throw Error("eos_token_id must be a non-negative integer or a list of them", {file, "eos_token_id"});
+      ids.push_back(v.get<int64_t>());
+    }
+    return ids;
+  };
+  m.eos_token_ids = eos_of(j, p);
+  const std::string gp = fs::join(fs::parent(p), "generation_config.json");
+  if (fs::is_regular_file(gp)) {
+    nlohmann::json g;
+    try {
+      g = nlohmann::json::parse(sanitize_python_json(fs::read_file(gp)));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(std::string("invalid JSON: ") + e.what(), {gp});
+    }
+    if (g.is_object() && g.contains("eos_token_id")) m.eos_token_ids = eos_of(g, gp);
+  }
   return m;
 }
 
@@ -661,42 +734,6 @@ void CausalLM::init_weights(uint64_t seed, double initializer_range) {
 
 ForwardOutput CausalLM::forward(const at::Tensor& input_ids, const ForwardOptions& opts) const {
   return impl_->forward(input_ids, opts);
-}
-
-at::Tensor CausalLM::generate(const at::Tensor& prompt_ids, int64_t max_new_tokens, double temperature, double top_p,
-                              uint64_t seed) const {
-  PRISM_CHECK(prompt_ids.dim() == 2 && prompt_ids.size(1) > 0, "generate: prompt must be [B, P] with P > 0, got ",
-              prompt_ids.sizes());
-  PRISM_CHECK(temperature >= 0.0, "generate: temperature must be >= 0, got ", temperature);
-  PRISM_CHECK(top_p > 0.0 && top_p <= 1.0, "generate: top_p must be in (0, 1], got ", top_p);
-  at::NoGradGuard no_grad;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  InferenceCache cache;
-  ForwardOptions fo;
-  fo.cache = &cache;
-  auto ids = prompt_ids.to(impl_->device, at::kLong);
-  std::vector<at::Tensor> pieces{ids};
-  auto next_in = ids;
-  for (int64_t step = 0; step < max_new_tokens; ++step) {
-    auto logits = impl_->forward(next_in, fo).logits.select(1, -1).to(at::kFloat);  // [B, V]
-    at::Tensor next;
-    if (temperature == 0.0) {
-      next = logits.argmax(-1, /*keepdim=*/true);
-    } else {
-      auto probs = at::softmax(logits / temperature, -1).cpu();
-      if (top_p < 1.0) {
-        auto [sorted, idx] = probs.sort(-1, /*descending=*/true);
-        auto cum = sorted.cumsum(-1);
-        auto drop = (cum - sorted) > top_p;  // keep the smallest prefix whose mass reaches top_p
-        sorted = sorted.masked_fill(drop, 0.0);
-        probs = at::zeros_like(probs).scatter(-1, idx, sorted);
-      }
-      next = at::multinomial(probs, 1, false, gen).to(impl_->device);
-    }
-    pieces.push_back(next);
-    next_in = next;
-  }
-  return at::cat(pieces, 1);
 }
 
 void CausalLM::save_pretrained(const std::string& dir, uint64_t max_shard_bytes) const {

@@ -3,7 +3,9 @@
 //      cover the call (attention_fused_supported),
 //   2. at::scaled_dot_product_attention when the mask is expressible without fully-masked rows
 //      (no key padding): same math as the reference up to fp32 summation order,
-//   3. the reference (padding masks, fp64, anything unusual).
+//   3. single-query decode with a key mask (ragged decode rows): the reference's math with the
+//      query heads of a KV group folded together (no repeat_kv copy of the cache),
+//   4. the reference (padding masks, fp64, anything unusual).
 // Impl::kReference always runs the reference.
 #include <ATen/ATen.h>
 
@@ -13,6 +15,8 @@
 namespace prism::ops {
 
 at::Tensor repeat_kv(const at::Tensor& x, int64_t n_rep);  // attention_ref.cpp
+at::Tensor attention_ref_grouped(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const AttentionParams& p);  // attention_ref.cpp
 
 #ifndef PRISM_HAS_CUDA_KERNELS
 // Builds without nvcc: the fused kernels do not exist (attention_cuda.cpp is not compiled).
@@ -43,6 +47,11 @@ at::Tensor attention_fused_decode(const at::Tensor&, const at::Tensor&, const at
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionParams& p) {
   if (p.impl == Impl::kReference) return attention_ref(q, k, v, p);
   if (attention_fused_supported(q, k, v, p)) return attention_fused(q, k, v, p);
+  // Decode against a masked cache (rows of different lengths): the reference without repeat_kv.
+  if (p.key_mask.defined() && !p.cu_seqlens.defined() && q.dim() == 4 && k.dim() == 4 && q.size(2) == 1 &&
+      q.scalar_type() != at::kDouble && k.sizes() == v.sizes() && k.size(1) > 0 && q.size(1) % k.size(1) == 0 &&
+      q.size(0) == k.size(0) && q.size(3) == k.size(3))
+    return attention_ref_grouped(q, k, v, p);
   const bool sdpa_ok = !p.key_mask.defined() && q.scalar_type() != at::kDouble && q.dim() == 4 && k.dim() == 4 &&
                        q.size(1) % k.size(1) == 0 && k.sizes() == v.sizes();
   if (!sdpa_ok) return attention_ref(q, k, v, p);
@@ -55,7 +64,9 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   if (plain_causal) {
     return at::scaled_dot_product_attention(q, kr, vr, {}, 0.0, /*is_causal=*/true, p.scale);
   }
-  if (!p.causal && p.window == 0 && !p.cu_seqlens.defined()) {
+  // One query at the end of the keys (decoding a uniform batch): every key is visible, no mask.
+  const bool last_query = p.causal && lq == 1 && p.q_offset == lk - 1 && (p.window == 0 || p.window >= lk);
+  if ((!p.causal || last_query) && (p.window == 0 || last_query) && !p.cu_seqlens.defined()) {
     return at::scaled_dot_product_attention(q, kr, vr, {}, 0.0, false, p.scale);
   }
   // Every query sees at least itself here (causal, aligned positions), so no row is empty.

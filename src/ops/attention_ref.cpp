@@ -75,4 +75,18 @@ at::Tensor attention_ref(const at::Tensor& q, const at::Tensor& k, const at::Ten
   return at::matmul(probs, vr);
 }
 
+// The reference's math for a few query positions with a key mask (ragged decode): the Hq/Hkv query
+// heads that share a KV head are folded into the query axis, so the cache is read in place rather
+// than copied Hq/Hkv times by repeat_kv on every decode step. Same operations in the same dtypes.
+at::Tensor attention_ref_grouped(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionParams& p) {
+  const int64_t B = q.size(0), Hq = q.size(1), Lq = q.size(2), d = q.size(3), Hkv = k.size(1), Lk = k.size(2);
+  const int64_t n_rep = Hq / Hkv;
+  auto qg = q.reshape({B, Hkv, n_rep * Lq, d});                        // query head h = kv head h / n_rep
+  auto scores = at::matmul(qg, k.transpose(2, 3)) * p.scale;           // [B, Hkv, n_rep*Lq, Lk]
+  auto mask = attention_mask(B, Lq, Lk, p, q.device()).unsqueeze(1);   // [B or 1, 1, 1, Lq, Lk]
+  scores = scores.view({B, Hkv, n_rep, Lq, Lk}).masked_fill(mask.logical_not(), lowest(q.scalar_type()));
+  auto probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type()).view({B, Hkv, n_rep * Lq, Lk});
+  return at::matmul(probs, v).view({B, Hq, Lq, d});
+}
+
 }  // namespace prism::ops

@@ -176,11 +176,11 @@ TEST(CheckpointingGraph, NoGradModeRunsThePlainForward) {
   EXPECT_TRUE(at::equal(ck, plain));
 }
 
-TEST(CheckpointingGraph, RejectsInferenceCache) {
+TEST(CheckpointingGraph, RejectsDecodeState) {
   auto m = load64("llama");
-  prism::models::InferenceCache cache;
+  prism::models::DecodeState state(*m, 1, 64);
   ForwardOptions fo;
-  fo.cache = &cache;
+  fo.state = &state;
   fo.activation_checkpointing = true;
   EXPECT_THROW(m->forward(ref_tensor("llama", "input_ids"), fo), prism::Error);
   at::NoGradGuard ng;  // refused even without grad: the combination is a caller error

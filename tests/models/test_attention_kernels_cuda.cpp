@@ -113,9 +113,9 @@ TEST_P(AttentionKernelsModelCuda, ForwardPackedAndCachedDecoding) {
   auto full32 = logits(*f32_, ids, {}, Impl::kReference);
   std::vector<at::Tensor> cached;  // kAuto, kReference
   for (auto impl : {Impl::kAuto, Impl::kReference}) {
-    prism::models::InferenceCache cache;
+    prism::models::DecodeState state(*bf16_, ids.size(0), 106);
     ForwardOptions co;
-    co.cache = &cache;
+    co.state = &state;
     co.impl = impl;
     auto pre = bf16_->forward(ids.narrow(1, 0, 100), co).logits.to(at::kDouble);
     std::vector<at::Tensor> steps{pre.narrow(1, 99, 1)};

@@ -51,7 +51,15 @@ TEST_P(CudaParity, ForwardPackedCachedAndGradients) {
     auto bl = model->forward(get("batch.input_ids"), bo).logits.cpu();
     auto keep = mask.cpu().ne(0).unsqueeze(-1).expand_as(bl);
     EXPECT_TRUE(close_rel(bl.masked_select(keep), ref->get("batch.logits").masked_select(keep), 1e-4, 0, "cuda batch"));
-    auto out_ids = model->generate(get("generate.prompt"), 10).cpu();
+    // Greedy decoding through a DecodeState (prefill, then the decode kernels one token at a time).
+    auto prompt = get("generate.prompt");
+    prism::models::DecodeState state(*model, 1, prompt.size(1) + 10);
+    prism::models::ForwardOptions go;
+    go.state = &state;
+    go.last_logits_only = true;
+    std::vector<at::Tensor> pieces{prompt};
+    for (int t = 0; t < 10; ++t) pieces.push_back(model->forward(pieces.back(), go).logits.select(1, 0).argmax(-1, true));
+    auto out_ids = at::cat(pieces, 1).cpu();
     EXPECT_TRUE(at::equal(out_ids, ref->get("generate.output"))) << "cuda greedy generation";
   }
   for (auto& [n, p] : model->named_parameters()) p.requires_grad_(true);

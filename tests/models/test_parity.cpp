@@ -91,22 +91,38 @@ TEST_P(Parity, CachedDecodingEqualsFullForward) {
   at::NoGradGuard ng;
   auto ids = ref("input_ids");
   auto full = model->forward(ids).logits;
-  prism::models::InferenceCache cache;
-  ForwardOptions fo;
-  fo.cache = &cache;
   const int64_t L = ids.size(1), P = 7;
+  prism::models::DecodeState state(*model, 1, L);
+  ForwardOptions fo;
+  fo.state = &state;
   std::vector<at::Tensor> pieces{model->forward(ids.narrow(1, 0, P), fo).logits};
   for (int64_t t = P; t < L; ++t) pieces.push_back(model->forward(ids.narrow(1, t, 1), fo).logits);
-  EXPECT_EQ(cache.length, L);
+  EXPECT_EQ(state.length(0), L);
   EXPECT_TRUE(close_rel(at::cat(pieces, 1), full, 1e-5, 0, "cached vs full"));
 }
 
+// Greedy decoding with a DecodeState (prefill of the last position only, then one token per
+// step) against transformers' greedy generation.
 TEST_P(Parity, GreedyGenerationMatchesTransformers) {
   auto ref = load_ref(GetParam());
   auto model = load(GetParam());
+  at::NoGradGuard ng;
   auto prompt = ref("generate.prompt");
   auto expect = ref("generate.output");
-  auto got = model->generate(prompt, expect.size(1) - prompt.size(1));
+  const int64_t new_tokens = expect.size(1) - prompt.size(1);
+  prism::models::DecodeState state(*model, 1, expect.size(1));
+  ForwardOptions fo;
+  fo.state = &state;
+  fo.last_logits_only = true;
+  std::vector<at::Tensor> pieces{prompt};
+  auto next = prompt;
+  for (int64_t t = 0; t < new_tokens; ++t) {
+    auto logits = model->forward(next, fo).logits;
+    ASSERT_EQ(logits.size(1), 1);
+    next = logits.select(1, 0).argmax(-1, /*keepdim=*/true);
+    pieces.push_back(next);
+  }
+  auto got = at::cat(pieces, 1);
   EXPECT_TRUE(at::equal(got, expect)) << "prism " << got << "\nHF " << expect;
 }
 

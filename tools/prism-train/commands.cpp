@@ -1,4 +1,5 @@
-// prism-train subcommands: inspect, forward, generate, save (and run, driven by a YAML config).
+// prism-train subcommands: inspect, forward, save (and run, driven by a YAML config); generate is in
+// cmd_generate.cpp.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
@@ -18,6 +19,7 @@
 #include "prism/core/run_config.h"
 #include "prism/data/mixture.h"
 #include "prism/data/tokenize.h"
+#include "prism/generate/engine.h"
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
 #include "prism/runtime/runtime.h"
@@ -34,10 +36,6 @@ struct Options {
   std::string out_dir;
   std::string shard_size = "5GB";
   bool hidden_states = false;
-  int64_t max_new_tokens = 16;
-  double temperature = 0.0;
-  double top_p = 1.0;
-  uint64_t seed = 0;
   std::string config_path;
   std::vector<std::string> sets;
   bool print_config = false;
@@ -198,19 +196,6 @@ int cmd_forward(const Options& o) {
   return 0;
 }
 
-int cmd_generate(const Options& o) {
-  models::LoadOptions lo;
-  lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
-  lo.device = runtime::resolve_device(o.device, 0, "--device").str();
-  auto model = models::CausalLM::from_pretrained(o.model_dir, lo);
-  auto ids = at::tensor(parse_ids(o.ids), at::kLong).unsqueeze(0);
-  auto out = model->generate(ids, o.max_new_tokens, o.temperature, o.top_p, o.seed).cpu();
-  auto* p = out.data_ptr<int64_t>();
-  for (int64_t i = 0; i < out.size(1); ++i) std::cout << (i ? " " : "") << p[i];
-  std::cout << "\n";
-  return 0;
-}
-
 int cmd_save(const Options& o) {
   models::LoadOptions lo;
   lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
@@ -238,9 +223,18 @@ int cmd_run(const Options& o) {
     if (id >= model->config().vocab_size)
       throw Error("token id out of range", key_context(o.config_path, "generate.prompt_ids",
                                             "< vocab_size " + std::to_string(model->config().vocab_size), std::to_string(id)));
-  auto prompt = at::tensor(cfg.generate.prompt_ids, at::kLong).unsqueeze(0);
-  auto out = model->generate(prompt, cfg.generate.max_new_tokens, cfg.generate.temperature, cfg.generate.top_p,
-                             static_cast<uint64_t>(cfg.generate.seed)).cpu();
+  generate::Request req;
+  req.prompt = cfg.generate.prompt_ids;
+  req.params.max_new_tokens = cfg.generate.max_new_tokens;
+  req.params.temperature = cfg.generate.temperature;
+  req.params.top_p = cfg.generate.top_p;
+  req.params.seed = static_cast<uint64_t>(cfg.generate.seed);
+  generate::EngineOptions eo;
+  eo.slots = 1;
+  auto sample = generate::Engine(*model, eo).generate({req}).at(0);
+  std::vector<int64_t> all = req.prompt;
+  all.insert(all.end(), sample.tokens.begin(), sample.tokens.end());
+  auto out = at::tensor(all, at::kLong).unsqueeze(0);
   io::save_safetensors(fs::join(cfg.output_dir, "generation.safetensors"), {{"output_ids", out}},
                        {{"format", "pt"}, {"model", cfg.model.path}});
   std::ostringstream ids;
@@ -375,18 +369,7 @@ void Commands::register_all(CLI::App& app) {
     s->add_option("--output,-o", o.output, "Output .safetensors (tensor 'logits' [1, seq, vocab] fp32)")->required();
     cmds_.push_back({s, [&] { return cmd_forward(o); }});
   }
-  {
-    auto* s = app.add_subcommand("generate", "Generate tokens from prompt ids with the KV cache; prints the ids");
-    s->add_option("hf_dir", o.model_dir, "Hugging Face checkpoint directory")->required()->check(CLI::ExistingPath);
-    s->add_option("--ids", o.ids, "Prompt token ids")->required();
-    s->add_option("--max-new-tokens,-n", o.max_new_tokens, "Tokens to generate")->capture_default_str()->check(CLI::PositiveNumber);
-    s->add_option("--temperature", o.temperature, "0 = greedy")->capture_default_str()->check(CLI::NonNegativeNumber);
-    s->add_option("--top-p", o.top_p, "Nucleus sampling mass")->capture_default_str()->check(CLI::Range(0.0, 1.0));
-    s->add_option("--seed", o.seed, "Sampling seed")->capture_default_str();
-    s->add_option("--dtype", o.dtype, "fp32 | bf16")->capture_default_str();
-    s->add_option("--device", o.device, "cpu | cuda | auto")->capture_default_str();
-    cmds_.push_back({s, [&] { return cmd_generate(o); }});
-  }
+  register_generate_commands(app, *this);
   {
     auto* s = app.add_subcommand("save", "Load an HF checkpoint and save it back (re-shard / cast) in HF format");
     s->add_option("hf_dir", o.model_dir, "Source checkpoint directory")->required()->check(CLI::ExistingPath);

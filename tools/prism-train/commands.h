@@ -36,4 +36,7 @@ class Commands {
 // called from Commands::register_all.
 void register_reward_commands(CLI::App& app, Commands& cmds);  // cmd_reward.cpp: `reward`
 
+/// `generate`: sampling with the rollout engine (cmd_generate.cpp).
+void register_generate_commands(CLI::App& app, Commands& cmds);
+
 }  // namespace prism::cli

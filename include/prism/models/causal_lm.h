@@ -14,34 +14,31 @@
 #include <utility>
 #include <vector>
 
+#include "prism/models/decode_state.h"
 #include "prism/models/model_config.h"
 #include "prism/ops/dispatch.h"
 
 namespace prism::models {
 
-/// Per-sequence state for incremental decoding: keys/values of every attention block
-/// (rotated keys, as transformers caches them), conv and SSM states of every Mamba2 block, and
-/// the key padding mask.
-struct InferenceCache {
-  std::vector<at::Tensor> keys;        ///< per attention block: [B, Hkv, capacity, d]
-  std::vector<at::Tensor> values;      ///< same
-  std::vector<at::Tensor> conv_states; ///< per Mamba2 block: [B, conv_dim, K-1] last conv inputs
-  std::vector<at::Tensor> ssm_states;  ///< per Mamba2 block: [B, H, P, N] fp32
-  at::Tensor key_mask;             ///< [B, length] int64, 1 = real token (undefined = all real)
-  int64_t length = 0;              ///< tokens cached so far
-};
-
 struct ForwardOptions {
   at::Tensor attention_mask;  ///< [B, L] 1 = token, 0 = padding (padded batches)
-  at::Tensor position_ids;    ///< [B, L]; default: cache length + arange(L) (or per document)
+  at::Tensor position_ids;    ///< [B, L]; default: each row's state length + arange(L) (or per document)
   at::Tensor cu_seqlens;      ///< packed documents: int64 [num_docs + 1], requires B == 1; positions
                               ///< restart at 0 in each document and attention never crosses them
-  InferenceCache* cache = nullptr;  ///< appended to when given
+  /// Incremental decoding: input row b extends state row `state_row + b` (its keys/values and
+  /// Mamba2 states are read and appended to, its length advanced by L). Rows may hold different
+  /// lengths when L == 1 (each row attends to its own keys); a multi-token call (prefill) needs the
+  /// rows it extends to hold equal lengths. Not combinable with attention_mask or cu_seqlens.
+  DecodeState* state = nullptr;
+  int64_t state_row = 0;
+  /// Final norm and lm_head on the last position only: logits are [B, 1, V] (prefill without
+  /// materialising [B, L, V]); the last hidden_states entry and last_hidden are [B, 1, D] too.
+  bool last_logits_only = false;
   bool output_hidden_states = false;
   /// Per-layer activation checkpointing (when grad mode is on): each decoder layer keeps only its
   /// input for backward and is recomputed there, so activation memory is one hidden state per layer
   /// plus one layer's intermediates, for about one extra forward of compute. Results and gradients
-  /// equal the plain forward's. Not allowed with `cache`; the model must outlive the backward.
+  /// equal the plain forward's. Not allowed with `state`; the model must outlive the backward.
   bool activation_checkpointing = false;
   /// kAuto: CUDA kernels where they apply; kReference: the ATen reference ops everywhere.
   ops::Impl impl = ops::Impl::kAuto;
@@ -106,10 +103,6 @@ class CausalLM {
   void init_weights(uint64_t seed, double initializer_range = -1.0);
 
   ForwardOutput forward(const at::Tensor& input_ids, const ForwardOptions& opts = {}) const;
-
-  /// Greedy (temperature 0) or sampled generation with the KV cache. Returns [B, P + new].
-  at::Tensor generate(const at::Tensor& prompt_ids, int64_t max_new_tokens, double temperature = 0.0,
-                      double top_p = 1.0, uint64_t seed = 0) const;
 
   /// Writes config.json (the original one, with torch_dtype updated) and safetensors shards
   /// (+ index) into `dir`, atomically (temp dir, then rename). Other files of the source

@@ -93,6 +93,9 @@ struct ModelConfig {
   bool rescale_prenorm_residual = false;  ///< Nemotron-H: Mamba2 out_proj ~ U(+-1/sqrt(fan_in)) / sqrt(num_layers)
 
   std::string torch_dtype = "float32";  ///< dtype the checkpoint declares
+  /// Token ids that end a generation: generation_config.json's `eos_token_id` (an id or a list)
+  /// when the checkpoint has one, else config.json's; empty when neither names one.
+  std::vector<int64_t> eos_token_ids;
   std::string config_json;              ///< the config.json text this was parsed from (saved back)
 
   // Tensor names outside layers
