@@ -116,8 +116,13 @@ void restore_rng_state(const RngState& st, const c10::Device& device) {
               device.str(), " (a GPU checkpoint resumed on CPU would not repeat its random draws)");
   PRISM_CHECK(!st.cuda.empty() || !device.is_cuda(), "RNG state has no CUDA generator state but the run is on ",
               device.str());
-  at::detail::getDefaultCPUGenerator().set_state(from_hex(st.cpu, "CPU"));
-  if (device.is_cuda()) at::globalContext().defaultGenerator(device).set_state(from_hex(st.cuda, "CUDA"));
+  // Generator is a handle: a copy shares the generator it names, so setting its state sets the default's.
+  at::Generator cpu = at::detail::getDefaultCPUGenerator();
+  cpu.set_state(from_hex(st.cpu, "CPU"));
+  if (device.is_cuda()) {
+    at::Generator cuda = at::globalContext().defaultGenerator(device);
+    cuda.set_state(from_hex(st.cuda, "CUDA"));
+  }
 }
 
 namespace {

@@ -53,12 +53,7 @@
 #include "prism/train/optimizer.h"
 #include "prism/train/trainer.h"
 
-namespace prism::train {
-#ifdef PRISM_HAS_CUDA_KERNELS
-// src/train/device_memory_cuda.cpp: peak bytes allocated by the CUDA caching allocator on `device`.
-int64_t cuda_peak_allocated_bytes(int device);
-#endif
-}  // namespace prism::train
+#include "prism/runtime/runtime.h"
 
 namespace {
 using Clock = std::chrono::steady_clock;
@@ -245,9 +240,7 @@ int main(int argc, char** argv) {
     const double peak = peak_tflops > 0 ? peak_tflops * 1e12 : (cuda ? prism::train::kH100Bf16PeakFlops : 0.0);
     const double mfu = peak > 0 ? prism::train::mfu(tps, fpt, peak) : std::numeric_limits<double>::quiet_NaN();
     double peak_gib = std::numeric_limits<double>::quiet_NaN();
-#ifdef PRISM_HAS_CUDA_KERNELS
-    if (cuda) peak_gib = static_cast<double>(prism::train::cuda_peak_allocated_bytes(dev_index)) / (1 << 30);
-#endif
+    if (cuda) peak_gib = static_cast<double>(prism::runtime::peak_memory_bytes(at::Device(at::kCUDA, dev_index))) / (1 << 30);
     std::printf(
         "{\"impl\": \"prism\", \"config\": \"%s\", \"device\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, "
         "\"batch\": %lld, \"seq\": %lld, \"packed\": %s, \"ckpt\": %s, \"fused_loss\": %s, \"iters\": %d, "
