@@ -22,7 +22,7 @@ EDGES = {
     "train": ["models", "data", "distributed"],
     "eval": ["generate", "rewards", "data"],
     "rl": ["train", "eval"],
-    "analysis": ["eval"],
+    "analysis": ["models"],  # eval once it exists (the loss landscape evaluates on a grid)
 }
 
 

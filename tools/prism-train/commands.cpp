@@ -449,6 +449,7 @@ void Commands::register_all(CLI::App& app) {
     m->add_option("--world-size", o.world, "Data-parallel world size")->capture_default_str();
     cmds_.push_back({m, [&] { return cmd_data_mixture(o); }});
   }
+  register_analyze_commands(app, *this);
 }
 
 int Commands::run_selected() {

@@ -35,4 +35,7 @@ class Commands {
 // One registration function per job family, each in its own file (tools/prism-train/cmd_*.cpp),
 // called from Commands::register_all.
 
+/// `prism-train analyze weights|trajectory|cka` (cmd_analyze.cpp).
+void register_analyze_commands(CLI::App& app, Commands& cmds);
+
 }  // namespace prism::cli
