@@ -111,7 +111,7 @@ void load_as_double(const at::Tensor& t, int64_t begin, int64_t count, double* o
       break;
     }
     default:
-      throw Error(str("unsupported dtype ", t.scalar_type(), " (expected bf16, fp16, fp32 or fp64)"));
+      throw Error(prism::str("unsupported dtype ", t.scalar_type(), " (expected bf16, fp16, fp32 or fp64)"));
   }
 }
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "prism/core/error.h"
@@ -32,6 +33,8 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
   return s;
 }
 
+const char* kMissing = "gnuplot not found on PATH; the analysis plots need it (Debian/Ubuntu: apt-get install gnuplot-nox)";
+
 std::string tail(const std::string& s, size_t n) { return s.size() <= n ? s : "..." + s.substr(s.size() - n); }
 
 }  // namespace
@@ -43,6 +46,19 @@ std::string gp_quote(const std::string& s) {
     out += c;
   }
   return out + "\"";
+}
+
+void check_gnuplot() {
+  const char* path = std::getenv("PATH");
+  std::string p = path ? path : "";
+  for (size_t b = 0; b <= p.size();) {
+    size_t e = p.find(':', b);
+    if (e == std::string::npos) e = p.size();
+    const std::string dir = e > b ? p.substr(b, e - b) : ".";
+    if (::access(fs::join(dir, "gnuplot").c_str(), X_OK) == 0) return;
+    b = e + 1;
+  }
+  throw Error(kMissing);
 }
 
 std::vector<std::string> render_plot(const PlotSpec& spec, const std::string& out_dir) {
@@ -71,8 +87,7 @@ std::vector<std::string> render_plot(const PlotSpec& spec, const std::string& ou
   const int rc = posix_spawnp(&pid, "gnuplot", &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc == ENOENT)
-    throw Error("gnuplot not found on PATH; the analysis plots need it (Debian/Ubuntu: apt-get install gnuplot-nox)",
-                {png});
+    throw Error(kMissing, {png});
   if (rc != 0) throw Error(str("cannot start gnuplot: ", std::strerror(rc)), {png});
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -85,8 +100,7 @@ std::vector<std::string> render_plot(const PlotSpec& spec, const std::string& ou
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     cleanup();
     if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
-      throw Error("gnuplot not found on PATH; the analysis plots need it (Debian/Ubuntu: apt-get install gnuplot-nox)",
-                  {png});
+      throw Error(kMissing, {png});
     throw Error("gnuplot failed: " + tail(log, 600), {png});
   }
   for (const auto& p : {png + suffix, svg + suffix}) {

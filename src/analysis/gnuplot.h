@@ -22,6 +22,9 @@ struct PlotSpec {
 /// gnuplot is not installed or fails (with the end of its error output).
 std::vector<std::string> render_plot(const PlotSpec& spec, const std::string& out_dir);
 
+/// Throws prism::Error naming the package when no executable gnuplot is on PATH.
+void check_gnuplot();
+
 /// A gnuplot string literal (double-quoted, with backslashes and quotes escaped).
 std::string gp_quote(const std::string& s);
 

@@ -27,7 +27,9 @@ struct AnalyzeOptions {
   analysis::CkaOptions cka;
 };
 
-void set_threads(int n) {
+// Every subcommand ends in plots: fail before a long pass over the checkpoints, not after it.
+void prepare(int n) {
+  analysis::check_gnuplot();
   if (n > 0) at::set_num_threads(n);
 }
 
@@ -46,7 +48,7 @@ void print_written(const std::vector<std::string>& files) {
 }
 
 int run_weights(const AnalyzeOptions& o) {
-  set_threads(o.threads);
+  prepare(o.threads);
   auto c = compare_options(o);
   std::vector<std::string> compared{o.model};
   if (!o.other.empty()) {
@@ -61,7 +63,7 @@ int run_weights(const AnalyzeOptions& o) {
 }
 
 int run_trajectory(const AnalyzeOptions& o) {
-  set_threads(o.threads);
+  prepare(o.threads);
   auto t = analysis::trajectory(o.base, o.checkpoints, compare_options(o));
   std::cerr << "analyze trajectory: " << t.checkpoints.size() << " checkpoints, steps " << t.checkpoints.front().step
             << " to " << t.checkpoints.back().step << ", " << t.comparison.seconds << " s\n";
@@ -70,7 +72,7 @@ int run_trajectory(const AnalyzeOptions& o) {
 }
 
 int run_cka(const AnalyzeOptions& o) {
-  set_threads(o.threads);
+  prepare(o.threads);
   auto r = analysis::compare_representations(o.base, o.ckpt_b, o.inputs, o.cka);
   std::cerr << "analyze cka: " << r.full.size() << " layers, minimum " << r.min_value << " at layer " << r.min_layer
             << " (std " << r.min_std << "), " << r.seconds << " s\n";

@@ -12,6 +12,10 @@
 
 namespace prism::analysis {
 
+/// Throws prism::Error naming the package when gnuplot is not on PATH (the CLI calls it before a
+/// long comparison rather than failing at the plots).
+void check_gnuplot();
+
 /// weights.json, weights.md, changed_by_subcomponent.{png,svg} (changed fraction at each
 /// compared checkpoint, per sub-component, at `plot_threshold`) and, with cosine pairs,
 /// delta_cosine.{png,svg}. Returns the paths written.
