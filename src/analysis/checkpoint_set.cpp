@@ -50,7 +50,7 @@ CheckpointSet::CheckpointSet(const std::vector<std::string>& dirs) : dirs_(dirs)
       std::string n = stored_name(r, cfg_, info.name);
       if (n.empty())
         throw Error("parameter missing from the checkpoint (the first checkpoint's config.json declares it)",
-                    {dirs[i], "", info.name});
+                    {dirs[i], "", info.name, "", ""});
       const auto& ti = r.info(n);
       if (ti.shape != info.shape)
         throw Error("shape differs from the first checkpoint's config.json", {r.file_of(n), "", n, shape_str(info.shape),

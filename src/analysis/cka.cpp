@@ -44,7 +44,7 @@ std::string resolve_device(const std::string& d) {
 
 std::vector<std::string> read_texts(const std::string& path, const std::string& field, int64_t limit) {
   std::ifstream in(path);
-  if (!in) throw Error("cannot open the inputs file", {path});
+  if (!in) throw Error("cannot open the inputs file", {path, "", "", "", ""});
   std::vector<std::string> out;
   std::string line;
   int64_t lineno = 0;
@@ -56,11 +56,11 @@ std::vector<std::string> read_texts(const std::string& path, const std::string& 
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception& e) {
-      throw Error(str("line ", lineno, ": invalid JSON: ", e.what()), {path});
+      throw Error(str("line ", lineno, ": invalid JSON: ", e.what()), {path, "", "", "", ""});
     }
     auto it = j.is_object() ? j.find(field) : j.end();
     if (it == j.end() || !it->is_string())
-      throw Error(str("line ", lineno, ": no string field '", field, "'"), {path, field, "a JSON object with a string \"" + field + "\""});
+      throw Error(str("line ", lineno, ": no string field '", field, "'"), {path, field, "a JSON object with a string \"" + field + "\"", "", ""});
     out.push_back(it->get<std::string>());
   }
   return out;
@@ -83,7 +83,7 @@ Tokenized tokenize(const io::Tokenizer& tok, const std::vector<std::string>& tex
   Tokenized t;
   for (size_t i = 0; i < texts.size(); ++i) {
     auto ids = tok.encode(texts[i], o.add_special_tokens);
-    if (ids.empty()) throw Error(str("input ", i + 1, " is empty after tokenization"), {inputs_path, o.field});
+    if (ids.empty()) throw Error(str("input ", i + 1, " is empty after tokenization"), {inputs_path, o.field, "", "", ""});
     if (o.max_tokens > 0 && static_cast<int64_t>(ids.size()) > o.max_tokens) {
       ids.resize(static_cast<size_t>(o.max_tokens));
       ++t.truncated;
@@ -155,7 +155,7 @@ at::Tensor pooled_hidden_states(const std::string& dir, const std::vector<std::v
   for (size_t i = 0; i < inputs.size(); ++i) {
     for (int32_t id : inputs[i])
       if (id < 0 || id >= vocab)
-        throw Error(str("input ", i + 1, ": token id ", id, " is outside the model's vocabulary of ", vocab), {dir});
+        throw Error(str("input ", i + 1, ": token id ", id, " is outside the model's vocabulary of ", vocab), {dir, "", "", "", ""});
     auto ids = at::tensor(std::vector<int64_t>(inputs[i].begin(), inputs[i].end()), at::kLong).unsqueeze(0).to(lo.device);
     auto out = model->forward(ids, fo);
     std::vector<at::Tensor> per_layer;
@@ -183,7 +183,7 @@ CkaResult compare_representations(const std::string& model_a, const std::string&
     log::warn(str("cka: ", inputs, " has only ", n, " records, fewer than the ", o.num_inputs, " asked for"));
   if (n < 2 || o.subset < 2 || o.subset > n)
     throw Error(str("the bootstrap needs 2 <= subset <= inputs, got subset ", o.subset, " of ", n, " inputs"),
-                {inputs, "--subset"});
+                {inputs, "--subset", "", "", ""});
   r.num_inputs = n;
 
   auto tok_a = load_tokenizer(r.model_a, o.tokenizer);

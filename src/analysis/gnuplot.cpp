@@ -87,8 +87,8 @@ std::vector<std::string> render_plot(const PlotSpec& spec, const std::string& ou
   const int rc = posix_spawnp(&pid, "gnuplot", &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   if (rc == ENOENT)
-    throw Error(kMissing, {png});
-  if (rc != 0) throw Error(str("cannot start gnuplot: ", std::strerror(rc)), {png});
+    throw Error(kMissing, {png, "", "", "", ""});
+  if (rc != 0) throw Error(str("cannot start gnuplot: ", std::strerror(rc)), {png, "", "", "", ""});
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -100,13 +100,13 @@ std::vector<std::string> render_plot(const PlotSpec& spec, const std::string& ou
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     cleanup();
     if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
-      throw Error(kMissing, {png});
-    throw Error("gnuplot failed: " + tail(log, 600), {png});
+      throw Error(kMissing, {png, "", "", "", ""});
+    throw Error("gnuplot failed: " + tail(log, 600), {png, "", "", "", ""});
   }
   for (const auto& p : {png + suffix, svg + suffix}) {
     if (!fs::exists(p) || fs::file_size(p) == 0) {
       cleanup();
-      throw Error("gnuplot wrote no output: " + tail(log, 600), {p});
+      throw Error("gnuplot wrote no output: " + tail(log, 600), {p, "", "", "", ""});
     }
   }
   fs::rename(png + suffix, png);

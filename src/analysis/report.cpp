@@ -54,7 +54,7 @@ std::vector<std::string> labels_of(const std::vector<std::string>& paths) {
 size_t threshold_index(const std::vector<double>& th, double t) {
   for (size_t i = 0; i < th.size(); ++i)
     if (std::fabs(th[i] - t) <= 1e-12) return i;
-  throw Error("the plot threshold " + pct_label(t) + " is not one of the computed thresholds", {"", "--plot-threshold"});
+  throw Error("the plot threshold " + pct_label(t) + " is not one of the computed thresholds", {"", "--plot-threshold", "", "", ""});
 }
 
 ojson by_threshold(const std::vector<double>& th, const std::vector<double>& v) {

@@ -196,7 +196,7 @@ std::vector<double> default_thresholds() { return {0.001, 0.005, 0.01, 0.02, 0.0
 std::string resolve_hf_dir(const std::string& path) {
   if (fs::is_regular_file(fs::join(path, "config.json"))) return path;
   if (fs::is_regular_file(fs::join(fs::join(path, "model"), "config.json"))) return fs::join(path, "model");
-  if (!fs::exists(path)) throw Error("checkpoint not found", {path});
+  if (!fs::exists(path)) throw Error("checkpoint not found", {path, "", "", "", ""});
   throw Error("not a Hugging Face checkpoint directory", {path, "", "", "config.json here or in model/", "neither"});
 }
 
@@ -277,11 +277,11 @@ std::vector<CheckpointRef> find_checkpoints(const std::vector<std::string>& path
       }
       out.push_back({step, resolve_hf_dir(d)});
     }
-    if (out.size() == before) throw Error("no complete checkpoint (step-XXXXXXXX with COMPLETE) found", {ckdir});
+    if (out.size() == before) throw Error("no complete checkpoint (step-XXXXXXXX with COMPLETE) found", {ckdir, "", "", "", ""});
   };
   for (size_t i = 0; i < paths.size(); ++i) {
     const std::string& p = paths[i];
-    if (!fs::is_directory(p)) throw Error("checkpoint directory not found", {p});
+    if (!fs::is_directory(p)) throw Error("checkpoint directory not found", {p, "", "", "", ""});
     if (fs::is_regular_file(fs::join(p, "config.json")) ||
         fs::is_regular_file(fs::join(fs::join(p, "model"), "config.json"))) {
       out.push_back({trailing_number(fs::filename(p), static_cast<int64_t>(i) + 1), resolve_hf_dir(p)});
