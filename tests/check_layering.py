@@ -21,9 +21,9 @@ EDGES = {
     "rewards": ["core"],
     "generate": ["models"],
     "train": ["models", "data", "distributed"],
-    "eval": ["data"],  # + generate, rewards once they exist
+    "eval": ["generate", "rewards", "data"],
     "rl": ["train", "eval"],
-    "analysis": ["eval"],
+    "analysis": ["eval"],  # the loss landscape evaluates on a grid
 }
 
 

@@ -271,6 +271,16 @@ at::Tensor SafetensorsFile::get(const std::string& name) const {
   return at::from_blob(p, ti.shape, [keep](void*) {}, options);
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+  const TensorInfo& ti = info(name);
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t b = reinterpret_cast<uintptr_t>(map_->base + header_.data_offset() + ti.begin);
+  const uintptr_t e = b + static_cast<uintptr_t>(ti.end - ti.begin);
+  const uintptr_t first = (b + page - 1) / page * page, last = e / page * page;
+  // Pages shared with a neighbouring tensor stay: at most two per tensor, and the neighbour may be in use.
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 std::vector<std::string> SafetensorsFile::names() const {
   std::vector<std::string> v;
   v.reserve(header_.tensors.size());
@@ -381,6 +391,8 @@ size_t lookup(const std::map<std::string, size_t>& where, const std::string& pat
 }  // namespace
 
 at::Tensor CheckpointReader::get(const std::string& name) const { return files_[lookup(where_, path_, name)]->get(name); }
+
+void CheckpointReader::release(const std::string& name) const { files_[lookup(where_, path_, name)]->release(name); }
 
 const TensorInfo& CheckpointReader::info(const std::string& name) const {
   return files_[lookup(where_, path_, name)]->info(name);

@@ -64,9 +64,11 @@ struct ParamSlot {
   std::string name;
   std::vector<int64_t> shape;
   at::Tensor* slot;
-  const char* kind;  // embedding | attention | mlp | norm | lm_head (for inspect's breakdown)
+  const char* kind;  // embedding | attention | mlp | mamba2 | norm | lm_head (for inspect's breakdown)
   InitKind init;     // what init_weights draws for it
-  ParameterKind role;  // what training rules see (weight decay)
+  ParameterKind pkind;  // what training rules see (weight decay)
+  const char* role;     // family-independent part name (ParameterInfo::role)
+  int64_t layer;        // -1 outside the decoder layers
 };
 
 std::string shape_str(at::IntArrayRef s) {
@@ -115,26 +117,27 @@ struct CausalLM::Impl {
   int num_mamba_blocks = 0;
 
   const char* declaring_kind = "";
-  // The role follows from where and how a parameter is declared; only Mamba2's D (a 1-D tensor
-  // initialised like a norm weight) needs saying.
-  void declare(const std::string& name, std::vector<int64_t> shape, at::Tensor& slot, InitKind init,
-               std::optional<ParameterKind> role = std::nullopt) {
-    if (!role) {
+  int64_t declaring_layer = -1;
+  // The training kind follows from where and how a parameter is declared; only Mamba2's D (a 1-D
+  // tensor initialised like a norm weight) needs saying.
+  void declare(const std::string& name, std::vector<int64_t> shape, at::Tensor& slot, InitKind init, const char* role,
+               std::optional<ParameterKind> pkind = std::nullopt) {
+    if (!pkind) {
       const std::string_view k = declaring_kind;
-      role = k == "embedding"                                              ? ParameterKind::kEmbedding
-             : k == "lm_head"                                              ? ParameterKind::kLmHead
-             : init == InitKind::kZeros                                    ? ParameterKind::kBias
-             : init == InitKind::kMambaALog || init == InitKind::kMambaDtBias ? ParameterKind::kSsm
-             : shape.size() <= 1                                           ? ParameterKind::kNorm
-                                                                           : ParameterKind::kMatrix;
+      pkind = k == "embedding"                                                ? ParameterKind::kEmbedding
+              : k == "lm_head"                                                ? ParameterKind::kLmHead
+              : init == InitKind::kZeros                                      ? ParameterKind::kBias
+              : init == InitKind::kMambaALog || init == InitKind::kMambaDtBias ? ParameterKind::kSsm
+              : shape.size() <= 1                                             ? ParameterKind::kNorm
+                                                                              : ParameterKind::kMatrix;
     }
-    slots.push_back({name, std::move(shape), &slot, declaring_kind, init, *role});
+    slots.push_back({name, std::move(shape), &slot, declaring_kind, init, *pkind, role, declaring_layer});
   }
   /// An nn.Linear: `<name>.weight` [out, in] and, when `bias`, `<name>.bias` [out].
-  void declare_linear(const std::string& name, int64_t out, int64_t in, bool bias, at::Tensor& w, at::Tensor& b,
-                      InitKind w_init = InitKind::kNormal) {
-    declare(name + ".weight", {out, in}, w, w_init);
-    if (bias) declare(name + ".bias", {out}, b, InitKind::kZeros);
+  void declare_linear(const std::string& name, const char* role, int64_t out, int64_t in, bool bias, at::Tensor& w,
+                      at::Tensor& b, InitKind w_init = InitKind::kNormal) {
+    declare(name + ".weight", {out, in}, w, w_init, role);
+    if (bias) declare(name + ".bias", {out}, b, InitKind::kZeros, role);
   }
 
   void build_slots() {
@@ -142,61 +145,63 @@ struct CausalLM::Impl {
     const int64_t D = c.hidden_size, F = c.intermediate_size, d = c.head_dim;
     const int64_t q_out = c.num_heads * d, kv_out = c.num_kv_heads * d;
     declaring_kind = "embedding";
-    declare(c.embed_name, {c.vocab_size, D}, embed, InitKind::kEmbedding);
+    declare(c.embed_name, {c.vocab_size, D}, embed, InitKind::kEmbedding, "embed");
     layers.resize(c.layers.size());
     for (size_t i = 0; i < c.layers.size(); ++i) {
       auto& L = layers[i];
+      declaring_layer = static_cast<int64_t>(i);
       L.resize(c.layers[i].blocks.size());
       for (size_t j = 0; j < L.size(); ++j) {
         const auto& spec = c.layers[i].blocks[j];
         auto& b = L[j];
         b.kind = spec.kind;
         declaring_kind = "norm";
-        declare(spec.norm, {D}, b.norm, InitKind::kOnes);
+        declare(spec.norm, {D}, b.norm, InitKind::kOnes, "norm");
         declaring_kind = block_kind_name(spec.kind);
         const std::string& p = spec.prefix;
         if (spec.kind == BlockKind::kAttention) {
           b.cache_slot = num_attention_blocks++;
-          declare_linear(p + "q_proj", q_out, D, c.attention_bias, b.attn.q, b.attn.q_b);
-          declare_linear(p + "k_proj", kv_out, D, c.attention_bias, b.attn.k, b.attn.k_b);
-          declare_linear(p + "v_proj", kv_out, D, c.attention_bias, b.attn.v, b.attn.v_b);
-          declare_linear(p + "o_proj", D, q_out, c.attention_bias, b.attn.o, b.attn.o_b);
+          declare_linear(p + "q_proj", "q", q_out, D, c.attention_bias, b.attn.q, b.attn.q_b);
+          declare_linear(p + "k_proj", "k", kv_out, D, c.attention_bias, b.attn.k, b.attn.k_b);
+          declare_linear(p + "v_proj", "v", kv_out, D, c.attention_bias, b.attn.v, b.attn.v_b);
+          declare_linear(p + "o_proj", "o", D, q_out, c.attention_bias, b.attn.o, b.attn.o_b);
         } else if (spec.kind == BlockKind::kMlp) {
           switch (c.mlp) {
             case MlpKind::kSwiGLU:
-              declare_linear(p + "gate_proj", F, D, c.mlp_bias, b.mlp.gate, b.mlp.gate_b);
-              declare_linear(p + "up_proj", F, D, c.mlp_bias, b.mlp.up, b.mlp.up_b);
-              declare_linear(p + "down_proj", D, F, c.mlp_bias, b.mlp.down, b.mlp.down_b);
+              declare_linear(p + "gate_proj", "gate", F, D, c.mlp_bias, b.mlp.gate, b.mlp.gate_b);
+              declare_linear(p + "up_proj", "up", F, D, c.mlp_bias, b.mlp.up, b.mlp.up_b);
+              declare_linear(p + "down_proj", "down", D, F, c.mlp_bias, b.mlp.down, b.mlp.down_b);
               break;
             case MlpKind::kFusedSwiGLU:
-              declare(p + "input_linear.weight", {2 * F, D}, b.mlp.gate_up, InitKind::kNormal);
-              declare(p + "output_linear.weight", {D, F}, b.mlp.out, InitKind::kNormal);
+              declare(p + "input_linear.weight", {2 * F, D}, b.mlp.gate_up, InitKind::kNormal, "gate_up");
+              declare(p + "output_linear.weight", {D, F}, b.mlp.out, InitKind::kNormal, "down");
               break;
             case MlpKind::kRelu2:
-              declare_linear(p + "up_proj", F, D, c.mlp_bias, b.mlp.up, b.mlp.up_b);
-              declare_linear(p + "down_proj", D, F, c.mlp_bias, b.mlp.down, b.mlp.down_b);
+              declare_linear(p + "up_proj", "up", F, D, c.mlp_bias, b.mlp.up, b.mlp.up_b);
+              declare_linear(p + "down_proj", "down", D, F, c.mlp_bias, b.mlp.down, b.mlp.down_b);
               break;
           }
         } else {  // kMamba2
           const auto& m = c.mamba;
           const int64_t I = m.inner(), H = m.num_heads, proj = 2 * I + 2 * m.n_groups * m.state_size + H;
           b.cache_slot = num_mamba_blocks++;
-          declare_linear(p + "in_proj", proj, D, m.proj_bias, b.mamba.in_proj, b.mamba.in_proj_b);
-          declare(p + "conv1d.weight", {m.conv_dim(), 1, m.conv_kernel}, b.mamba.conv_w, InitKind::kNormal);
-          if (m.conv_bias) declare(p + "conv1d.bias", {m.conv_dim()}, b.mamba.conv_b, InitKind::kZeros);
-          declare(p + "dt_bias", {H}, b.mamba.dt_bias, InitKind::kMambaDtBias);
-          declare(p + "A_log", {H}, b.mamba.A_log, InitKind::kMambaALog);
-          declare(p + "D", {H}, b.mamba.D, InitKind::kOnes, ParameterKind::kSsm);
-          declare(p + "norm.weight", {I}, b.mamba.norm, InitKind::kOnes);
-          declare_linear(p + "out_proj", D, I, m.proj_bias, b.mamba.out_proj, b.mamba.out_proj_b,
+          declare_linear(p + "in_proj", "in_proj", proj, D, m.proj_bias, b.mamba.in_proj, b.mamba.in_proj_b);
+          declare(p + "conv1d.weight", {m.conv_dim(), 1, m.conv_kernel}, b.mamba.conv_w, InitKind::kNormal, "conv1d");
+          if (m.conv_bias) declare(p + "conv1d.bias", {m.conv_dim()}, b.mamba.conv_b, InitKind::kZeros, "conv1d");
+          declare(p + "dt_bias", {H}, b.mamba.dt_bias, InitKind::kMambaDtBias, "dt_bias");
+          declare(p + "A_log", {H}, b.mamba.A_log, InitKind::kMambaALog, "A_log");
+          declare(p + "D", {H}, b.mamba.D, InitKind::kOnes, "D", ParameterKind::kSsm);
+          declare(p + "norm.weight", {I}, b.mamba.norm, InitKind::kOnes, "gated_norm");
+          declare_linear(p + "out_proj", "out_proj", D, I, m.proj_bias, b.mamba.out_proj, b.mamba.out_proj_b,
                          c.rescale_prenorm_residual ? InitKind::kResidualOut : InitKind::kNormal);
         }
       }
     }
+    declaring_layer = -1;
     declaring_kind = "norm";
-    declare(c.final_norm_name, {D}, final_norm, InitKind::kOnes);
+    declare(c.final_norm_name, {D}, final_norm, InitKind::kOnes, "norm");
     declaring_kind = "lm_head";
-    if (!c.tie_word_embeddings) declare(c.lm_head_name, {c.vocab_size, D}, lm_head, InitKind::kNormal);
+    if (!c.tie_word_embeddings) declare(c.lm_head_name, {c.vocab_size, D}, lm_head, InitKind::kNormal, "lm_head");
   }
 
   void finish() {
@@ -205,7 +210,7 @@ struct CausalLM::Impl {
     param_kinds.clear();
     for (auto& s : slots) {
       params.emplace_back(s.name, *s.slot);
-      param_kinds.push_back(s.role);
+      param_kinds.push_back(s.pkind);
     }
     if (cfg.use_rope && device.type() != at::kMeta) {
       ops::RopeConfig rc;
@@ -565,6 +570,13 @@ std::vector<std::pair<std::string, int64_t>> CausalLM::parameter_counts_by_kind(
     if (it == out.end()) out.emplace_back(s.kind, 0), it = out.end() - 1;
     it->second += s.slot->numel();
   }
+  return out;
+}
+
+std::vector<ParameterInfo> CausalLM::parameter_infos() const {
+  std::vector<ParameterInfo> out;
+  out.reserve(impl_->slots.size());
+  for (const auto& s : impl_->slots) out.push_back({s.name, s.shape, s.kind, s.role, s.layer});
   return out;
 }
 

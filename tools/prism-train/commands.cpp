@@ -14,6 +14,7 @@
 #include <csignal>
 
 #include "prism-train/commands.h"
+#include "prism-train/stop_signal.h"
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
 #include "prism/core/run_config.h"
@@ -307,31 +308,21 @@ int cmd_data_mixture(const Options& o) {
   return 0;
 }
 
-// The one piece of process-global state prism has: a signal handler can only reach a global, and
-// it only records that SIGTERM/SIGINT arrived; the trainer polls it once per step, checkpoints and
-// exits (Slurm sends SIGTERM before preemption / time limits).
-volatile std::sig_atomic_t g_stop_signal = 0;
-extern "C" void prism_on_stop_signal(int sig) { g_stop_signal = sig; }
-
 int cmd_mid(const Options& o) {
   auto cfg = config::load_config<train::MidTrainConfig>(o.config_path, o.sets);
   if (o.print_config) {
     std::cout << config::dump_config(cfg);
     return 0;
   }
-  struct sigaction sa {};
-  sa.sa_handler = prism_on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
+  install_stop_handlers();
   train::RunOptions ro;
   ro.resume = o.resume;
-  ro.should_stop = [] { return g_stop_signal != 0; };
+  ro.should_stop = [] { return stop_requested(); };
   ro.config_file = o.config_path;
   ro.faults = o.faults;
   auto r = train::run_mid_training(cfg, ro);
   if (r.stopped) {
-    std::cerr << "mid: stopped by signal " << static_cast<int>(g_stop_signal) << " at step " << r.step
+    std::cerr << "mid: stopped by signal " << stop_signal() << " at step " << r.step
               << "; checkpoint " << r.last_checkpoint << "; continue with --resume auto (exit status "
               << train::kExitStopped << ")\n";
     return train::kExitStopped;
@@ -441,6 +432,9 @@ void Commands::register_all(CLI::App& app) {
     cmds_.push_back({m, [&] { return cmd_data_mixture(o); }});
   }
   register_reward_commands(app, *this);
+  register_analyze_commands(app, *this);
+  register_eval_commands(app, *this);
+  register_rl_commands(app, *this);
 }
 
 int Commands::run_selected() {

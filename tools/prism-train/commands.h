@@ -39,4 +39,9 @@ void register_reward_commands(CLI::App& app, Commands& cmds);  // cmd_reward.cpp
 /// `generate`: sampling with the rollout engine (cmd_generate.cpp).
 void register_generate_commands(CLI::App& app, Commands& cmds);
 
+/// `prism-train analyze weights|trajectory|cka` (cmd_analyze.cpp).
+void register_analyze_commands(CLI::App& app, Commands& cmds);
+void register_eval_commands(CLI::App& app, Commands& cmds);     // cmd_eval.cpp: `eval`
+void register_rl_commands(CLI::App& app, Commands& cmds);       // cmd_rl.cpp: `rl`
+
 }  // namespace prism::cli

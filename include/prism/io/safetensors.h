@@ -76,6 +76,11 @@ class SafetensorsFile {
   /// one is seen by later get() calls on this object (never by the file or other opens).
   at::Tensor get(const std::string& name) const;
   std::vector<std::string> names() const;
+  /// Drops this process's resident pages of the tensor's bytes (madvise MADV_DONTNEED on the whole
+  /// pages inside it), so a pass that streams a checkpoint tensor by tensor keeps its RSS near one
+  /// tensor instead of growing to the file size. Views of the tensor stay valid and fault the bytes
+  /// back in from the file; in-place writes made through them are discarded.
+  void release(const std::string& name) const;
 
  private:
   SafetensorsFile() = default;
@@ -96,6 +101,7 @@ class CheckpointReader {
   std::vector<std::string> names() const;  ///< sorted
   bool contains(const std::string& name) const;
   at::Tensor get(const std::string& name) const;
+  void release(const std::string& name) const;  ///< SafetensorsFile::release on the shard holding `name`
   const TensorInfo& info(const std::string& name) const;
   std::string file_of(const std::string& name) const;       ///< path of the shard holding `name`
   std::vector<std::string> files() const;                   ///< shard paths, in order

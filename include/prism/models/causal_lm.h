@@ -54,6 +54,19 @@ struct ForwardOutput {
   std::vector<at::Tensor> hidden_states;   ///< num_layers + 1 entries (transformers' convention)
 };
 
+/// Where one parameter sits in the architecture, so per-component analysis (prism::analysis) groups
+/// tensors by what the model builds rather than by guessing from names.
+struct ParameterInfo {
+  std::string name;            ///< HF tensor name
+  std::vector<int64_t> shape;
+  std::string kind;            ///< embedding | attention | mlp | mamba2 | norm | lm_head
+  /// Family-independent part: q k v o (attention); gate up down, gate_up for a fused [gate | up]
+  /// (mlp); in_proj out_proj conv1d A_log dt_bias D gated_norm (mamba2); norm; embed; lm_head.
+  /// A bias has the role of its weight.
+  std::string role;
+  int64_t layer = -1;          ///< decoder layer index, -1 for embedding / final norm / lm_head
+};
+
 struct LoadOptions {
   c10::ScalarType dtype = c10::ScalarType::Float;  ///< parameter/compute dtype
   std::string device = "cpu";                       ///< "cpu", "cuda", "cuda:1", "meta"
@@ -92,6 +105,8 @@ class CausalLM {
   int64_t num_parameters() const;
   /// Parameter counts grouped by kind (embedding, attention, mlp, norm, lm_head), in model order.
   std::vector<std::pair<std::string, int64_t>> parameter_counts_by_kind() const;
+  /// Every parameter with its kind, role and layer, in checkpoint order (works on "meta" models).
+  std::vector<ParameterInfo> parameter_infos() const;
 
   /// Overwrites every parameter in place with a fresh initialisation for training from scratch,
   /// following transformers' `_init_weights` of the family (docs/models.md "Initialisation"):

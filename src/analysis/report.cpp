@@ -1,0 +1,488 @@
+#include "prism/analysis/report.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <sstream>
+
+#include "analysis/gnuplot.h"
+#include "prism/core/error.h"
+#include "prism/core/fs.h"
+
+namespace prism::analysis {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+const char* kZeroRule =
+    "an element counts as changed at threshold t when |w_new - w_base| > t * |w_base|; for w_base = 0 this means it "
+    "changed at every threshold iff w_new != 0 (relative change +inf) and is unchanged when w_new = 0 (0/0 := 0)";
+
+std::string fmt(const char* f, double v) {
+  if (std::isnan(v)) return "n/a";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+std::string pct_label(double t) { return fmt("%g", 100.0 * t) + "%"; }
+
+// A short display name for a checkpoint directory: its own name, or its parent's for model/.
+std::string label_of(const std::string& path) {
+  std::string name = fs::filename(path);
+  if (name == "model") {
+    std::string p = fs::filename(fs::parent(path));
+    if (!p.empty() && p != ".") name = p;
+  }
+  return name;
+}
+
+// Distinct labels for the compared checkpoints (suffix #i when two share a name).
+std::vector<std::string> labels_of(const std::vector<std::string>& paths) {
+  std::vector<std::string> out;
+  std::map<std::string, int> count;
+  for (const auto& p : paths) ++count[label_of(p)];
+  for (size_t i = 0; i < paths.size(); ++i) {
+    std::string l = label_of(paths[i]);
+    out.push_back(count[l] > 1 ? l + " #" + std::to_string(i + 1) : l);
+  }
+  return out;
+}
+
+size_t threshold_index(const std::vector<double>& th, double t) {
+  for (size_t i = 0; i < th.size(); ++i)
+    if (std::fabs(th[i] - t) <= 1e-12) return i;
+  throw Error("the plot threshold " + pct_label(t) + " is not one of the computed thresholds", {"", "--plot-threshold", "", "", ""});
+}
+
+ojson by_threshold(const std::vector<double>& th, const std::vector<double>& v) {
+  ojson j = ojson::object();
+  for (size_t i = 0; i < th.size(); ++i) j[pct_label(th[i])] = v[i];
+  return j;
+}
+
+ojson group_json(const GroupSummary& g, const WeightComparison& cmp, const std::vector<std::string>& labels) {
+  ojson j;
+  j["component"] = g.component;
+  if (!g.subcomponent.empty()) j["subcomponent"] = g.subcomponent;
+  j["tensors"] = g.tensors;
+  j["numel"] = g.numel;
+  j["zeros_in_base"] = g.zeros;
+  ojson ds = ojson::array();
+  for (size_t k = 0; k < g.deltas.size(); ++k) {
+    const auto& d = g.deltas[k];
+    ojson e;
+    e["checkpoint"] = labels[k];
+    e["l2"] = d.l2;
+    e["l2_matrix_avg"] = d.l2_matrix_avg;
+    e["changed"] = by_threshold(cmp.thresholds, d.changed);
+    e["changed_matrix_avg"] = by_threshold(cmp.thresholds, d.changed_matrix_avg);
+    ds.push_back(e);
+  }
+  j["deltas"] = ds;
+  if (!g.cosine.empty()) j["cosine"] = g.cosine;
+  return j;
+}
+
+void write_text(const std::string& path, const std::string& text, std::vector<std::string>& written) {
+  fs::write_file_atomic(path, text);
+  written.push_back(path);
+}
+
+std::string md_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) o += c == '|' ? std::string("\\|") : std::string(1, c);
+  return o;
+}
+
+// Histogram bar centres for column i of n in a clustered histogram with gap 1.
+std::string bar_x(size_t i, size_t n) {
+  const double off = (static_cast<double>(i) - (static_cast<double>(n) - 1) / 2.0) / (static_cast<double>(n) + 1.0);
+  return "($0" + fmt("%+.6f", off) + ")";
+}
+
+const char* kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
+
+// A clustered bar chart: rows (x labels) × series, value labels on the bars.
+PlotSpec bar_chart(const std::string& stem, const std::string& title, const std::string& ylabel,
+                   const std::vector<std::string>& rows, const std::vector<std::string>& series,
+                   const std::vector<std::vector<double>>& values, const char* value_fmt, bool fixed_unit_range) {
+  PlotSpec p;
+  p.stem = stem;
+  p.width = std::max(700, 60 * static_cast<int>(rows.size() * std::max<size_t>(1, series.size())) + 200);
+  std::ostringstream data;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    data << gp_quote(rows[r]);
+    for (size_t s = 0; s < series.size(); ++s) data << " " << fmt("%.10g", values[s][r]);
+    data << "\n";
+  }
+  // gnuplot reads "n/a" as missing data.
+  std::string d = data.str();
+  p.data.emplace_back("bars.dat", d);
+  std::ostringstream b;
+  b << "set title " << gp_quote(title) << "\n"
+    << "set ylabel " << gp_quote(ylabel) << "\n"
+    << "set datafile missing \"n/a\"\n"
+    << "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.85 border -1\n"
+    << "set boxwidth 0.9 relative\nset grid ytics\nset key top right\nset xtics rotate by -35 nomirror\n"
+    << (fixed_unit_range ? "set yrange [-1:1.15]\n" : "set yrange [0:*]\nset offsets 0,0,graph 0.08,0\n")
+    << "plot ";
+  for (size_t s = 0; s < series.size(); ++s) {
+    b << (s ? ", " : "") << "'@DATA@/bars.dat' using " << s + 2 << (s == 0 ? ":xtic(1)" : "") << " title "
+      << gp_quote(series[s]) << " lc rgb " << gp_quote(kPalette[s % 8]);
+  }
+  for (size_t s = 0; s < series.size(); ++s)
+    b << ", '@DATA@/bars.dat' using " << bar_x(s, series.size()) << ":" << s + 2 << ":(sprintf(" << gp_quote(value_fmt)
+      << ", $" << s + 2 << ")) with labels offset 0,0.6 font \",8\" notitle";
+  b << "\n";
+  p.body = b.str();
+  return p;
+}
+
+}  // namespace
+
+std::vector<std::string> write_weights_report(const WeightComparison& cmp, const std::string& out_dir,
+                                              double plot_threshold) {
+  fs::create_directories(out_dir);
+  const auto sum = summarize(cmp);
+  const auto labels = labels_of(cmp.compared);
+  const size_t ti = threshold_index(cmp.thresholds, plot_threshold);
+  std::vector<std::string> written;
+
+  ojson j;
+  j["kind"] = "weights";
+  j["base"] = cmp.base;
+  ojson compared = ojson::array();
+  for (size_t k = 0; k < cmp.compared.size(); ++k) compared.push_back({{"label", labels[k]}, {"path", cmp.compared[k]}});
+  j["compared"] = compared;
+  j["thresholds"] = cmp.thresholds;
+  j["zero_rule"] = kZeroRule;
+  j["total"] = group_json(sum.total, cmp, labels);
+  ojson comps = ojson::array(), subs = ojson::array(), tensors = ojson::array();
+  for (const auto& g : sum.components) comps.push_back(group_json(g, cmp, labels));
+  for (const auto& g : sum.subcomponents) subs.push_back(group_json(g, cmp, labels));
+  j["components"] = comps;
+  j["subcomponents"] = subs;
+  if (!cmp.cosine_pairs.empty()) {
+    ojson cos = ojson::array();
+    for (size_t q = 0; q < cmp.cosine_pairs.size(); ++q) {
+      const auto [a, b] = cmp.cosine_pairs[q];
+      ojson c;
+      c["a"] = labels[static_cast<size_t>(a)];
+      c["b"] = labels[static_cast<size_t>(b)];
+      c["weighted_avg"] = sum.cosine_weighted_avg[q];
+      c["overall"] = sum.total.cosine[q];
+      ojson per = ojson::object();
+      for (const auto& g : sum.components) per[g.component] = g.cosine[q];
+      c["components"] = per;
+      cos.push_back(c);
+    }
+    j["cosine"] = cos;
+  }
+  for (const auto& t : cmp.tensors) {
+    ojson e;
+    e["name"] = t.name;
+    e["stored_name"] = t.stored_name;
+    e["component"] = t.component;
+    e["subcomponent"] = t.subcomponent;
+    e["layer"] = t.layer;
+    e["shape"] = t.shape;
+    e["numel"] = t.numel;
+    e["zeros_in_base"] = t.zeros;
+    e["norm"] = std::sqrt(t.sum_w2);
+    ojson ds = ojson::array();
+    for (const auto& d : t.deltas) {
+      std::vector<double> fr;
+      for (auto c : d.changed) fr.push_back(t.numel ? static_cast<double>(c) / static_cast<double>(t.numel) : 0.0);
+      ds.push_back({{"delta_norm", std::sqrt(d.sum_d2)},
+                    {"l2", t.sum_w2 > 0 ? std::sqrt(d.sum_d2 / t.sum_w2) : std::nan("")},
+                    {"changed_count", d.changed},
+                    {"changed", by_threshold(cmp.thresholds, fr)}});
+    }
+    e["deltas"] = ds;
+    if (!t.dots.empty()) {
+      std::vector<double> cs;
+      for (size_t q = 0; q < t.dots.size(); ++q) {
+        const double a2 = t.deltas[static_cast<size_t>(cmp.cosine_pairs[q].first)].sum_d2;
+        const double b2 = t.deltas[static_cast<size_t>(cmp.cosine_pairs[q].second)].sum_d2;
+        cs.push_back(a2 > 0 && b2 > 0 ? t.dots[q] / std::sqrt(a2 * b2) : std::nan(""));
+      }
+      e["cosine"] = cs;
+    }
+    tensors.push_back(e);
+  }
+  j["tensors"] = tensors;
+  j["skipped"] = cmp.skipped;
+  j["bytes_read"] = cmp.bytes_read;
+  j["seconds"] = cmp.seconds;
+  write_text(fs::join(out_dir, "weights.json"), j.dump(1) + "\n", written);
+
+  // Markdown
+  std::ostringstream md;
+  const std::string tl = pct_label(plot_threshold);
+  md << "# Weight changes\n\n- base: `" << cmp.base << "`\n";
+  for (size_t k = 0; k < labels.size(); ++k) md << "- compared: **" << md_escape(labels[k]) << "** `" << cmp.compared[k] << "`\n";
+  md << "- " << cmp.tensors.size() << " tensors, " << sum.total.numel << " parameters (" << sum.total.zeros
+     << " zero in the base), " << fmt("%.2f", cmp.bytes_read / 1e9) << " GB read in " << fmt("%.1f", cmp.seconds)
+     << " s\n- w = 0: " << kZeroRule << "\n- L2 = ||W_new - W_base||_F / ||W_base||_F; *elem* = pooled over all "
+     << "elements of the group (concatenated), *mavg* = mean over the group's tensors\n\n";
+  auto group_table = [&](const std::vector<GroupSummary>& gs, bool with_sub) {
+    md << "| " << (with_sub ? "component | sub-component" : "component") << " | tensors | params |";
+    for (const auto& l : labels)
+      md << " " << md_escape(l) << " L2 elem | L2 mavg | changed >" << tl << " elem | mavg |";
+    md << "\n|" << (with_sub ? "---|---" : "---") << "|---:|---:|";
+    for (size_t k = 0; k < labels.size(); ++k) md << "---:|---:|---:|---:|";
+    md << "\n";
+    auto row = [&](const GroupSummary& g) {
+      md << "| " << g.component << (with_sub ? " | " + g.subcomponent : "") << " | " << g.tensors << " | " << g.numel
+         << " |";
+      for (const auto& d : g.deltas)
+        md << " " << fmt("%.4g", d.l2) << " | " << fmt("%.4g", d.l2_matrix_avg) << " | "
+           << fmt("%.2f%%", 100 * d.changed[ti]) << " | " << fmt("%.2f%%", 100 * d.changed_matrix_avg[ti]) << " |";
+      md << "\n";
+    };
+    for (const auto& g : gs) row(g);
+    if (!with_sub) row(sum.total);
+  };
+  md << "## By component\n\n";
+  group_table(sum.components, false);
+  md << "\n## By sub-component\n\n";
+  group_table(sum.subcomponents, true);
+  md << "\n## Threshold sweep (share of parameters unchanged, all tensors)\n\n| threshold |";
+  for (const auto& l : labels) md << " " << md_escape(l) << " elem | mavg |";
+  md << "\n|---:|";
+  for (size_t k = 0; k < labels.size(); ++k) md << "---:|---:|";
+  md << "\n";
+  for (size_t t = 0; t < cmp.thresholds.size(); ++t) {
+    md << "| " << pct_label(cmp.thresholds[t]) << " |";
+    for (const auto& d : sum.total.deltas)
+      md << " " << fmt("%.2f%%", 100 * (1 - d.changed[t])) << " | " << fmt("%.2f%%", 100 * (1 - d.changed_matrix_avg[t]))
+         << " |";
+    md << "\n";
+  }
+  for (size_t q = 0; q < cmp.cosine_pairs.size(); ++q) {
+    const auto [a, b] = cmp.cosine_pairs[q];
+    md << "\n## Delta cosine: " << md_escape(labels[static_cast<size_t>(a)]) << " vs "
+       << md_escape(labels[static_cast<size_t>(b)]) << " (both minus the base)\n\n| component | params | cosine |\n|---|---:|---:|\n";
+    for (const auto& g : sum.components) md << "| " << g.component << " | " << g.numel << " | " << fmt("%.4f", g.cosine[q]) << " |\n";
+    md << "| **weighted avg** (by params) | " << sum.total.numel << " | " << fmt("%.4f", sum.cosine_weighted_avg[q])
+       << " |\n| all tensors concatenated | " << sum.total.numel << " | " << fmt("%.4f", sum.total.cosine[q]) << " |\n";
+  }
+  if (!cmp.skipped.empty()) {
+    md << "\nNot compared (not model parameters): ";
+    for (size_t i = 0; i < cmp.skipped.size(); ++i) md << (i ? ", " : "") << "`" << cmp.skipped[i] << "`";
+    md << "\n";
+  }
+  md << "\nPlots: `changed_by_subcomponent.png` / `.svg`" << (cmp.cosine_pairs.empty() ? "" : ", `delta_cosine.png` / `.svg`")
+     << ". Per-tensor values: `weights.json`.\n";
+  write_text(fs::join(out_dir, "weights.md"), md.str(), written);
+
+  // Plots
+  std::vector<std::string> rows;
+  std::vector<std::vector<double>> vals(labels.size());
+  for (const auto& g : sum.subcomponents) {
+    rows.push_back(g.subcomponent);
+    for (size_t k = 0; k < labels.size(); ++k) vals[k].push_back(100.0 * g.deltas[k].changed[ti]);
+  }
+  for (const auto& p : render_plot(bar_chart("changed_by_subcomponent",
+                                             "Elements changed by more than " + tl + " of their base value",
+                                             "changed elements (%, element-weighted)", rows, labels, vals, "%.2f", false),
+                                   out_dir))
+    written.push_back(p);
+  if (!cmp.cosine_pairs.empty()) {
+    std::vector<std::string> crows, series;
+    std::vector<std::vector<double>> cv(cmp.cosine_pairs.size());
+    for (const auto& g : sum.components) crows.push_back(g.component);
+    crows.push_back("weighted avg");
+    for (size_t q = 0; q < cmp.cosine_pairs.size(); ++q) {
+      series.push_back("cos(" + labels[static_cast<size_t>(cmp.cosine_pairs[q].first)] + ", " +
+                       labels[static_cast<size_t>(cmp.cosine_pairs[q].second)] + ")");
+      for (const auto& g : sum.components) cv[q].push_back(g.cosine[q]);
+      cv[q].push_back(sum.cosine_weighted_avg[q]);
+    }
+    for (const auto& p : render_plot(bar_chart("delta_cosine", "Cosine similarity of the weight deltas (vs the base)",
+                                               "cosine", crows, series, cv, "%.3f", true),
+                                     out_dir))
+      written.push_back(p);
+  }
+  return written;
+}
+
+std::vector<std::string> write_trajectory_report(const Trajectory& traj, const std::string& out_dir,
+                                                 double plot_threshold) {
+  fs::create_directories(out_dir);
+  const auto& cmp = traj.comparison;
+  const auto sum = summarize(cmp);
+  const size_t ti = threshold_index(cmp.thresholds, plot_threshold);
+  const std::string tl = pct_label(plot_threshold);
+  std::vector<const GroupSummary*> groups;
+  for (const auto& g : sum.components) groups.push_back(&g);
+  groups.push_back(&sum.total);
+  const size_t K = traj.checkpoints.size();
+  // Step at which a group first reaches 80 % of its final L2 (the study's front-loading measure).
+  auto step_to_80 = [&](const GroupSummary& g) -> int64_t {
+    const double fin = g.deltas[K - 1].l2;
+    if (!(fin > 0)) return -1;
+    for (size_t k = 0; k < K; ++k)
+      if (g.deltas[k].l2 >= 0.8 * fin) return traj.checkpoints[k].step;
+    return -1;
+  };
+  std::vector<std::string> written;
+
+  ojson j;
+  j["kind"] = "trajectory";
+  j["start"] = cmp.base;
+  j["thresholds"] = cmp.thresholds;
+  j["zero_rule"] = kZeroRule;
+  ojson pts = ojson::array();
+  for (size_t k = 0; k < K; ++k) {
+    ojson p;
+    p["step"] = traj.checkpoints[k].step;
+    p["path"] = traj.checkpoints[k].path;
+    ojson gs = ojson::object();
+    for (const auto* g : groups) {
+      const auto& d = g->deltas[k];
+      std::vector<double> within;
+      for (double c : d.changed) within.push_back(1.0 - c);
+      gs[g->component] = {{"l2", d.l2},
+                          {"l2_matrix_avg", d.l2_matrix_avg},
+                          {"within", by_threshold(cmp.thresholds, within)},
+                          {"changed_matrix_avg", by_threshold(cmp.thresholds, d.changed_matrix_avg)}};
+    }
+    p["groups"] = gs;
+    pts.push_back(p);
+  }
+  j["checkpoints"] = pts;
+  ojson f80 = ojson::object();
+  for (const auto* g : groups) f80[g->component] = step_to_80(*g);
+  j["step_to_80pct_of_final_l2"] = f80;
+  j["bytes_read"] = cmp.bytes_read;
+  j["seconds"] = cmp.seconds;
+  write_text(fs::join(out_dir, "trajectory.json"), j.dump(1) + "\n", written);
+
+  std::ostringstream md;
+  md << "# Weight trajectory\n\n- start: `" << cmp.base << "`\n- " << K << " checkpoints, steps "
+     << traj.checkpoints.front().step << " to " << traj.checkpoints.back().step
+     << "\n- L2 = ||W_step - W_start||_F / ||W_start||_F pooled over the component's elements; *within " << tl
+     << "* = share of elements with |w_step - w_start| <= " << tl << " of |w_start| (w = 0: " << kZeroRule << ")\n\n";
+  md << "## Normalised L2 from the start\n\n| step |";
+  for (const auto* g : groups) md << " " << g->component << " |";
+  md << "\n|---:|";
+  for (size_t i = 0; i < groups.size(); ++i) md << "---:|";
+  md << "\n";
+  for (size_t k = 0; k < K; ++k) {
+    md << "| " << traj.checkpoints[k].step << " |";
+    for (const auto* g : groups) md << " " << fmt("%.4g", g->deltas[k].l2) << " |";
+    md << "\n";
+  }
+  md << "| 80% of final reached at |";
+  for (const auto* g : groups) {
+    const int64_t s = step_to_80(*g);
+    md << " " << (s < 0 ? std::string("n/a") : std::to_string(s)) << " |";
+  }
+  md << "\n\n## Share of parameters within " << tl << " of the start\n\n| step |";
+  for (const auto* g : groups) md << " " << g->component << " |";
+  md << "\n|---:|";
+  for (size_t i = 0; i < groups.size(); ++i) md << "---:|";
+  md << "\n";
+  for (size_t k = 0; k < K; ++k) {
+    md << "| " << traj.checkpoints[k].step << " |";
+    for (const auto* g : groups) md << " " << fmt("%.2f%%", 100 * (1 - g->deltas[k].changed[ti])) << " |";
+    md << "\n";
+  }
+  md << "\nPlot: `trajectory.png` / `.svg` (left: L2, right: share within " << tl << ").\n";
+  write_text(fs::join(out_dir, "trajectory.md"), md.str(), written);
+
+  std::ostringstream l2d, wd;
+  for (size_t k = 0; k < K; ++k) {
+    l2d << traj.checkpoints[k].step;
+    wd << traj.checkpoints[k].step;
+    for (const auto* g : groups) {
+      l2d << " " << fmt("%.10g", g->deltas[k].l2);
+      wd << " " << fmt("%.10g", 100.0 * (1 - g->deltas[k].changed[ti]));
+    }
+    l2d << "\n";
+    wd << "\n";
+  }
+  PlotSpec p;
+  p.stem = "trajectory";
+  p.width = 1200;
+  p.height = 520;
+  p.data = {{"l2.dat", l2d.str()}, {"within.dat", wd.str()}};
+  std::ostringstream b;
+  b << "set datafile missing \"n/a\"\nset multiplot layout 1,2 title " << gp_quote("Weight trajectory from " + label_of(cmp.base))
+    << "\nset grid\nset key left top\nset xlabel \"step\"\n"
+    << "set ylabel \"||W_step - W_start|| / ||W_start||\"\nset title \"Normalised L2 from the start\"\nplot ";
+  for (size_t i = 0; i < groups.size(); ++i)
+    b << (i ? ", " : "") << "'@DATA@/l2.dat' using 1:" << i + 2 << " with linespoints pt 7 ps 0.6 lc rgb "
+      << gp_quote(kPalette[i % 8]) << " title " << gp_quote(groups[i]->component);
+  b << "\nset key left bottom\nset ylabel " << gp_quote("parameters within " + tl + " of the start (%)")
+    << "\nset title " << gp_quote("Share of parameters within " + tl) << "\nplot ";
+  for (size_t i = 0; i < groups.size(); ++i)
+    b << (i ? ", " : "") << "'@DATA@/within.dat' using 1:" << i + 2 << " with linespoints pt 7 ps 0.6 lc rgb "
+      << gp_quote(kPalette[i % 8]) << " title " << gp_quote(groups[i]->component);
+  b << "\nunset multiplot\n";
+  p.body = b.str();
+  for (const auto& f : render_plot(p, out_dir)) written.push_back(f);
+  return written;
+}
+
+std::vector<std::string> write_cka_report(const CkaResult& r, const std::string& out_dir) {
+  fs::create_directories(out_dir);
+  std::vector<std::string> written;
+  ojson j;
+  j["kind"] = "cka";
+  j["model_a"] = r.model_a;
+  j["model_b"] = r.model_b;
+  j["inputs"] = r.inputs;
+  j["num_inputs"] = r.num_inputs;
+  j["tokens"] = {{"a", r.total_tokens_a}, {"b", r.total_tokens_b}, {"truncated_inputs", r.truncated}};
+  j["definition"] =
+      "linear CKA with column centring between per-input mean-pooled hidden states; layer 0 = embedding output";
+  j["resamples"] = r.subsets.size();
+  j["subset"] = r.subsets.empty() ? 0 : r.subsets[0].size();
+  j["minimum"] = {{"layer", r.min_layer}, {"value", r.min_value}, {"std", r.min_std}, {"full", r.min_full}};
+  ojson layers = ojson::array();
+  for (size_t l = 0; l < r.full.size(); ++l)
+    layers.push_back({{"layer", l}, {"full", r.full[l]}, {"mean", r.boot_mean[l]}, {"std", r.boot_std[l]}});
+  j["layers"] = layers;
+  j["subsets"] = r.subsets;
+  j["seconds"] = r.seconds;
+  write_text(fs::join(out_dir, "cka.json"), j.dump(1) + "\n", written);
+
+  std::ostringstream md;
+  md << "# Linear CKA per layer\n\n- A: `" << r.model_a << "`\n- B: `" << r.model_b << "`\n- inputs: `" << r.inputs << "` ("
+     << r.num_inputs << " records, batch 1 without padding, " << r.total_tokens_a << " tokens for A, " << r.total_tokens_b
+     << " for B, " << r.truncated << " truncated)\n- bootstrap: " << r.subsets.size() << " resamples of "
+     << (r.subsets.empty() ? 0 : r.subsets[0].size()) << " inputs without replacement\n- **minimum: "
+     << fmt("%.6f", r.min_value) << " at layer " << r.min_layer << " (std over resamples " << fmt("%.2e", r.min_std)
+     << "; all inputs: " << fmt("%.6f", r.min_full) << ")**\n\n| layer | CKA (all inputs) | bootstrap mean | std |\n|---:|---:|---:|---:|\n";
+  for (size_t l = 0; l < r.full.size(); ++l)
+    md << "| " << l << (l == 0 ? " (embeddings)" : "") << " | " << fmt("%.6f", r.full[l]) << " | "
+       << fmt("%.6f", r.boot_mean[l]) << " | " << fmt("%.2e", r.boot_std[l]) << " |\n";
+  md << "\nPlot: `cka_per_layer.png` / `.svg`.\n";
+  write_text(fs::join(out_dir, "cka.md"), md.str(), written);
+
+  std::ostringstream d;
+  for (size_t l = 0; l < r.full.size(); ++l)
+    d << l << " " << fmt("%.10g", r.boot_mean[l]) << " " << fmt("%.10g", r.boot_std[l]) << " " << fmt("%.10g", r.full[l])
+      << "\n";
+  PlotSpec p;
+  p.stem = "cka_per_layer";
+  p.data = {{"cka.dat", d.str()}};
+  std::ostringstream b;
+  b << "set datafile missing \"n/a\"\nset title " << gp_quote("Linear CKA per layer: " + label_of(r.model_a) + " vs " + label_of(r.model_b))
+    << "\nset xlabel \"layer (0 = embeddings)\"\nset ylabel \"linear CKA\"\nset grid\nset key left bottom\n"
+    << "set xrange [-0.5:" << static_cast<double>(r.full.size()) - 0.5 << "]\nset offsets 0,0,graph 0.1,graph 0.05\n"
+    << "set label 1 " << gp_quote("min " + fmt("%.6f", r.min_value) + " at layer " + std::to_string(r.min_layer))
+    << " at " << r.min_layer << "," << fmt("%.10g", r.min_value) << " offset 1,-1.2 front\n"
+    << "plot '@DATA@/cka.dat' using 1:2:3 with yerrorlines pt 7 ps 0.7 lc rgb \"#1f77b4\" title \"bootstrap mean +- std\", "
+    << "'@DATA@/cka.dat' using 1:4 with points pt 6 ps 1.0 lc rgb \"#d62728\" title \"all inputs\"\n";
+  p.body = b.str();
+  for (const auto& f : render_plot(p, out_dir)) written.push_back(f);
+  return written;
+}
+
+}  // namespace prism::analysis
