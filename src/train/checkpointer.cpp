@@ -106,7 +106,8 @@ void Checkpointer::check_space(const models::CausalLM& model) {
 }
 
 std::string Checkpointer::save(const models::CausalLM& model, const DistributedAdamW& opt, const TrainerState& state,
-                               const std::string& config_yaml) {
+                               const std::string& config_yaml,
+                               const std::vector<std::pair<std::string, const models::CausalLM*>>& extra_models) {
   // Weights are identical on every rank, so every rank reaches the same verdict without a collective.
   const std::string bad = first_nonfinite_parameter(model);
   if (!bad.empty()) {
@@ -152,6 +153,7 @@ std::string Checkpointer::save(const models::CausalLM& model, const DistributedA
   phase([&] {
     if (!ctx_.is_main()) return;
     model.save_pretrained(fs::join(tmp, "model"));
+    for (const auto& [name, m] : extra_models) m->save_pretrained(fs::join(tmp, name));
     nlohmann::json st;
     st["step"] = state.step;
     st["tokens"] = state.tokens;

@@ -26,6 +26,8 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "prism/train/job_config.h"
 
@@ -77,8 +79,11 @@ class Checkpointer {
   /// Writes a checkpoint of `state.step` (collective: every rank calls it). Throws, writing
   /// nothing, when a weight is non-finite. healthy = state.consecutive_skipped == 0. Returns the
   /// final directory on every rank.
+  /// `extra_models` are saved beside `model/` as `<name>/` in HF format by rank 0, in the same
+  /// crash-safe checkpoint (GRPO's Polyak-updated reference: "ref").
   std::string save(const models::CausalLM& model, const DistributedAdamW& opt, const TrainerState& state,
-                   const std::string& config_yaml);
+                   const std::string& config_yaml,
+                   const std::vector<std::pair<std::string, const models::CausalLM*>>& extra_models = {});
 
   /// Loads the optimizer shards into `opt` and returns trainer_state.json; restores the RNG state.
   /// (The model's weights are loaded by load_model(..., dir).) Errors name the file.
