@@ -107,8 +107,8 @@ TEST(LinearLogprobs, ChunkedAndReferenceMatchFloat64Oracle) {
         for (Use use : {Use::kLogprobs, Use::kEntropy, Use::kBoth}) {
           const auto truth = oracle(h, w, labels, opts(scaling, temp), g_lp, g_h, use);
           for (int64_t chunk : {int64_t{-1}, int64_t{0}, int64_t{1}, int64_t{3}, int64_t{7}, s.N, s.N + 5}) {
-            SCOPED_TRACE(::testing::Message() << "N " << s.N << " V " << s.V << " scaling " << scaling << " T "
-                                              << temp << " use " << static_cast<int>(use) << " chunk " << chunk);
+            SCOPED_TRACE(::testing::Message() << "N " << s.N << " V " << s.V << " scaling " << scaling << " T " << temp
+                                              << " use " << static_cast<int>(use) << " chunk " << chunk);
             // chunk -1: the reference
             const auto got = chunk < 0 ? run(h, w, labels, opts(scaling, temp), g_lp, g_h, use, Impl::kReference)
                                        : run(h, w, labels, opts(scaling, temp, chunk), g_lp, g_h, use, Impl::kAuto);
@@ -351,8 +351,11 @@ TEST(LinearLogprobs, NoKernelOnCpuAndBadArguments) {
   expect_error([&] { linear_logprobs(h, w.to(at::kDouble), l); }, "must have the same floating dtype");
   expect_error([&] { linear_logprobs(h, w, l.narrow(0, 0, 3)); }, "labels must be [N] with N = 4");
   expect_error([&] { linear_logprobs(h, w, l.to(at::kFloat)); }, "labels must be an integer tensor");
-  expect_error([&] { linear_logprobs(h, w, at::tensor({0, 1, 7, -100}, at::kLong)); },
-               "labels must be in [0, 7) or ignore_index (-100)");
+  expect_error(
+      [&] {
+        linear_logprobs(h, w, at::tensor({0, 1, 7, -100}, at::kLong));
+      },
+      "labels must be in [0, 7) or ignore_index (-100)");
   expect_error([&] { linear_logprobs(h, w, l, opts(0.0)); }, "logits_scaling must be > 0");
   expect_error([&] { linear_logprobs(h, w, l, opts(1.0, 0.0)); }, "temperature must be finite and > 0");
   expect_error([&] { linear_logprobs(h, w, l, opts(1.0, -1.0)); }, "temperature must be finite and > 0");
