@@ -4,11 +4,11 @@
 // sum(g_lp * logprobs) + sum(g_H * entropy) with random per-row upstream gradients), for values
 // and for d hidden / d weight; chunk sizes that do and do not divide N, N = 1, N = 0, ignore_index
 // rows, logits scaling and temperature; a hand-computed tempered distribution; -sum(logprobs)
-// against linear_cross_entropy (loss and gradients); central differences; the chunked path against the reference in fp32; bf16 / fp32 within twice the
-// reference's error against float64; which outputs are differentiated (entropy only, log-probs
-// only, both), grad mode and requires_grad combinations, double backward refused; bad arguments.
-// The CUDA kernel path: test_linear_logprobs_emu.cpp (its kernels on the CPU) and
-// test_linear_logprobs_cuda.cpp (GPU).
+// against linear_cross_entropy (loss and gradients); central differences; the chunked path
+// against the reference in fp32; bf16 / fp32 within twice the reference's error against float64;
+// which outputs are differentiated (entropy only, log-probs only, both), grad mode and
+// requires_grad combinations, double backward refused; bad arguments. The CUDA kernel path:
+// test_linear_logprobs_emu.cpp (its kernels on the CPU) and test_linear_logprobs_cuda.cpp (GPU).
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
