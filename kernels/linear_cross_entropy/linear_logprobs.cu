@@ -47,13 +47,11 @@ int launch_bwd(const LinearLogprobsChunkParams& p, cudaStream_t s) {
   const auto grid = static_cast<unsigned>(p.rows);
   auto* x = static_cast<T*>(p.logits);
   if (vectorized<T>(p))
-    linear_logprobs_bwd_kernel<T, kVec><<<grid, threads, 0, s>>>(x, p.labels, p.lse, p.entropy, p.grad_logprob,
-                                                                 p.grad_entropy, p.vocab, p.ignore_index,
-                                                                 p.logit_scale);
+    linear_logprobs_bwd_kernel<T, kVec><<<grid, threads, 0, s>>>(
+        x, p.labels, p.lse, p.entropy, p.grad_logprob, p.grad_entropy, p.vocab, p.ignore_index, p.logit_scale);
   else
     linear_logprobs_bwd_kernel<T, 1><<<grid, threads, 0, s>>>(x, p.labels, p.lse, p.entropy, p.grad_logprob,
-                                                              p.grad_entropy, p.vocab, p.ignore_index,
-                                                              p.logit_scale);
+                                                              p.grad_entropy, p.vocab, p.ignore_index, p.logit_scale);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -62,9 +60,12 @@ int launch_bwd(const LinearLogprobsChunkParams& p, cudaStream_t s) {
 int linear_logprobs_fwd_chunk(const LinearLogprobsChunkParams& p, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   switch (p.dtype) {
-    case DType::kFloat32: return launch_fwd<float>(p, s);
-    case DType::kFloat16: return launch_fwd<dev::half>(p, s);
-    case DType::kBFloat16: return launch_fwd<dev::bf16>(p, s);
+    case DType::kFloat32:
+      return launch_fwd<float>(p, s);
+    case DType::kFloat16:
+      return launch_fwd<dev::half>(p, s);
+    case DType::kBFloat16:
+      return launch_fwd<dev::bf16>(p, s);
   }
   return static_cast<int>(cudaErrorInvalidValue);
 }
@@ -72,9 +73,12 @@ int linear_logprobs_fwd_chunk(const LinearLogprobsChunkParams& p, void* stream) 
 int linear_logprobs_bwd_chunk(const LinearLogprobsChunkParams& p, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   switch (p.dtype) {
-    case DType::kFloat32: return launch_bwd<float>(p, s);
-    case DType::kFloat16: return launch_bwd<dev::half>(p, s);
-    case DType::kBFloat16: return launch_bwd<dev::bf16>(p, s);
+    case DType::kFloat32:
+      return launch_bwd<float>(p, s);
+    case DType::kFloat16:
+      return launch_bwd<dev::half>(p, s);
+    case DType::kBFloat16:
+      return launch_bwd<dev::bf16>(p, s);
   }
   return static_cast<int>(cudaErrorInvalidValue);
 }

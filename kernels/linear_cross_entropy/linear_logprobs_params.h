@@ -9,21 +9,21 @@
 namespace prism::kernels {
 
 struct LinearLogprobsChunkParams {
-  void* logits = nullptr;                // [rows, vocab] dtype, contiguous: hidden @ W^T of one token chunk
-  const int64_t* labels = nullptr;       // [rows]
+  void* logits = nullptr;           // [rows, vocab] dtype, contiguous: hidden @ W^T of one token chunk
+  const int64_t* labels = nullptr;  // [rows]
   // Per-row fp32 statistics of z = logits * logit_scale; 0 on ignored rows. Written by the forward
   // kernel, read by the backward one.
-  float* logprob = nullptr;              // z[label] - lse
-  float* entropy = nullptr;              // -sum_j p_j log p_j, p = softmax(z)
-  float* lse = nullptr;                  // logsumexp(z)
+  float* logprob = nullptr;  // z[label] - lse
+  float* entropy = nullptr;  // -sum_j p_j log p_j, p = softmax(z)
+  float* lse = nullptr;      // logsumexp(z)
   // Backward only: per-row upstream gradients of logprob and entropy (fp32); either may be null
   // (= zero), not both.
   const float* grad_logprob = nullptr;
   const float* grad_entropy = nullptr;
   int64_t rows = 0;
   int64_t vocab = 0;
-  int64_t ignore_index = -100;           // rows with this label (or one outside [0, vocab)) are ignored
-  float logit_scale = 1.f;               // 1 / (logits_scaling * temperature)
+  int64_t ignore_index = -100;  // rows with this label (or one outside [0, vocab)) are ignored
+  float logit_scale = 1.f;      // 1 / (logits_scaling * temperature)
   DType dtype = DType::kBFloat16;
 };
 

@@ -34,8 +34,8 @@ void linear_ce_chunk_cuda(const at::Tensor& logits, const at::Tensor& labels, co
 
 void check_linear_cross_entropy_args(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,
                                      const LinearCrossEntropyOptions& opts) {
-  detail::check_linear_head_args("linear_cross_entropy", hidden, weight, labels, opts.ignore_index,
-                                 opts.logits_scaling, opts.chunk_tokens);
+  detail::check_linear_head_args("linear_cross_entropy", hidden, weight, labels, opts.ignore_index, opts.logits_scaling,
+                                 opts.chunk_tokens);
 }
 
 bool linear_cross_entropy_uses_kernel(const at::Tensor& hidden, const at::Tensor& weight, Impl impl) {

@@ -13,16 +13,16 @@ void check_linear_head_args(const char* op, const at::Tensor& hidden, const at::
                             const at::Tensor& labels, int64_t ignore_index, double logits_scaling,
                             int64_t chunk_tokens) {
   PRISM_CHECK(hidden.dim() == 2, op, ": hidden must be [N, D], got ", hidden.sizes());
-  PRISM_CHECK(weight.dim() == 2 && weight.size(1) == hidden.size(1), op, ": weight must be [V, D] with D = ",
-              hidden.size(1), ", got ", weight.sizes());
+  PRISM_CHECK(weight.dim() == 2 && weight.size(1) == hidden.size(1), op,
+              ": weight must be [V, D] with D = ", hidden.size(1), ", got ", weight.sizes());
   PRISM_CHECK(weight.size(0) > 0, op, ": weight must have at least one row (vocab), got ", weight.sizes());
   PRISM_CHECK(at::isFloatingType(hidden.scalar_type()) && hidden.scalar_type() == weight.scalar_type(), op,
               ": hidden (", hidden.scalar_type(), ") and weight (", weight.scalar_type(),
               ") must have the same floating dtype");
   PRISM_CHECK(hidden.device() == weight.device(), op, ": hidden on ", hidden.device(), " but weight on ",
               weight.device());
-  PRISM_CHECK(labels.dim() == 1 && labels.size(0) == hidden.size(0), op, ": labels must be [N] with N = ",
-              hidden.size(0), ", got ", labels.sizes());
+  PRISM_CHECK(labels.dim() == 1 && labels.size(0) == hidden.size(0), op,
+              ": labels must be [N] with N = ", hidden.size(0), ", got ", labels.sizes());
   PRISM_CHECK(at::isIntegralType(labels.scalar_type(), /*includeBool=*/false), op,
               ": labels must be an integer tensor, got ", labels.scalar_type());
   PRISM_CHECK(labels.device() == hidden.device(), op, ": labels on ", labels.device(), " but hidden on ",

@@ -88,9 +88,8 @@ void fwd_step_aten(const at::Tensor& logits, const at::Tensor& labels, const at:
 // Backward chunk step with ATen ops: logits [n, V] := d(sum g_lp logprob + g_H entropy)/d(logits),
 // with p recomputed from the forward's lse. g_lp / g_H [n] in the compute dtype; either may be
 // undefined (zero).
-void bwd_step_aten(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& lse,
-                   const at::Tensor& entropy, const at::Tensor& g_lp, const at::Tensor& g_h, int64_t ignore_index,
-                   double scale) {
+void bwd_step_aten(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& lse, const at::Tensor& entropy,
+                   const at::Tensor& g_lp, const at::Tensor& g_h, int64_t ignore_index, double scale) {
   auto z = logits.to(compute_dtype(logits), /*non_blocking=*/false, /*copy=*/true);
   if (scale != 1.0) z.mul_(scale);
   z.sub_(lse.unsqueeze(1));  // log p
@@ -161,8 +160,9 @@ Grads chunked_backward(const at::Tensor& hidden, const at::Tensor& weight, const
   if (need_dh) g.dh = at::empty({N, D}, h.options());
   at::Tensor dw_acc;
   // Not zero-filled when a first chunk overwrites it (beta = 0).
-  if (need_dw) dw_acc = N > 0 ? at::empty({V, D}, h.options().dtype(half ? at::kFloat : dt))
-                               : at::zeros({V, D}, h.options().dtype(half ? at::kFloat : dt));
+  if (need_dw)
+    dw_acc = N > 0 ? at::empty({V, D}, h.options().dtype(half ? at::kFloat : dt))
+                   : at::zeros({V, D}, h.options().dtype(half ? at::kFloat : dt));
   const int64_t chunk = detail::linear_head_chunk_rows(o.chunk_tokens, N, V, static_cast<int64_t>(h.element_size()));
   auto buf = at::empty({std::min(chunk, N), V}, h.options());
   const auto wt = w.t();

@@ -3,12 +3,12 @@
 // (matmul, / logits_scaling / temperature, log_softmax, gather, -sum p log p; the objective
 // sum(g_lp * logprobs) + sum(g_H * entropy) with random per-row upstream gradients), for values
 // and for d hidden / d weight; chunk sizes that do and do not divide N, N = 1, N = 0, ignore_index
-// rows, logits scaling and temperature; a hand-computed tempered distribution; central
-// differences; the chunked path against the reference in fp32; bf16 / fp32 within twice the
-// reference's error against float64; which outputs are differentiated (entropy only, log-probs
-// only, both), grad mode and requires_grad combinations, double backward refused; bad arguments.
-// The CUDA kernel path: test_linear_logprobs_emu.cpp (its kernels on the CPU) and
-// test_linear_logprobs_cuda.cpp (GPU).
+// rows, logits scaling and temperature; a hand-computed tempered distribution; -sum(logprobs)
+// against linear_cross_entropy (loss and gradients); central differences; the chunked path
+// against the reference in fp32; bf16 / fp32 within twice the reference's error against float64;
+// which outputs are differentiated (entropy only, log-probs only, both), grad mode and
+// requires_grad combinations, double backward refused; bad arguments. The CUDA kernel path:
+// test_linear_logprobs_emu.cpp (its kernels on the CPU) and test_linear_logprobs_cuda.cpp (GPU).
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "prism/core/error.h"
+#include "prism/ops/linear_cross_entropy.h"
 #include "prism/ops/linear_logprobs.h"
 #include "util/test_util.h"
 
@@ -107,8 +108,8 @@ TEST(LinearLogprobs, ChunkedAndReferenceMatchFloat64Oracle) {
         for (Use use : {Use::kLogprobs, Use::kEntropy, Use::kBoth}) {
           const auto truth = oracle(h, w, labels, opts(scaling, temp), g_lp, g_h, use);
           for (int64_t chunk : {int64_t{-1}, int64_t{0}, int64_t{1}, int64_t{3}, int64_t{7}, s.N, s.N + 5}) {
-            SCOPED_TRACE(::testing::Message() << "N " << s.N << " V " << s.V << " scaling " << scaling << " T "
-                                              << temp << " use " << static_cast<int>(use) << " chunk " << chunk);
+            SCOPED_TRACE(::testing::Message() << "N " << s.N << " V " << s.V << " scaling " << scaling << " T " << temp
+                                              << " use " << static_cast<int>(use) << " chunk " << chunk);
             // chunk -1: the reference
             const auto got = chunk < 0 ? run(h, w, labels, opts(scaling, temp), g_lp, g_h, use, Impl::kReference)
                                        : run(h, w, labels, opts(scaling, temp, chunk), g_lp, g_h, use, Impl::kAuto);
@@ -143,6 +144,29 @@ TEST(LinearLogprobs, HandComputedTemperedDistribution) {
     auto r1 = linear_logprobs(h, w, at::tensor({int64_t{1}}, at::kLong), opts(2.0, 1.0), impl);
     EXPECT_NEAR(r1.logprobs.item<double>(), 1.0 - std::log(1 + std::exp(1) + std::exp(2) + std::exp(-1)), 1e-14);
   }
+}
+
+TEST(LinearLogprobs, SumOfNegativeLogprobsIsLinearCrossEntropy) {
+  // Another op as the oracle: -sum(logprobs) is linear_cross_entropy's loss_sum, and its gradient
+  // (an all-ones upstream gradient, which autograd hands over as an expanded stride-0 tensor) is
+  // the one linear_cross_entropy computes in forward.
+  at::manual_seed(8);
+  const int64_t N = 23, D = 9, V = 41;
+  auto h = at::randn({N, D}, at::kDouble), w = at::randn({V, D}, at::kDouble);
+  auto labels = random_labels(N, V);
+  prism::ops::LinearCrossEntropyOptions co;
+  co.logits_scaling = 3.0;
+  co.chunk_tokens = 5;
+  auto hc = h.clone().requires_grad_(true), wc = w.clone().requires_grad_(true);
+  auto ce = prism::ops::linear_cross_entropy(hc, wc, labels, co);
+  ce.loss.backward();
+  auto hl = h.clone().requires_grad_(true), wl = w.clone().requires_grad_(true);
+  auto lp = linear_logprobs(hl, wl, labels, opts(3.0, 1.0, 7)).logprobs;
+  auto loss = -lp.sum();
+  loss.backward();
+  EXPECT_TRUE(close_rel(loss.detach(), ce.loss_sum, 1e-13, 0, "loss"));
+  EXPECT_TRUE(close_rel(hl.grad(), hc.grad(), 1e-12, 1e-15, "d hidden"));
+  EXPECT_TRUE(close_rel(wl.grad(), wc.grad(), 1e-12, 1e-15, "d weight"));
 }
 
 TEST(LinearLogprobs, GradientMatchesCentralDifferences) {
@@ -351,8 +375,11 @@ TEST(LinearLogprobs, NoKernelOnCpuAndBadArguments) {
   expect_error([&] { linear_logprobs(h, w.to(at::kDouble), l); }, "must have the same floating dtype");
   expect_error([&] { linear_logprobs(h, w, l.narrow(0, 0, 3)); }, "labels must be [N] with N = 4");
   expect_error([&] { linear_logprobs(h, w, l.to(at::kFloat)); }, "labels must be an integer tensor");
-  expect_error([&] { linear_logprobs(h, w, at::tensor({0, 1, 7, -100}, at::kLong)); },
-               "labels must be in [0, 7) or ignore_index (-100)");
+  expect_error(
+      [&] {
+        linear_logprobs(h, w, at::tensor({0, 1, 7, -100}, at::kLong));
+      },
+      "labels must be in [0, 7) or ignore_index (-100)");
   expect_error([&] { linear_logprobs(h, w, l, opts(0.0)); }, "logits_scaling must be > 0");
   expect_error([&] { linear_logprobs(h, w, l, opts(1.0, 0.0)); }, "temperature must be finite and > 0");
   expect_error([&] { linear_logprobs(h, w, l, opts(1.0, -1.0)); }, "temperature must be finite and > 0");

@@ -65,13 +65,12 @@ TEST(LinearLogprobsCuda, MatchesFloat64WithinTwiceTheReferenceError) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   at::manual_seed(0);
   const std::vector<Case> cases = {
-      {1, 64, 1000, 0, 1.0, 1.0, true, at::kBFloat16},          // a single token
-      {37, 128, 32000, 0, 1.0, 0.7, true, at::kBFloat16},       // Llama-2 vocab, sampling temperature
-      {300, 256, 32768, 128, 8.0, 1.0, true, at::kBFloat16},    // chunk does not divide N, Granite-like scaling
-      {1031, 256, 128256, 0, 1.0, 1.0, false, at::kBFloat16},   // Llama-3 vocab, automatic chunks
-      {515, 128, 50257, 100, 16.0, 1.3, true, at::kBFloat16},   // odd vocab: scalar kernel path
-      {129, 64, 32000, 0, 1.0, 0.6, true, at::kHalf},
-      {77, 64, 8192, 0, 2.0, 1.0, true, at::kFloat},
+      {1, 64, 1000, 0, 1.0, 1.0, true, at::kBFloat16},         // a single token
+      {37, 128, 32000, 0, 1.0, 0.7, true, at::kBFloat16},      // Llama-2 vocab, sampling temperature
+      {300, 256, 32768, 128, 8.0, 1.0, true, at::kBFloat16},   // chunk does not divide N, Granite-like scaling
+      {1031, 256, 128256, 0, 1.0, 1.0, false, at::kBFloat16},  // Llama-3 vocab, automatic chunks
+      {515, 128, 50257, 100, 16.0, 1.3, true, at::kBFloat16},  // odd vocab: scalar kernel path
+      {129, 64, 32000, 0, 1.0, 0.6, true, at::kHalf},         {77, 64, 8192, 0, 2.0, 1.0, true, at::kFloat},
       {64, 96, 4099, 17, 1.0, 0.9, false, at::kFloat},
   };
   for (const auto& c : cases) {
