@@ -466,22 +466,44 @@ class Comparer {
     return true;
   }
 
-  // Unordered match of two element lists (sets); small sizes, so a greedy search with
-  // backtracking is fine.
+  // Unordered match of two element lists (sets, unions): a perfect bipartite matching under eq()
+  // (Kuhn's augmenting paths over the n x n equality table, so O(n^3) at worst, never a
+  // factorial search). Sets larger than kMaxSet are compared by their sorted canonical texts.
+  static constexpr std::size_t kMaxSet = 64;
   bool match_unordered(const std::vector<NodePtr>& a, const std::vector<NodePtr>& b) {
     if (a.size() != b.size()) return false;
-    std::vector<int> used(b.size(), 0);
-    std::function<bool(std::size_t)> go = [&](std::size_t i) {
-      if (i == a.size()) return true;
-      for (std::size_t j = 0; j < b.size(); ++j) {
-        if (used[j] || !eq(*a[i], *b[j])) continue;
-        used[j] = 1;
-        if (go(i + 1)) return true;
-        used[j] = 0;
-      }
-      return false;
-    };
-    return go(0);
+    const std::size_t n = a.size();
+    if (n > kMaxSet) {
+      std::vector<std::string> sa, sb;
+      for (const auto& x : a) sa.push_back(to_string(*x));
+      for (const auto& x : b) sb.push_back(to_string(*x));
+      std::sort(sa.begin(), sa.end());
+      std::sort(sb.begin(), sb.end());
+      return sa == sb;
+    }
+    std::vector<std::vector<char>> e(n, std::vector<char>(n, 0));
+    for (std::size_t i = 0; i < n; ++i) {
+      bool any = false;
+      for (std::size_t j = 0; j < n; ++j) any |= (e[i][j] = eq(*a[i], *b[j]) ? 1 : 0);
+      if (!any) return false;  // an element with no partner: no need to look further
+    }
+    std::vector<int> match_of_b(n, -1);
+    for (std::size_t i = 0; i < n; ++i) {
+      std::vector<char> seen(n, 0);
+      std::function<bool(std::size_t)> augment = [&](std::size_t u) {
+        for (std::size_t j = 0; j < n; ++j) {
+          if (!e[u][j] || seen[j]) continue;
+          seen[j] = 1;
+          if (match_of_b[j] < 0 || augment(static_cast<std::size_t>(match_of_b[j]))) {
+            match_of_b[j] = static_cast<int>(u);
+            return true;
+          }
+        }
+        return false;
+      };
+      if (!augment(i)) return false;
+    }
+    return true;
   }
 
   bool match_ordered(const std::vector<NodePtr>& a, const std::vector<NodePtr>& b) {

@@ -50,28 +50,38 @@ std::shared_ptr<Verifier> make_verifier(const std::string& name, const RewardsCo
   return v;
 }
 
-Rewarder::Rewarder(const RewardsConfig& cfg, const VerifierRegistry& registry) {
-  config::validate_config(cfg);
-  std::map<std::string, std::shared_ptr<Verifier>> by_name;
-  for (const auto& d : cfg.domains) {
-    if (!registry.has(d.verifier)) {
+Rewarder::Rewarder(const RewardsConfig& cfg, const VerifierRegistry& registry) : cfg_(cfg), registry_(registry) {
+  config::validate_config(cfg_);
+  for (const auto& d : cfg_.domains) {
+    if (!registry_.has(d.verifier)) {
       if (d.verifier == "code") continue;  // not built into this binary: its samples report so per line
-      registry.make(d.verifier, cfg);      // throws the "unknown verifier" error
+      registry_.make(d.verifier, cfg_);    // throws the "unknown verifier" error naming the known ones
     }
-    auto& base = by_name[d.verifier];
-    if (!base) base = registry.make(d.verifier, cfg);
-    by_domain_[d.domain] = std::make_shared<ShapedVerifier>(base, d.shaping.options());
+    domains_[d.domain] = &d;
   }
 }
 
-Verdict Rewarder::score(const Sample& s) {
-  auto it = by_domain_.find(s.domain);
-  if (it == by_domain_.end()) {
-    Verdict v;
-    v.reason = "no verifier for domain " + s.domain;
-    return v;
+std::shared_ptr<Verifier> Rewarder::verifier_for(const std::string& domain) {
+  auto d = domains_.find(domain);
+  if (d == domains_.end()) return nullptr;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& shaped = by_domain_[domain];
+  if (!shaped) {
+    auto& base = by_name_[d->second->verifier];
+    if (!base) base = registry_.make(d->second->verifier, cfg_);
+    shaped = std::make_shared<ShapedVerifier>(base, d->second->shaping.options());
   }
-  return it->second->verify(s);
+  return shaped;
+}
+
+Verdict Rewarder::score(const Sample& s) {
+  auto v = verifier_for(s.domain);
+  if (!v) {
+    Verdict out;
+    out.reason = "no verifier for domain " + s.domain;
+    return out;
+  }
+  return v->verify(s);
 }
 
 std::vector<Verdict> Rewarder::score_batch(const std::vector<Sample>& samples) {
@@ -79,15 +89,15 @@ std::vector<Verdict> Rewarder::score_batch(const std::vector<Sample>& samples) {
   std::map<std::string, std::vector<std::size_t>> groups;
   for (std::size_t i = 0; i < samples.size(); ++i) groups[samples[i].domain].push_back(i);
   for (const auto& [domain, idx] : groups) {
-    auto it = by_domain_.find(domain);
-    if (it == by_domain_.end()) {
+    auto v = verifier_for(domain);
+    if (!v) {
       for (auto i : idx) out[i] = score(samples[i]);
       continue;
     }
     std::vector<Sample> batch;
     batch.reserve(idx.size());
     for (auto i : idx) batch.push_back(samples[i]);
-    auto vs = it->second->verify_batch(batch);
+    auto vs = v->verify_batch(batch);
     for (std::size_t k = 0; k < idx.size(); ++k) out[idx[k]] = std::move(vs[k]);
   }
   return out;

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -164,6 +165,22 @@ TEST(MathEquivalence, Structures) {
   });
 }
 
+// Many interchangeable elements and no perfect matching: a naive backtracking search over
+// assignments would take 20! steps; the matching must answer at once.
+TEST(MathEquivalence, LargeSetsMatchQuickly) {
+  std::string gold = "\\{", pred = "\\{";
+  for (int k = 1; k <= 20; ++k) {
+    gold += "\\frac{" + std::to_string(k) + "}{" + std::to_string(k) + "},";
+    pred += "\\frac{" + std::to_string(k) + "}{" + std::to_string(k) + "},";
+  }
+  gold += "2, \\frac{4}{2}\\}";
+  pred += "\\frac{21}{21}, \\frac{6}{3}\\}";
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(eq(gold, pred));
+  EXPECT_TRUE(eq(gold, gold));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0);
+}
+
 TEST(MathEquivalence, Relations) {
   check_pairs({
       {"y = 2x + 1", "2x - y + 1 = 0", true},
@@ -285,6 +302,75 @@ TEST(MathVerifier, ManyThreadsAgreeWithOneThread) {
   }
   auto vs = verifier().verify_batch(batch);
   for (std::size_t i = 0; i < pairs.size(); ++i) EXPECT_EQ(vs[i].correct, expected[i] == MathMatch::kEqual) << i;
+}
+
+// Random token soup (unbalanced braces, stray commands, huge numbers) must give a verdict, never
+// an exception or a crash, in the caller's thread or in a worker.
+TEST(MathVerifier, RandomInputsGiveAVerdict) {
+  const std::vector<std::string> pieces = {"\\frac",
+                                           "{",
+                                           "}",
+                                           "(",
+                                           ")",
+                                           "[",
+                                           "]",
+                                           "\\{",
+                                           "\\}",
+                                           "1",
+                                           "23",
+                                           "0.5",
+                                           "x",
+                                           "y",
+                                           "^",
+                                           "_",
+                                           "+",
+                                           "-",
+                                           "*",
+                                           "/",
+                                           "=",
+                                           "<",
+                                           "\\le",
+                                           "\\sqrt",
+                                           "\\pi",
+                                           "e",
+                                           "i",
+                                           ",",
+                                           "%",
+                                           "!",
+                                           "|",
+                                           "\\pm",
+                                           "\\cup",
+                                           "\\infty",
+                                           "\\text{cm}",
+                                           "\\begin{pmatrix}",
+                                           "\\end{pmatrix}",
+                                           "&",
+                                           "\\\\",
+                                           "99999999999999999999999999999999999999999",
+                                           "\\sin",
+                                           "\\log_",
+                                           "2^{300}"};
+  std::mt19937 rng(7);
+  MathOptions o;
+  o.workers = 1;
+  o.timeout_s = 2.0;
+  MathVerifier v(o);
+  int verdicts = 0;
+  for (int k = 0; k < 600; ++k) {
+    auto soup = [&] {
+      std::string s;
+      int n = 1 + static_cast<int>(rng() % 8);
+      for (int i = 0; i < n; ++i) s += pieces[rng() % pieces.size()];
+      return s;
+    };
+    std::string g = soup(), p = soup();
+    MathMatch m = MathMatch::kError;
+    EXPECT_NO_THROW(m = v.compare(g, p)) << g << " | " << p;
+    verdicts += m == MathMatch::kEqual || m == MathMatch::kNotEqual;
+    // an answer equals itself, whatever it is (an answer that normalises to nothing equals nothing)
+    if (!normalize_math_answer(g).empty()) EXPECT_EQ(v.compare(g, g), MathMatch::kEqual) << g;
+  }
+  EXPECT_GT(verdicts, 500);
 }
 
 }  // namespace

@@ -105,6 +105,31 @@ TEST(Rewarder, DispatchesByDomain) {
   EXPECT_TRUE(r.handles("science"));
 }
 
+TEST(Rewarder, BuildsAVerifierOnFirstUse) {
+  int built = 0;
+  VerifierRegistry reg;
+  reg.add("mc", [&built](const RewardsConfig&) {
+    ++built;
+    return std::make_shared<McVerifier>();
+  });
+  reg.add("broken",
+          [](const RewardsConfig&) -> std::shared_ptr<Verifier> { throw prism::Error("cannot create namespaces"); });
+  auto cfg = prism::config::parse_config_string<RewardsConfig>(
+      "domains:\n  - {domain: a, verifier: mc}\n  - {domain: b, verifier: mc}\n  - {domain: c, verifier: broken}\n");
+  Rewarder r(cfg, reg);
+  EXPECT_EQ(built, 0);  // nothing started for domains that are never scored
+  Sample s;
+  s.domain = "a";
+  s.answer = "A";
+  s.completion = "Answer: A";
+  EXPECT_TRUE(r.score(s).correct);
+  s.domain = "b";
+  EXPECT_TRUE(r.score(s).correct);
+  EXPECT_EQ(built, 1);  // one instance shared by both domains
+  s.domain = "c";
+  EXPECT_THROW(r.score(s), prism::Error);  // the verifier's own error, when its domain is used
+}
+
 TEST(Rewarder, UnknownVerifierNameFails) {
   auto cfg = prism::config::parse_config_string<RewardsConfig>("domains:\n  - {domain: m, verifier: mathz}\n");
   EXPECT_THROW(Rewarder{cfg}, prism::Error);

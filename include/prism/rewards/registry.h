@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -138,19 +139,28 @@ std::shared_ptr<Verifier> make_verifier(const std::string& name, const RewardsCo
                                         const ShapingOptions* shaping = nullptr);
 
 /// Scores samples of several domains: one verifier instance per name (shared between domains,
-/// so one math worker pool), shaped per domain.
+/// so one math worker pool), shaped per domain. Verifier names are checked at construction;
+/// a verifier is built the first time one of its domains is scored, so a run without code samples
+/// never starts the code sandbox (nor fails where it cannot run). Thread-safe.
 class Rewarder {
  public:
   Rewarder(const RewardsConfig& cfg, const VerifierRegistry& registry = default_registry());
   /// Whether a domain has a verifier.
-  bool handles(const std::string& domain) const { return by_domain_.count(domain) > 0; }
+  bool handles(const std::string& domain) const { return domains_.count(domain) > 0; }
   /// A sample whose domain has no verifier gets reason "no verifier for domain <d>" (reward 0).
   Verdict score(const Sample& s);
   /// Groups samples by domain and runs each group through verify_batch; order is preserved.
   std::vector<Verdict> score_batch(const std::vector<Sample>& samples);
 
  private:
-  std::map<std::string, std::shared_ptr<Verifier>> by_domain_;
+  /// The shaped verifier of a domain (built on first use), or nullptr.
+  std::shared_ptr<Verifier> verifier_for(const std::string& domain);
+
+  RewardsConfig cfg_;
+  VerifierRegistry registry_;
+  std::map<std::string, const DomainSection*> domains_;  // into cfg_.domains
+  std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Verifier>> by_name_, by_domain_;
 };
 
 }  // namespace prism::rewards
