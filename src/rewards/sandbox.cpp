@@ -163,12 +163,17 @@ std::vector<MountOp> make_mount_plan(const SandboxOptions& o) {
   // Shorter paths first, so that /usr covers /usr/lib/python3 and nested binds never happen.
   std::stable_sort(wants.begin(), wants.end(),
                    [](const Want& x, const Want& y) { return x.path.size() < y.path.size(); });
-  for (const auto& w : wants) {
+  for (size_t wi = 0; wi < wants.size(); ++wi) {  // grows: symlink targets are appended
+    const Want w = wants[wi];
     if (w.path.empty() || w.path == "/") {
       PRISM_CHECK(w.path != "/", "sandbox: readable path '/' would expose the whole file system");
       continue;
     }
     if (covered(w.path)) continue;
+    for (std::string hidden : {"/tmp", "/proc", "/dev"})
+      PRISM_CHECK(w.path != hidden && w.path.rfind(hidden + "/", 0) != 0, "sandbox: readable path ", w.path,
+                  " (the interpreter's prefix, a readable_paths entry or a symlink target) is under ", hidden,
+                  ", which the sandbox replaces by its own; move it elsewhere");
     struct stat st;
     if (::lstat(w.path.c_str(), &st) != 0) {
       PRISM_CHECK(!w.required, "sandbox: readable path ", w.path, " does not exist");

@@ -28,6 +28,7 @@
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
 #include "prism/rewards/sandbox.h"
+#include "util/test_util.h"
 
 namespace prism::rewards {
 namespace {
@@ -509,6 +510,40 @@ except OSError as e:
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "10 seccomp, 11 wrong mode, 12 wrong view (stderr), 13 threw";
   EXPECT_FALSE(prism::fs::exists("/etc/prism_escape_root"));
+}
+
+// An interpreter reached through symlinks (like a venv's bin/python -> the base interpreter, and a
+// venv dir that is itself a symlink): every link is recreated inside and every target bound.
+TEST(Sandbox, InterpreterBehindSymlinksIsBound) {
+  const std::string base = prism::fs::join(prism::fs::parent(prism::test::bin_dir()), "sandbox_test_" + random_tag());
+  prism::fs::create_directories(base + "/real/bin");
+  ASSERT_EQ(::symlink((base + "/real").c_str(), (base + "/env").c_str()), 0);
+  char target[4096];
+  ASSERT_NE(::realpath("/usr/bin/python3", target), nullptr);
+  ASSERT_EQ(::symlink(target, (base + "/real/bin/py").c_str()), 0);
+  prism::fs::write_file_atomic(base + "/real/marker.txt", "found");
+  ::chmod((base + "/real/marker.txt").c_str(), 0644);
+  SandboxOptions o = test_options();
+  o.interpreter = base + "/env/bin/py";
+  {
+    Sandbox sb(o);
+    SandboxRequest req;
+    req.source =
+        str("import os, sys\nprint(open('", base, "/env/marker.txt').read(), os.path.realpath(sys.executable))\n");
+    SandboxResult r = sb.run(req);
+    EXPECT_TRUE(r.ok()) << describe(r);
+    EXPECT_EQ(r.stdout_data, str("found ", target, "\n"));
+  }
+  // Under /tmp it would be hidden by the program's own /tmp: refused up front.
+  o = test_options();
+  o.readable_paths = {"/tmp"};
+  try {
+    Sandbox sb(o);
+    ADD_FAILURE() << "a readable path under /tmp was accepted";
+  } catch (const prism::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is under /tmp"), std::string::npos) << e.what();
+  }
+  prism::fs::remove_all(base);
 }
 
 TEST(Sandbox, RejectsBadOptions) {
