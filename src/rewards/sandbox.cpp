@@ -844,7 +844,15 @@ SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
   }
   int status = 0;
   rusage ru{};
-  while (::wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
+  pid_t waited;
+  do waited = ::wait4(pid, &status, 0, &ru);
+  while (waited < 0 && errno == EINTR);
+  if (waited != pid) {
+    // Someone else reaped it: SIGCHLD set to SIG_IGN (auto-reaping; a clone without exit signal
+    // would not help, execve resets it to SIGCHLD) or a waitpid(-1) elsewhere in the process.
+    if (res.setup_error.empty())
+      res.setup_error = str("sandbox: wait4: ", errno_str(errno), " (SIGCHLD ignored, or reaped elsewhere?)");
+    status = W_EXITCODE(255, 0);
   }
   res.wall_s = seconds_since(t0);
   res.peak_memory_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;
@@ -915,7 +923,13 @@ std::vector<SandboxResult> Sandbox::run_batch(const std::vector<SandboxRequest>&
   std::vector<SandboxResult> out(reqs.size());
   std::atomic<size_t> next{0};
   auto work = [&] {
-    for (size_t i = next++; i < reqs.size(); i = next++) out[i] = run(reqs[i]);
+    for (size_t i = next++; i < reqs.size(); i = next++) {
+      try {
+        out[i] = run(reqs[i]);
+      } catch (const std::exception& e) {  // e.g. bad_alloc: reported per run, never terminate()
+        out[i].setup_error = str("sandbox: ", e.what());
+      }
+    }
   };
   size_t n_threads = std::min<size_t>(static_cast<size_t>(impl_->opts.workers), reqs.size());
   std::vector<std::thread> threads;
