@@ -163,12 +163,17 @@ std::vector<MountOp> make_mount_plan(const SandboxOptions& o) {
   // Shorter paths first, so that /usr covers /usr/lib/python3 and nested binds never happen.
   std::stable_sort(wants.begin(), wants.end(),
                    [](const Want& x, const Want& y) { return x.path.size() < y.path.size(); });
-  for (const auto& w : wants) {
+  for (size_t wi = 0; wi < wants.size(); ++wi) {  // grows: symlink targets are appended
+    const Want w = wants[wi];
     if (w.path.empty() || w.path == "/") {
       PRISM_CHECK(w.path != "/", "sandbox: readable path '/' would expose the whole file system");
       continue;
     }
     if (covered(w.path)) continue;
+    for (std::string hidden : {"/tmp", "/proc", "/dev"})
+      PRISM_CHECK(w.path != hidden && w.path.rfind(hidden + "/", 0) != 0, "sandbox: readable path ", w.path,
+                  " (the interpreter's prefix, a readable_paths entry or a symlink target) is under ", hidden,
+                  ", which the sandbox replaces by its own; move it elsewhere");
     struct stat st;
     if (::lstat(w.path.c_str(), &st) != 0) {
       PRISM_CHECK(!w.required, "sandbox: readable path ", w.path, " does not exist");
@@ -839,7 +844,15 @@ SandboxResult Sandbox::Impl::run(const SandboxRequest& req, int slot) const {
   }
   int status = 0;
   rusage ru{};
-  while (::wait4(pid, &status, 0, &ru) < 0 && errno == EINTR) {
+  pid_t waited;
+  do waited = ::wait4(pid, &status, 0, &ru);
+  while (waited < 0 && errno == EINTR);
+  if (waited != pid) {
+    // Someone else reaped it: SIGCHLD set to SIG_IGN (auto-reaping; a clone without exit signal
+    // would not help, execve resets it to SIGCHLD) or a waitpid(-1) elsewhere in the process.
+    if (res.setup_error.empty())
+      res.setup_error = str("sandbox: wait4: ", errno_str(errno), " (SIGCHLD ignored, or reaped elsewhere?)");
+    status = W_EXITCODE(255, 0);
   }
   res.wall_s = seconds_since(t0);
   res.peak_memory_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;
@@ -910,7 +923,13 @@ std::vector<SandboxResult> Sandbox::run_batch(const std::vector<SandboxRequest>&
   std::vector<SandboxResult> out(reqs.size());
   std::atomic<size_t> next{0};
   auto work = [&] {
-    for (size_t i = next++; i < reqs.size(); i = next++) out[i] = run(reqs[i]);
+    for (size_t i = next++; i < reqs.size(); i = next++) {
+      try {
+        out[i] = run(reqs[i]);
+      } catch (const std::exception& e) {  // e.g. bad_alloc: reported per run, never terminate()
+        out[i].setup_error = str("sandbox: ", e.what());
+      }
+    }
   };
   size_t n_threads = std::min<size_t>(static_cast<size_t>(impl_->opts.workers), reqs.size());
   std::vector<std::thread> threads;

@@ -14,7 +14,7 @@ reps="${1:-3}"
 interp=/usr/bin/python3
 printf '| runner | workers | candidates | passed | seconds | candidates/s |\n|---|---|---|---|---|---|\n'
 row() { "$py" -c 'import json,sys; j=json.loads(sys.stdin.readlines()[-1]); print("| %s | %d | %d | %d | %.2f | %.1f |" % (j["impl"], j["workers"], j["candidates"], j["passed"], j["seconds"], j["candidates_per_s"]))'; }
-for w in 1 2; do
+for w in 1 2 4; do
   "$py" "$here/tools/bench/bench_sandbox_baseline.py" "$data" --workers "$w" --reps "$reps" --python "$interp" | row
   "$build/bin/bench_sandbox" "$data" "$w" "$reps" "$interp" | row
 done

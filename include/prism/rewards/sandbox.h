@@ -27,7 +27,8 @@ struct SandboxOptions {
   int64_t max_output_bytes = 1 << 20;                        ///< per stream; more is discarded and the run killed
   bool seccomp = true;  ///< deny ptrace, mount, non-AF_UNIX sockets, bpf, ... (sandbox.md)
   /// Paths bound read-only into the private root (besides /usr, /bin, /lib*, /sbin, /etc and the
-  /// interpreter's own prefix, which are always bound): e.g. a venv the interpreter needs.
+  /// interpreter's own prefix, which are always bound): e.g. a venv the interpreter needs. Symlinks
+  /// are recreated and their targets bound too. Nothing under /tmp, /proc or /dev (replaced inside).
   std::vector<std::string> readable_paths;
   /// UNSAFE: when the machine cannot create namespaces, run with rlimits + seccomp + process-group
   /// kill only (no file-system, network or PID isolation). Off by default: without it such a
