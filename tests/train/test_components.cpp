@@ -158,24 +158,29 @@ TEST(RunLock, SecondWriterRefusedUntilHolderDies) {
   ASSERT_EQ(::pipe(release), 0);
   const pid_t child = ::fork();
   if (child == 0) {
+    ::close(release[1]);  // so the read below ends (EOF) if the parent dies before releasing
+    ::close(ready[0]);
     RunLock held(dir);
     char c = 1;
     (void)!::write(ready[1], &c, 1);
     (void)!::read(release[0], &c, 1);  // hold until the parent says so (or is gone)
     ::_exit(0);                          // no destructor: like a killed process
   }
-  char c;
+  ::close(release[0]);
+  ::close(ready[1]);
+  char c = 0;
   ASSERT_EQ(::read(ready[0], &c, 1), 1);
   try {
     RunLock second(dir);
-    FAIL() << "a second writer got the lock";
+    ADD_FAILURE() << "a second writer got the lock";
   } catch (const Error& e) {
     const std::string m = e.what();
     EXPECT_NE(m.find("run.lock"), std::string::npos) << m;
     EXPECT_NE(m.find("in use by another run"), std::string::npos) << m;
     EXPECT_NE(m.find("pid " + std::to_string(child)), std::string::npos) << m;
   }
-  (void)!::write(release[1], &c, 1);
+  ::close(release[1]);  // EOF: the holder exits
+  ::close(ready[0]);
   int status = 0;
   ::waitpid(child, &status, 0);
   EXPECT_NO_THROW(RunLock again(dir));  // released by the kernel when the holder exited
