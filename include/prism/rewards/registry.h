@@ -5,6 +5,7 @@
 // each domain to a verifier name and its shaping; Rewarder dispatches samples by Sample::domain.
 #pragma once
 
+#include <cmath>
 #include <functional>
 #include <map>
 #include <memory>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "prism/core/config.h"
+#include "prism/rewards/code.h"
 #include "prism/rewards/math.h"
 #include "prism/rewards/mc.h"
 #include "prism/rewards/shaping.h"
@@ -32,6 +34,37 @@ struct MathSection {
     v.field("workers", workers, non_negative(), "GiNaC worker processes and verify threads (0: hardware threads)");
   }
   MathOptions options() const { return {last_number_fallback, timeout_s, workers}; }
+};
+
+struct CodeSection {
+  std::string pass_rule = "all";
+  double timeout_s = 10.0;
+  int64_t memory_mb = 2048;
+  int workers = 2;
+  std::string interpreter = "/usr/bin/python3";
+  bool allow_no_namespaces = false;
+  void visit(config::Visitor& v) {
+    using namespace config;
+    v.field("pass_rule", pass_rule, one_of({"all", "fraction"}),
+            "all: reward only when every test passes; fraction: reward x passed / total");
+    v.field("timeout_s", timeout_s, positive(), "wall-clock limit of one candidate run (the sandbox is killed after it)");
+    v.field("memory_mb", memory_mb, positive(), "address-space limit of each candidate process");
+    v.field("workers", workers, positive(), "candidates run at once");
+    v.field("interpreter", interpreter, non_empty(), "absolute path of the Python that runs candidates");
+    v.field("allow_no_namespaces", allow_no_namespaces,
+            "UNSAFE: run without namespace isolation on machines that cannot create namespaces (docs/sandbox.md)");
+  }
+  CodeVerifierOptions options() const {
+    CodeVerifierOptions o;
+    o.pass_rule = pass_rule;
+    o.sandbox.wall_timeout_s = timeout_s;
+    o.sandbox.cpu_time_s = static_cast<int>(std::ceil(timeout_s));
+    o.sandbox.memory_bytes = memory_mb << 20;
+    o.sandbox.workers = workers;
+    o.sandbox.interpreter = interpreter;
+    o.sandbox.allow_no_namespaces = allow_no_namespaces;
+    return o;
+  }
 };
 
 struct McSection {
@@ -100,10 +133,12 @@ struct DomainSection {
 struct RewardsConfig {
   MathSection math;
   McSection mc;
+  CodeSection code;
   std::vector<DomainSection> domains;
   void visit(config::Visitor& v) {
     v.field("math", math, "options of the math verifier");
     v.field("mc", mc, "options of the multiple-choice verifier");
+    v.field("code", code, "options of the code verifier (sandboxed test runs)");
     v.field("domains", domains, "domain -> verifier + shaping");
   }
   void validate() const {
