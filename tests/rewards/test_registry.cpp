@@ -91,17 +91,20 @@ TEST(Rewarder, DispatchesByDomain) {
   ss[2].completion = "Answer: C";  // fails the gate
   ss[2].answer = "C";
   ss[3].domain = "code";
-  ss[3].completion = "print(1)";
+  ss[3].completion = "def f():\n    return 1\n";
+  ss[3].tests = "assert f() == 1\n";
   ss[4].domain = "poetry";
   auto vs = r.score_batch(ss);
   EXPECT_DOUBLE_EQ(vs[0].reward, 10.0);
   EXPECT_DOUBLE_EQ(vs[1].reward, 1.0);
   EXPECT_DOUBLE_EQ(vs[2].reward, 0.0);
   EXPECT_EQ(vs[2].reason, "format: equal");
-  EXPECT_EQ(vs[3].reason, "no verifier for domain code");
+  EXPECT_EQ(vs[3].reason, "passed");  // the sandboxed code verifier is registered as "code"
+  EXPECT_TRUE(vs[3].correct);
   EXPECT_EQ(vs[4].reason, "no verifier for domain poetry");
   EXPECT_EQ(r.score(ss[1]).reason, "equal");
-  EXPECT_FALSE(r.handles("code"));
+  EXPECT_TRUE(r.handles("code"));
+  EXPECT_FALSE(r.handles("poetry"));
   EXPECT_TRUE(r.handles("science"));
 }
 
