@@ -141,10 +141,7 @@ class Encoder {
 
   void bad(const Origin& at, const std::string& why) {
     if (o_.strict) {
-      ErrorContext c;
-      c.file = at.file;
-      c.line = at.line;
-      throw Error(why + " (--strict)", c);
+      throw Error(why + " (--strict)", key_context(at.line ? str(at.file, ":", at.line) : at.file, ""));
     }
     ++st_.bad_records;
     if (st_.bad.size() < 100) st_.bad.push_back({at.file, at.line, why});
@@ -321,21 +318,23 @@ void read_plain_text(TextReader& r, const std::string& unit, Encoder& enc) {
   while (true) {
     const bool more = r.read(cur, kBlockBytes);
     if (!sep.empty()) {
-      // Split off every complete document; `scanned` avoids rescanning a long one per block.
+      // Split off every complete document (one erase per block: erasing per line would be
+      // quadratic); `scanned` avoids rescanning a long document on every block.
+      size_t begin = 0;
       while (true) {
-        const size_t from = scanned >= sep.size() - 1 ? scanned - (sep.size() - 1) : 0;
-        const size_t at = cur.find(sep, from);
-        if (at == std::string::npos) {
-          scanned = cur.size();
-          break;
-        }
-        lines_in_cur += static_cast<int64_t>(std::count(cur.begin(), cur.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
-        finish_doc(cur.substr(0, at));
-        cur.erase(0, at + sep.size());
+        const size_t back = sep.size() - 1;
+        const size_t at = cur.find(sep, std::max(begin, scanned >= back ? scanned - back : 0));
+        if (at == std::string::npos) break;
+        lines_in_cur += static_cast<int64_t>(std::count(cur.begin() + static_cast<std::ptrdiff_t>(begin),
+                                                        cur.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
+        finish_doc(cur.substr(begin, at - begin));
+        begin = at + sep.size();
         line += lines_in_cur + static_cast<int64_t>(sep.size());
         lines_in_cur = 0;
-        scanned = 0;
+        scanned = begin;
       }
+      cur.erase(0, begin);
+      scanned = cur.size();
     }
     if (!more) break;
     if (cur.size() > enc.piece_bytes() + 4) {
@@ -431,8 +430,8 @@ TokenizeStats tokenize_corpus(const TokenizeOptions& o, const std::function<void
     ErrorContext c;
     std::string why = "no input text";
     if (!st.bad.empty()) {
-      c.file = st.bad.front().file;
-      c.line = st.bad.front().line;
+      const BadRecord& first = st.bad.front();
+      c.file = first.line ? str(first.file, ":", first.line) : first.file;
       why = str("all ", st.bad_records, " records were bad (this one: ", st.bad.front().reason, ")");
     }
     throw Error(str("no document was tokenized: ", why, "; fix the input, or pass --allow-empty to accept an empty "
