@@ -26,7 +26,6 @@
 namespace prism::kernels::gated_rmsnorm {
 PRISM_KERNEL_ABI_BEGIN
 
-using ssm::DType;
 using ssm::GatedRmsNormBwdParams;
 using ssm::GatedRmsNormParams;
 

@@ -275,6 +275,18 @@ ErrorContext in_file(std::string file, std::string key = {}) {
   throw Error(message, in_file("", path));
 }
 
+/// An error at a known line of the parsed text; parse_yaml() names it as `file:line` when the
+/// value came from the file (not from a `--set` override).
+class LineError : public Error {
+ public:
+  LineError(const std::string& message, const std::string& key, int64_t line)
+      : Error(message, in_file("", key)), line_(line) {}
+  int64_t line() const { return line_; }
+
+ private:
+  int64_t line_;
+};
+
 // ---------------------------------------------------------------------------------------------
 // Pass 1: YAML -> struct.
 
@@ -323,9 +335,7 @@ class YamlReader final : public Visitor {
     };
     // Messages name the line too: a .inf is easy to overlook in a long file.
     auto fail_non_finite = [&] {
-      ErrorContext ctx = in_file("", f.path);
-      ctx.line = n.Mark().line + 1;
-      throw Error(str("expected ", expected_text(ref, c), ", got ", found_text(n)), ctx);
+      throw LineError(str("expected ", expected_text(ref, c), ", got ", found_text(n)), f.path, n.Mark().line + 1);
     };
     if (!n.IsScalar()) fail();
     const std::string& s = n.Scalar();
@@ -718,10 +728,12 @@ void parse_yaml(std::string_view text, const std::string& source, const std::vec
         // Under the override's path, or above it (a key the override created, such as an unknown one).
         if (is_under(c.key, it->path) || is_under(it->path, c.key)) {
           c.file = "--set " + it->text;
-          c.line = 0;  // a line of the override's text, not of `source`
           break;
         }
       }
+      // A line of the file (never of an override's text, whose nodes have their own marks).
+      const auto* at_line = dynamic_cast<const LineError*>(&e);
+      if (at_line && c.file == source && at_line->line() > 0) c.file = str(source, ":", at_line->line());
     }
     throw Error(e.message(), c);
   }

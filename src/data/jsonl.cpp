@@ -22,12 +22,9 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+/// `file:line` (just `file` for line 0), the location prefix of every message.
 ErrorContext at_line(const std::string& file, int64_t line, std::string key = {}) {
-  ErrorContext c;
-  c.file = file;
-  c.line = line;
-  c.key = std::move(key);
-  return c;
+  return key_context(line > 0 ? file + ":" + std::to_string(line) : file, std::move(key));
 }
 
 }  // namespace

@@ -15,8 +15,8 @@ std::vector<PackedRow> pack_best_fit_decreasing(std::span<const int64_t> lengths
   if (capacity <= 0) throw Error(str("pack_best_fit_decreasing: capacity must be > 0, got ", capacity));
   for (size_t i = 0; i < lengths.size(); ++i) {
     if (lengths[i] < 1 || lengths[i] > capacity)
-      throw Error(str("pack_best_fit_decreasing: length ", lengths[i], " of sequence ", i, " is not in [1, ", capacity,
-                      "]"));
+      throw Error(
+          str("pack_best_fit_decreasing: length ", lengths[i], " of sequence ", i, " is not in [1, ", capacity, "]"));
   }
   std::vector<int64_t> order(lengths.size());
   std::iota(order.begin(), order.end(), int64_t{0});

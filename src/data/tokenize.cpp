@@ -48,7 +48,8 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& patterns)
   for (const auto& p : patterns) {
     std::vector<std::string> matched = fs::glob(p);
     if (matched.empty())
-      throw Error(str("input pattern matches no file (", fs::glob_miss_reason(p), ")"), key_context("", "--input", {}, p));
+      throw Error(str("input pattern matches no file (", fs::glob_miss_reason(p), ")"),
+                  key_context("", "--input", {}, p));
     files.insert(files.end(), matched.begin(), matched.end());
   }
   std::sort(files.begin(), files.end());
@@ -141,10 +142,7 @@ class Encoder {
 
   void bad(const Origin& at, const std::string& why) {
     if (o_.strict) {
-      ErrorContext c;
-      c.file = at.file;
-      c.line = at.line;
-      throw Error(why + " (--strict)", c);
+      throw Error(why + " (--strict)", key_context(at.line ? str(at.file, ":", at.line) : at.file, ""));
     }
     ++st_.bad_records;
     if (st_.bad.size() < 100) st_.bad.push_back({at.file, at.line, why});
@@ -208,7 +206,8 @@ class Encoder {
   void flush() {
     if (chunk_.empty()) return;
     std::vector<std::vector<int32_t>> encoded(chunk_.size());
-    parallel_for(chunk_.size(), threads_, [&](size_t i) { encoded[i] = tok_.encode(chunk_[i], o_.add_special_tokens); });
+    parallel_for(chunk_.size(), threads_,
+                 [&](size_t i) { encoded[i] = tok_.encode(chunk_[i], o_.add_special_tokens); });
     for (size_t i = 0; i < chunk_.size(); ++i) {
       if (encoded[i].empty()) continue;  // empty text: nothing to learn from
       sink_.append(encoded[i]);
@@ -245,8 +244,11 @@ class Encoder {
     ++st_.forced_splits;
     if (st_.forced_splits <= 10) {
       log::warn(str("tokenize: ", stream_at_.file, stream_at_.line ? str(":", stream_at_.line) : std::string(),
-                    ": no exact split point in ", limit, " bytes (", tok_.can_split() ? "no newline before a letter "
-                    "or space between letters" : "this tokenizer has none", "); cut at whitespace, the ids at the cut "
+                    ": no exact split point in ", limit, " bytes (",
+                    tok_.can_split() ? "no newline before a letter "
+                                       "or space between letters"
+                                     : "this tokenizer has none",
+                    "); cut at whitespace, the ids at the cut "
                     "may differ from a whole-document encode (raise --piece-bytes to avoid it)"));
     }
     return cut;
@@ -301,11 +303,11 @@ class Encoder {
 /// paragraph) to the encoder; a document longer than piece_bytes is streamed, never held whole.
 void read_plain_text(TextReader& r, const std::string& unit, Encoder& enc) {
   const std::string sep = unit == "line" ? "\n" : unit == "paragraph" ? "\n\n" : "";
-  std::string cur;          // the current document's unconsumed bytes
-  size_t scanned = 0;       // bytes of `cur` known to hold no separator
-  bool streaming = false;   // the current document is being streamed
-  int64_t line = 1;         // line where the current document starts
-  int64_t lines_in_cur = 0; // newlines consumed into the current document so far
+  std::string cur;           // the current document's unconsumed bytes
+  size_t scanned = 0;        // bytes of `cur` known to hold no separator
+  bool streaming = false;    // the current document is being streamed
+  int64_t line = 1;          // line where the current document starts
+  int64_t lines_in_cur = 0;  // newlines consumed into the current document so far
   auto doc_origin = [&] { return Origin{r.path(), unit == "file" ? 0 : line}; };
   auto finish_doc = [&](std::string text) {
     if (streaming) {
@@ -314,28 +316,31 @@ void read_plain_text(TextReader& r, const std::string& unit, Encoder& enc) {
       streaming = false;
       return;
     }
-    const bool keep = unit == "line" ? !text.empty()
-                                     : unit == "paragraph" ? text.find_first_not_of(" \t\r\n") != std::string::npos : true;
+    const bool keep = unit == "line"        ? !text.empty()
+                      : unit == "paragraph" ? text.find_first_not_of(" \t\r\n") != std::string::npos
+                                            : true;
     if (keep) enc.add(std::move(text), doc_origin());
   };
   while (true) {
     const bool more = r.read(cur, kBlockBytes);
     if (!sep.empty()) {
-      // Split off every complete document; `scanned` avoids rescanning a long one per block.
+      // Split off every complete document (one erase per block: erasing per line would be
+      // quadratic); `scanned` avoids rescanning a long document on every block.
+      size_t begin = 0;
       while (true) {
-        const size_t from = scanned >= sep.size() - 1 ? scanned - (sep.size() - 1) : 0;
-        const size_t at = cur.find(sep, from);
-        if (at == std::string::npos) {
-          scanned = cur.size();
-          break;
-        }
-        lines_in_cur += static_cast<int64_t>(std::count(cur.begin(), cur.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
-        finish_doc(cur.substr(0, at));
-        cur.erase(0, at + sep.size());
+        const size_t back = sep.size() - 1;
+        const size_t at = cur.find(sep, std::max(begin, scanned >= back ? scanned - back : 0));
+        if (at == std::string::npos) break;
+        lines_in_cur += static_cast<int64_t>(std::count(cur.begin() + static_cast<std::ptrdiff_t>(begin),
+                                                        cur.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
+        finish_doc(cur.substr(begin, at - begin));
+        begin = at + sep.size();
         line += lines_in_cur + static_cast<int64_t>(sep.size());
         lines_in_cur = 0;
-        scanned = 0;
+        scanned = begin;
       }
+      cur.erase(0, begin);
+      scanned = cur.size();
     }
     if (!more) break;
     if (cur.size() > enc.piece_bytes() + 4) {
@@ -365,7 +370,8 @@ TokenizeStats tokenize_corpus(const TokenizeOptions& o, const std::function<void
   if (o.shard_tokens <= 0)
     throw Error("shard size must be > 0", key_context("", "--shard-tokens", "> 0", std::to_string(o.shard_tokens)));
   if (o.piece_bytes < 64)
-    throw Error("piece size must be >= 64 bytes", key_context("", "--piece-bytes", ">= 64", std::to_string(o.piece_bytes)));
+    throw Error("piece size must be >= 64 bytes",
+                key_context("", "--piece-bytes", ">= 64", std::to_string(o.piece_bytes)));
   if (o.max_record_bytes <= 0)
     throw Error("must be > 0", key_context("", "--max-record-bytes", "> 0", std::to_string(o.max_record_bytes)));
   auto tok = io::Tokenizer::from_file(o.tokenizer);
@@ -375,7 +381,8 @@ TokenizeStats tokenize_corpus(const TokenizeOptions& o, const std::function<void
   TokenizeStats st;
   TokenizeProgress prog;
   for (const auto& f : files) prog.bytes_total += static_cast<int64_t>(fs::file_size(f));
-  const int threads = o.num_threads > 0 ? o.num_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads =
+      o.num_threads > 0 ? o.num_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int64_t done_bytes = 0;
   const TextReader* current = nullptr;
   const JsonlReader* current_jsonl = nullptr;
@@ -431,11 +438,12 @@ TokenizeStats tokenize_corpus(const TokenizeOptions& o, const std::function<void
     ErrorContext c;
     std::string why = "no input text";
     if (!st.bad.empty()) {
-      c.file = st.bad.front().file;
-      c.line = st.bad.front().line;
+      const BadRecord& first = st.bad.front();
+      c.file = first.line ? str(first.file, ":", first.line) : first.file;
       why = str("all ", st.bad_records, " records were bad (this one: ", st.bad.front().reason, ")");
     }
-    throw Error(str("no document was tokenized: ", why, "; fix the input, or pass --allow-empty to accept an empty "
+    throw Error(str("no document was tokenized: ", why,
+                    "; fix the input, or pass --allow-empty to accept an empty "
                     "output"),
                 c);
   }

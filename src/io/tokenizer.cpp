@@ -635,7 +635,8 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const std::stri
 // long text encoded in two parts gives the ids of encoding it whole.
 //
 // Two kinds of candidate point p (bytes of the raw text):
-//   kAfterNewline: text[p-1] == '\n' and text[p] is an ASCII letter;
+//   kAfterNewline: text[p-1] == '\n', text[p] is an ASCII letter and text[p-2] is printable,
+//                  non-space ASCII (so the newline is a whitespace run of its own);
 //   kBeforeSpace:  text[p-1] and text[p+1] are ASCII letters and text[p] == ' ' (the second part
 //                  starts with the space).
 // Which kinds are exact is decided once per tokenizer from its components:
@@ -1464,7 +1465,12 @@ size_t Tokenizer::split_point(std::string_view text, size_t max_bytes) const {
   const unsigned kinds = impl_->split_kinds;
   if (kinds == kNoSplit || text.size() < 2) return 0;
   for (size_t p = std::min(max_bytes, text.size() - 1); p >= 1; --p) {
-    if ((kinds & kAfterNewline) && text[p - 1] == '\n' && is_ascii_letter(text[p])) return p;
+    // The newline must end a whitespace run of its own: at the end of the first part, a longer
+    // run would be taken whole by GPT-2's `\s+(?!\S)` (the look-ahead sees the end of the text),
+    // while in the whole text it stops one short of the letter.
+    if ((kinds & kAfterNewline) && text[p - 1] == '\n' && is_ascii_letter(text[p]) && p >= 2 && text[p - 2] > ' ' &&
+        text[p - 2] < 0x7F)
+      return p;
     if ((kinds & kBeforeSpace) && text[p] == ' ' && is_ascii_letter(text[p - 1]) && p + 1 < text.size() &&
         is_ascii_letter(text[p + 1]))
       return p;

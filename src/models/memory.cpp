@@ -38,10 +38,10 @@ void check_fits(const ModelConfig& cfg, c10::ScalarType dtype, const c10::Device
   const bool layers_dominate = need - outside >= outside;
   throw Error(str("the model does not fit: its parameters need ", gib(need), " (", runtime::dtype_name(dtype),
                   copies != 1.0 ? str(" x ", copies, " copies") : std::string(), ") but ", device.str(), " has ",
-                  gib(static_cast<double>(available)), " available; ", gib(need - outside), " in num_hidden_layers = ",
-                  cfg.num_layers(), " layers (hidden_size = ", cfg.hidden_size, ", intermediate_size = ",
-                  cfg.intermediate_size, "), ", gib(outside), " in the embeddings (vocab_size = ", cfg.vocab_size,
-                  " x hidden_size = ", cfg.hidden_size, ")"),
+                  gib(static_cast<double>(available)), " available; ", gib(need - outside),
+                  " in num_hidden_layers = ", cfg.num_layers(), " layers (hidden_size = ", cfg.hidden_size,
+                  ", intermediate_size = ", cfg.intermediate_size, "), ", gib(outside),
+                  " in the embeddings (vocab_size = ", cfg.vocab_size, " x hidden_size = ", cfg.hidden_size, ")"),
               key_context(source, layers_dominate ? "num_hidden_layers" : "vocab_size"));
 }
 

@@ -68,7 +68,9 @@ TEST_F(Jsonl, RecordsWithBadLinesReportedByLine) {
       "not json\n"
       "[1, 2]\n"
       "{\"q\": \"bad \xff utf8\"}\n"
-      "{\"q\": \"" + std::string(100, 'x') + "\"}\n"
+      "{\"q\": \"" +
+      std::string(100, 'x') +
+      "\"}\n"
       "{\"q\": \"second\", \"a\": null}\n";
   for (const std::string& path : {write("r.jsonl", text), write("r.jsonl.zst", zstd(text))}) {
     JsonlReader r(path, 64);

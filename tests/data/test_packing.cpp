@@ -45,7 +45,8 @@ std::vector<std::vector<int64_t>> naive_bfd(const std::vector<int64_t>& len, int
     int best = -1;
     for (size_t r = 0; r < rows.size(); ++r) {
       if (room[r] < len[i] || room[r] == 0) continue;
-      if (best < 0 || room[r] < room[best] || (room[r] == room[best] && stamp[r] < stamp[best])) best = static_cast<int>(r);
+      if (best < 0 || room[r] < room[best] || (room[r] == room[best] && stamp[r] < stamp[best]))
+        best = static_cast<int>(r);
     }
     if (best < 0) {
       rows.emplace_back();

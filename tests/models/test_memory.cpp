@@ -27,7 +27,8 @@ TEST_P(ParameterCount, EqualsTheBuiltModel) {
   lo.device = "meta";
   auto model = CausalLM::from_config(cfg, lo);
   EXPECT_EQ(CausalLM::parameter_count(cfg), static_cast<double>(model->num_parameters()));
-  EXPECT_EQ(prism::models::parameter_bytes(cfg, at::kBFloat16, 4.0), 8.0 * static_cast<double>(model->num_parameters()));
+  EXPECT_EQ(prism::models::parameter_bytes(cfg, at::kBFloat16, 4.0),
+            8.0 * static_cast<double>(model->num_parameters()));
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, ParameterCount, ::testing::ValuesIn(prism::test::model_fixtures()));

@@ -5,7 +5,6 @@
 // catch prism::Error (and std::exception) once and print what() on a single line.
 #pragma once
 
-#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -20,7 +19,6 @@ struct ErrorContext {
   std::string tensor;    ///< tensor name (`model.layers.3.mlp.up_proj.weight`)
   std::string expected;  ///< what was expected
   std::string found;     ///< what was found
-  int64_t line = 0;      ///< 1-based line in `file` (0: none); printed as `file:line`
 };
 
 /// Context for a config/CLI key: `key_context(file, "optimizer.lr", "a number > 0", "\"abc\"")`.
@@ -42,10 +40,10 @@ class Error : public std::runtime_error {
   const std::string& message() const noexcept { return message_; }
   const ErrorContext& context() const noexcept { return ctx_; }
 
-  /// `file[:line]: key: tensor 't': message (expected E, found F)`.
+  /// `file: key 'k': tensor 't': message (expected E, found F)`.
   static std::string format(const std::string& message, const ErrorContext& c) {
     std::string s;
-    if (!c.file.empty()) s += c.line > 0 ? c.file + ":" + std::to_string(c.line) + ": " : c.file + ": ";
+    if (!c.file.empty()) s += c.file + ": ";
     if (!c.key.empty()) s += c.key + ": ";
     if (!c.tensor.empty()) s += "tensor '" + c.tensor + "': ";
     s += message;

@@ -31,8 +31,9 @@ class Tokenizer {
   /// Where a long text can be cut so that encode(text[:p], false) followed by
   /// encode(text[p:], false) are exactly the ids of encode(text, false): the largest such
   /// p <= max_bytes (0 < p < text.size()), or 0 when there is none in range or this tokenizer has no
-  /// provably exact split points (can_split() false). Candidates are a newline before an ASCII
-  /// letter and a space between ASCII letters, where the pre-tokenizer splits anyway (the rules,
+  /// provably exact split points (can_split() false). Candidates are a lone newline (after
+  /// printable ASCII) before an ASCII letter and a space between ASCII letters, where the
+  /// pre-tokenizer splits anyway (the rules,
   /// per component, are at SplitKinds in tokenizer.cpp). Lets corpus preparation stream a
   /// gigabyte document in bounded memory with the ids of a whole-document encode.
   size_t split_point(std::string_view text, size_t max_bytes) const;
