@@ -60,7 +60,7 @@ std::vector<std::string> read_texts(const std::string& path, const std::string& 
     }
     auto it = j.is_object() ? j.find(field) : j.end();
     if (it == j.end() || !it->is_string())
-      throw Error(str("line ", lineno, ": no string field '", field, "'"), {path, field, "a JSON object with a string \"" + field + "\"", "", ""});
+      throw Error(str("line ", lineno, ": no string field '", field, "'"), {path, field, "", "a JSON object with a string \"" + field + "\"", ""});
     out.push_back(it->get<std::string>());
   }
   return out;

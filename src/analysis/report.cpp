@@ -329,6 +329,10 @@ std::vector<std::string> write_trajectory_report(const Trajectory& traj, const s
       if (g.deltas[k].l2 >= 0.8 * fin) return traj.checkpoints[k].step;
     return -1;
   };
+  // The total ("all", last) in thick black, components in the palette.
+  auto line_style = [&](size_t i) {
+    return i + 1 == groups.size() ? std::string("lw 2.5 lc rgb \"black\"") : "lw 1.5 lc rgb " + gp_quote(kPalette[i % 8]);
+  };
   std::vector<std::string> written;
 
   ojson j;
@@ -416,13 +420,13 @@ std::vector<std::string> write_trajectory_report(const Trajectory& traj, const s
     << "\nset grid\nset key left top\nset xlabel \"step\"\n"
     << "set ylabel \"||W_step - W_start|| / ||W_start||\"\nset title \"Normalised L2 from the start\"\nplot ";
   for (size_t i = 0; i < groups.size(); ++i)
-    b << (i ? ", " : "") << "'@DATA@/l2.dat' using 1:" << i + 2 << " with linespoints pt 7 ps 0.6 lc rgb "
-      << gp_quote(kPalette[i % 8]) << " title " << gp_quote(groups[i]->component);
+    b << (i ? ", " : "") << "'@DATA@/l2.dat' using 1:" << i + 2 << " with linespoints pt 7 ps 0.6 " << line_style(i)
+      << " title " << gp_quote(groups[i]->component);
   b << "\nset key left bottom\nset ylabel " << gp_quote("parameters within " + tl + " of the start (%)")
     << "\nset title " << gp_quote("Share of parameters within " + tl) << "\nplot ";
   for (size_t i = 0; i < groups.size(); ++i)
-    b << (i ? ", " : "") << "'@DATA@/within.dat' using 1:" << i + 2 << " with linespoints pt 7 ps 0.6 lc rgb "
-      << gp_quote(kPalette[i % 8]) << " title " << gp_quote(groups[i]->component);
+    b << (i ? ", " : "") << "'@DATA@/within.dat' using 1:" << i + 2 << " with linespoints pt 7 ps 0.6 " << line_style(i)
+      << " title " << gp_quote(groups[i]->component);
   b << "\nunset multiplot\n";
   p.body = b.str();
   for (const auto& f : render_plot(p, out_dir)) written.push_back(f);

@@ -125,6 +125,16 @@ TensorStats compare_tensor(const CheckpointSet& set, const ResolvedParameter& p,
   return s;
 }
 
+// Report order: the component order, sub-components as an architecture diagram reads.
+int rank_of(const std::string& s, const std::vector<std::string>& order) {
+  auto it = std::find(order.begin(), order.end(), s);
+  return static_cast<int>(it - order.begin());
+}
+const std::vector<std::string> kComponentOrder = {"attention", "mlp", "mamba2", "embeddings/head", "norms"};
+const std::vector<std::string> kSubOrder = {"q",      "k",  "v",          "o",     "gate",    "up",  "down",
+                                            "gate_up", "in_proj", "conv1d", "A/dt", "D", "gated_norm", "out_proj",
+                                            "embed",  "lm_head", "norm"};
+
 double cosine(double dot, double a2, double b2) { return a2 > 0 && b2 > 0 ? dot / std::sqrt(a2 * b2) : kNaN; }
 
 // Aggregates tensors into one group row.
@@ -248,6 +258,13 @@ WeightSummary summarize(const WeightComparison& cmp) {
     by_sub[key].push_back(&t);
     all.push_back(&t);
   }
+  std::stable_sort(comp_order.begin(), comp_order.end(), [](const auto& a, const auto& b) {
+    return rank_of(a, kComponentOrder) < rank_of(b, kComponentOrder);
+  });
+  std::stable_sort(sub_order.begin(), sub_order.end(), [](const auto& a, const auto& b) {
+    return std::make_pair(rank_of(a.first, kComponentOrder), rank_of(a.second, kSubOrder)) <
+           std::make_pair(rank_of(b.first, kComponentOrder), rank_of(b.second, kSubOrder));
+  });
   for (const auto& c : comp_order) s.components.push_back(aggregate(cmp, by_comp[c], c, ""));
   for (const auto& k : sub_order) s.subcomponents.push_back(aggregate(cmp, by_sub[k], k.first, k.second));
   s.total = aggregate(cmp, all, "all", "");

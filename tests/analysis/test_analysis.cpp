@@ -162,8 +162,12 @@ TEST(Weights, HandMadeCheckpoints) {
   }
   auto s = summarize(cmp);
   ASSERT_EQ(s.components.size(), 4u);
-  EXPECT_EQ(s.components[0].component, "embeddings/head");
-  EXPECT_EQ(s.components[1].component, "norms");
+  EXPECT_EQ(s.components[0].component, "attention");
+  EXPECT_EQ(s.components[1].component, "mlp");
+  EXPECT_EQ(s.components[2].component, "embeddings/head");
+  EXPECT_EQ(s.components[3].component, "norms");
+  EXPECT_EQ(s.subcomponents[0].subcomponent, "q");
+  EXPECT_EQ(s.subcomponents[6].subcomponent, "down");
   // sub-component q: two tensors, L2 0.03 and 0 -> matrix average 0.015; pooled = 0.03·‖q0‖/sqrt(‖q0‖² + ‖q1‖²)
   const auto& q = group(s.subcomponents, "attention", "q");
   EXPECT_EQ(q.tensors, 2);

@@ -2,6 +2,8 @@
 // survived (cka), each writing JSON + Markdown + gnuplot plots into -o.
 #include <ATen/Parallel.h>
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -35,7 +37,7 @@ void prepare(int n) {
 
 analysis::CompareOptions compare_options(const AnalyzeOptions& o) {
   analysis::CompareOptions c;
-  if (!o.quiet)
+  if (!o.quiet && ::isatty(STDERR_FILENO))
     c.progress = [](size_t done, size_t total, const std::string& name) {
       std::fprintf(stderr, "\r[%zu/%zu] %-60.60s", done, total, name.c_str());
       if (done == total) std::fprintf(stderr, "\n");

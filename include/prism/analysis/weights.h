@@ -94,8 +94,10 @@ struct GroupSummary {
 };
 
 struct WeightSummary {
-  std::vector<GroupSummary> components;     ///< in first-appearance (model) order
-  std::vector<GroupSummary> subcomponents;  ///< (component, sub-component) in model order
+  /// attention, mlp, mamba2, embeddings/head, norms (those present)
+  std::vector<GroupSummary> components;
+  /// (component, sub-component), by component, then q k v o, gate up down, in_proj … out_proj
+  std::vector<GroupSummary> subcomponents;
   GroupSummary total;
   /// Per cosine pair: Σ_c numel_c · cos_c / Σ_c numel_c over components (the paper's "wtd avg";
   /// components whose cosine is undefined are left out).
