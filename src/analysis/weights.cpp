@@ -110,8 +110,8 @@ TensorStats compare_tensor(const CheckpointSet& set, const ResolvedParameter& p,
           }
         }
         for (size_t q = 0; q < P; ++q)
-          pt.dots[q] += dot(d.data() + opts.cosine_pairs[q].first * kBlock,
-                            d.data() + opts.cosine_pairs[q].second * kBlock, m);
+          pt.dots[q] +=
+              dot(d.data() + opts.cosine_pairs[q].first * kBlock, d.data() + opts.cosine_pairs[q].second * kBlock, m);
       }
     }
   });
@@ -145,9 +145,9 @@ int rank_of(const std::string& s, const std::vector<std::string>& order) {
   return static_cast<int>(it - order.begin());
 }
 const std::vector<std::string> kComponentOrder = {"attention", "mlp", "mamba2", "embeddings/head", "norms"};
-const std::vector<std::string> kSubOrder = {"q",      "k",  "v",          "o",     "gate",    "up",  "down",
-                                            "gate_up", "in_proj", "conv1d", "A/dt", "D", "gated_norm", "out_proj",
-                                            "embed",  "lm_head", "norm"};
+const std::vector<std::string> kSubOrder = {"q",          "k",        "v",       "o",       "gate", "up",
+                                            "down",       "gate_up",  "in_proj", "conv1d",  "A/dt", "D",
+                                            "gated_norm", "out_proj", "embed",   "lm_head", "norm"};
 
 double cosine(double dot, double a2, double b2) { return a2 > 0 && b2 > 0 ? dot / std::sqrt(a2 * b2) : kNaN; }
 
@@ -174,7 +174,8 @@ GroupSummary aggregate(const WeightComparison& cmp, const std::vector<const Tens
       if (t->sum_w2 > 0) l2_sum[k] += std::sqrt(t->deltas[k].sum_d2 / t->sum_w2);
       for (size_t j = 0; j < T; ++j) {
         changed[k][j] += t->deltas[k].changed[j];
-        if (t->numel > 0) frac_sum[k][j] += static_cast<double>(t->deltas[k].changed[j]) / static_cast<double>(t->numel);
+        if (t->numel > 0)
+          frac_sum[k][j] += static_cast<double>(t->deltas[k].changed[j]) / static_cast<double>(t->numel);
       }
     }
     for (size_t q = 0; q < P; ++q) dots[q] += t->dots[q];
@@ -308,7 +309,8 @@ std::vector<CheckpointRef> find_checkpoints(const std::vector<std::string>& path
       }
       out.push_back({step, resolve_hf_dir(d)});
     }
-    if (out.size() == before) throw Error("no complete checkpoint (step-XXXXXXXX with COMPLETE) found", {ckdir, "", "", "", ""});
+    if (out.size() == before)
+      throw Error("no complete checkpoint (step-XXXXXXXX with COMPLETE) found", {ckdir, "", "", "", ""});
   };
   for (size_t i = 0; i < paths.size(); ++i) {
     const std::string& p = paths[i];

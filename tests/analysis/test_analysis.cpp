@@ -118,7 +118,7 @@ struct HandMade {
     find(n, kQ0).mul_(1.03);  // every nonzero element changes by 3 %
     find(n, kDown1)[0][0] = 0.5f;
     find(n, kDown1)[0][2] = find(ts, kDown1)[0][2] * 1.015f;  // changed at 0.1/0.5/1 %, not at 2 %
-    fresh = write_ckpt(fs::join(d.root, "new"), n, 60'000);  // sharded
+    fresh = write_ckpt(fs::join(d.root, "new"), n, 60'000);   // sharded
     auto o = ts;
     for (auto& [name, t] : o) t = t.clone();
     find(o, kQ0).mul_(0.97);  // the opposite direction in q, nothing elsewhere
