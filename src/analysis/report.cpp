@@ -486,8 +486,11 @@ std::vector<std::string> write_cka_report(const CkaResult& r, const std::string&
     << gp_quote("Linear CKA per layer: " + label_of(r.model_a) + " vs " + label_of(r.model_b))
     << "\nset xlabel \"layer (0 = embeddings)\"\nset ylabel \"linear CKA\"\nset grid\nset key left bottom\n"
     << "set xrange [-0.5:" << static_cast<double>(r.full.size()) - 0.5 << "]\nset offsets 0,0,graph 0.1,graph 0.05\n"
+    << "set xtics " << std::max<size_t>(1, (r.full.size() + 19) / 20) << "\n"
     << "set label 1 " << gp_quote("min " + fmt("%.6f", r.min_value) + " at layer " + std::to_string(r.min_layer))
-    << " at " << r.min_layer << "," << fmt("%.10g", r.min_value) << " offset 1,-1.2 front\n"
+    << " at " << r.min_layer << "," << fmt("%.10g", r.min_value)
+    << (2 * static_cast<size_t>(r.min_layer) + 1 > r.full.size() ? " right offset -1,-1.2" : " left offset 1,-1.2")
+    << " front\n"
     << "plot '@DATA@/cka.dat' using 1:2:3 with yerrorlines pt 7 ps 0.7 lc rgb \"#1f77b4\" title \"bootstrap mean +- "
        "std\", "
     << "'@DATA@/cka.dat' using 1:4 with points pt 6 ps 1.0 lc rgb \"#d62728\" title \"all inputs\"\n";
