@@ -53,8 +53,8 @@ CheckpointSet::CheckpointSet(const std::vector<std::string>& dirs) : dirs_(dirs)
                     {dirs[i], "", info.name, "", ""});
       const auto& ti = r.info(n);
       if (ti.shape != info.shape)
-        throw Error("shape differs from the first checkpoint's config.json", {r.file_of(n), "", n, shape_str(info.shape),
-                                                                              shape_str(ti.shape)});
+        throw Error("shape differs from the first checkpoint's config.json",
+                    {r.file_of(n), "", n, shape_str(info.shape), shape_str(ti.shape)});
       if (!at::isFloatingType(io::safetensors_to_scalar_type(ti.dtype)))
         throw Error("expected a floating-point tensor", {r.file_of(n), "", n, "BF16/F16/F32/F64", ti.dtype});
       if (i == 0) used.insert(n);

@@ -3,13 +3,12 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "prism/analysis/weights.h"
@@ -60,7 +59,8 @@ std::vector<std::string> read_texts(const std::string& path, const std::string& 
     }
     auto it = j.is_object() ? j.find(field) : j.end();
     if (it == j.end() || !it->is_string())
-      throw Error(str("line ", lineno, ": no string field '", field, "'"), {path, field, "a JSON object with a string \"" + field + "\"", "", ""});
+      throw Error(str("line ", lineno, ": no string field '", field, "'"),
+                  {path, field, "", "a JSON object with a string \"" + field + "\"", ""});
     out.push_back(it->get<std::string>());
   }
   return out;
@@ -69,7 +69,8 @@ std::vector<std::string> read_texts(const std::string& path, const std::string& 
 std::unique_ptr<io::Tokenizer> load_tokenizer(const std::string& model_dir, const std::string& override_path) {
   const std::string p = override_path.empty() ? fs::join(model_dir, "tokenizer.json") : override_path;
   if (!fs::exists(p))
-    throw Error("no tokenizer.json (pass --tokenizer)", {model_dir, "", "", "tokenizer.json in the model directory", "none"});
+    throw Error("no tokenizer.json (pass --tokenizer)",
+                {model_dir, "", "", "tokenizer.json in the model directory", "none"});
   return io::Tokenizer::from_file(p);
 }
 
@@ -83,7 +84,8 @@ Tokenized tokenize(const io::Tokenizer& tok, const std::vector<std::string>& tex
   Tokenized t;
   for (size_t i = 0; i < texts.size(); ++i) {
     auto ids = tok.encode(texts[i], o.add_special_tokens);
-    if (ids.empty()) throw Error(str("input ", i + 1, " is empty after tokenization"), {inputs_path, o.field, "", "", ""});
+    if (ids.empty())
+      throw Error(str("input ", i + 1, " is empty after tokenization"), {inputs_path, o.field, "", "", ""});
     if (o.max_tokens > 0 && static_cast<int64_t>(ids.size()) > o.max_tokens) {
       ids.resize(static_cast<size_t>(o.max_tokens));
       ++t.truncated;
@@ -155,8 +157,10 @@ at::Tensor pooled_hidden_states(const std::string& dir, const std::vector<std::v
   for (size_t i = 0; i < inputs.size(); ++i) {
     for (int32_t id : inputs[i])
       if (id < 0 || id >= vocab)
-        throw Error(str("input ", i + 1, ": token id ", id, " is outside the model's vocabulary of ", vocab), {dir, "", "", "", ""});
-    auto ids = at::tensor(std::vector<int64_t>(inputs[i].begin(), inputs[i].end()), at::kLong).unsqueeze(0).to(lo.device);
+        throw Error(str("input ", i + 1, ": token id ", id, " is outside the model's vocabulary of ", vocab),
+                    {dir, "", "", "", ""});
+    auto ids =
+        at::tensor(std::vector<int64_t>(inputs[i].begin(), inputs[i].end()), at::kLong).unsqueeze(0).to(lo.device);
     auto out = model->forward(ids, fo);
     std::vector<at::Tensor> per_layer;
     for (const auto& h : out.hidden_states) per_layer.push_back(h[0].to(at::kDouble).mean(0).cpu());
@@ -189,7 +193,8 @@ CkaResult compare_representations(const std::string& model_a, const std::string&
   auto tok_a = load_tokenizer(r.model_a, o.tokenizer);
   auto ids_a = tokenize(*tok_a, texts, o, inputs);
   at::Tensor feats_a = pooled_hidden_states(r.model_a, ids_a.ids, o.dtype, o.device);
-  const std::string tok_b_dir = o.tokenizer.empty() && !fs::exists(fs::join(r.model_b, "tokenizer.json")) ? r.model_a : r.model_b;
+  const std::string tok_b_dir =
+      o.tokenizer.empty() && !fs::exists(fs::join(r.model_b, "tokenizer.json")) ? r.model_a : r.model_b;
   if (tok_b_dir != r.model_b) log::warn("cka: " + r.model_b + " has no tokenizer.json; using " + r.model_a + "'s");
   auto tok_b = load_tokenizer(tok_b_dir, o.tokenizer);
   auto ids_b = tokenize(*tok_b, texts, o, inputs);
@@ -211,7 +216,8 @@ CkaResult compare_representations(const std::string& model_a, const std::string&
     std::vector<int64_t> perm(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) perm[static_cast<size_t>(i)] = i;
     for (int64_t i = 0; i < o.subset; ++i)  // partial Fisher–Yates: the first `subset` entries
-      std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(i + static_cast<int64_t>(uniform_below(rng, n - i)))]);
+      std::swap(perm[static_cast<size_t>(i)],
+                perm[static_cast<size_t>(i + static_cast<int64_t>(uniform_below(rng, n - i)))]);
     std::vector<int64_t> idx(perm.begin(), perm.begin() + o.subset);
     std::sort(idx.begin(), idx.end());
     auto sel = at::tensor(idx, at::kLong);

@@ -13,8 +13,7 @@
 namespace prism::analysis {
 
 std::unique_ptr<models::CausalLM> load_combination(const std::vector<std::string>& checkpoints,
-                                                   const std::vector<double>& coeffs,
-                                                   const models::LoadOptions& opts) {
+                                                   const std::vector<double>& coeffs, const models::LoadOptions& opts) {
   PRISM_CHECK(!checkpoints.empty(), "load_combination: no checkpoints given");
   PRISM_CHECK(checkpoints.size() == coeffs.size(), "load_combination: ", checkpoints.size(), " checkpoints but ",
               coeffs.size(), " coefficients");

@@ -33,7 +33,8 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
   return s;
 }
 
-const char* kMissing = "gnuplot not found on PATH; the analysis plots need it (Debian/Ubuntu: apt-get install gnuplot-nox)";
+const char* kMissing =
+    "gnuplot not found on PATH; the analysis plots need it (Debian/Ubuntu: apt-get install gnuplot-nox)";
 
 std::string tail(const std::string& s, size_t n) { return s.size() <= n ? s : "..." + s.substr(s.size() - n); }
 
@@ -86,8 +87,7 @@ std::vector<std::string> render_plot(const PlotSpec& spec, const std::string& ou
   pid_t pid = 0;
   const int rc = posix_spawnp(&pid, "gnuplot", &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
-  if (rc == ENOENT)
-    throw Error(kMissing, {png, "", "", "", ""});
+  if (rc == ENOENT) throw Error(kMissing, {png, "", "", "", ""});
   if (rc != 0) throw Error(str("cannot start gnuplot: ", std::strerror(rc)), {png, "", "", "", ""});
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -99,8 +99,7 @@ std::vector<std::string> render_plot(const PlotSpec& spec, const std::string& ou
   };
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     cleanup();
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
-      throw Error(kMissing, {png, "", "", "", ""});
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127) throw Error(kMissing, {png, "", "", "", ""});
     throw Error("gnuplot failed: " + tail(log, 600), {png, "", "", "", ""});
   }
   for (const auto& p : {png + suffix, svg + suffix}) {

@@ -10,7 +10,7 @@
 namespace prism::analysis {
 
 struct PlotSpec {
-  std::string stem;    ///< output files <out_dir>/<stem>.png and .svg
+  std::string stem;  ///< output files <out_dir>/<stem>.png and .svg
   int width = 900, height = 560;
   /// gnuplot commands after `set terminal` / `set output`; "@DATA@" stands for the directory of
   /// the data files.

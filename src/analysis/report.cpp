@@ -1,10 +1,9 @@
 #include "prism/analysis/report.h"
 
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "analysis/gnuplot.h"
@@ -54,7 +53,8 @@ std::vector<std::string> labels_of(const std::vector<std::string>& paths) {
 size_t threshold_index(const std::vector<double>& th, double t) {
   for (size_t i = 0; i < th.size(); ++i)
     if (std::fabs(th[i] - t) <= 1e-12) return i;
-  throw Error("the plot threshold " + pct_label(t) + " is not one of the computed thresholds", {"", "--plot-threshold", "", "", ""});
+  throw Error("the plot threshold " + pct_label(t) + " is not one of the computed thresholds",
+              {"", "--plot-threshold", "", "", ""});
 }
 
 ojson by_threshold(const std::vector<double>& th, const std::vector<double>& v) {
@@ -127,8 +127,7 @@ PlotSpec bar_chart(const std::string& stem, const std::string& title, const std:
     << "set datafile missing \"n/a\"\n"
     << "set style data histograms\nset style histogram clustered gap 1\nset style fill solid 0.85 border -1\n"
     << "set boxwidth 0.9 relative\nset grid ytics\nset key top right\nset xtics rotate by -35 nomirror\n"
-    << (fixed_unit_range ? "set yrange [-1:1.15]\n" : "set yrange [0:*]\nset offsets 0,0,graph 0.08,0\n")
-    << "plot ";
+    << (fixed_unit_range ? "set yrange [-1:1.15]\n" : "set yrange [0:*]\nset offsets 0,0,graph 0.08,0\n") << "plot ";
   for (size_t s = 0; s < series.size(); ++s) {
     b << (s ? ", " : "") << "'@DATA@/bars.dat' using " << s + 2 << (s == 0 ? ":xtic(1)" : "") << " title "
       << gp_quote(series[s]) << " lc rgb " << gp_quote(kPalette[s % 8]);
@@ -155,7 +154,8 @@ std::vector<std::string> write_weights_report(const WeightComparison& cmp, const
   j["kind"] = "weights";
   j["base"] = cmp.base;
   ojson compared = ojson::array();
-  for (size_t k = 0; k < cmp.compared.size(); ++k) compared.push_back({{"label", labels[k]}, {"path", cmp.compared[k]}});
+  for (size_t k = 0; k < cmp.compared.size(); ++k)
+    compared.push_back({{"label", labels[k]}, {"path", cmp.compared[k]}});
   j["compared"] = compared;
   j["thresholds"] = cmp.thresholds;
   j["zero_rule"] = kZeroRule;
@@ -223,7 +223,8 @@ std::vector<std::string> write_weights_report(const WeightComparison& cmp, const
   std::ostringstream md;
   const std::string tl = pct_label(plot_threshold);
   md << "# Weight changes\n\n- base: `" << cmp.base << "`\n";
-  for (size_t k = 0; k < labels.size(); ++k) md << "- compared: **" << md_escape(labels[k]) << "** `" << cmp.compared[k] << "`\n";
+  for (size_t k = 0; k < labels.size(); ++k)
+    md << "- compared: **" << md_escape(labels[k]) << "** `" << cmp.compared[k] << "`\n";
   md << "- " << cmp.tensors.size() << " tensors, " << sum.total.numel << " parameters (" << sum.total.zeros
      << " zero in the base), " << fmt("%.2f", cmp.bytes_read / 1e9) << " GB read in " << fmt("%.1f", cmp.seconds)
      << " s\n- w = 0: " << kZeroRule << "\n- L2 = ||W_new - W_base||_F / ||W_base||_F; *elem* = pooled over all "
@@ -258,15 +259,17 @@ std::vector<std::string> write_weights_report(const WeightComparison& cmp, const
   for (size_t t = 0; t < cmp.thresholds.size(); ++t) {
     md << "| " << pct_label(cmp.thresholds[t]) << " |";
     for (const auto& d : sum.total.deltas)
-      md << " " << fmt("%.2f%%", 100 * (1 - d.changed[t])) << " | " << fmt("%.2f%%", 100 * (1 - d.changed_matrix_avg[t]))
-         << " |";
+      md << " " << fmt("%.2f%%", 100 * (1 - d.changed[t])) << " | "
+         << fmt("%.2f%%", 100 * (1 - d.changed_matrix_avg[t])) << " |";
     md << "\n";
   }
   for (size_t q = 0; q < cmp.cosine_pairs.size(); ++q) {
     const auto [a, b] = cmp.cosine_pairs[q];
     md << "\n## Delta cosine: " << md_escape(labels[static_cast<size_t>(a)]) << " vs "
-       << md_escape(labels[static_cast<size_t>(b)]) << " (both minus the base)\n\n| component | params | cosine |\n|---|---:|---:|\n";
-    for (const auto& g : sum.components) md << "| " << g.component << " | " << g.numel << " | " << fmt("%.4f", g.cosine[q]) << " |\n";
+       << md_escape(labels[static_cast<size_t>(b)])
+       << " (both minus the base)\n\n| component | params | cosine |\n|---|---:|---:|\n";
+    for (const auto& g : sum.components)
+      md << "| " << g.component << " | " << g.numel << " | " << fmt("%.4f", g.cosine[q]) << " |\n";
     md << "| **weighted avg** (by params) | " << sum.total.numel << " | " << fmt("%.4f", sum.cosine_weighted_avg[q])
        << " |\n| all tensors concatenated | " << sum.total.numel << " | " << fmt("%.4f", sum.total.cosine[q]) << " |\n";
   }
@@ -275,8 +278,8 @@ std::vector<std::string> write_weights_report(const WeightComparison& cmp, const
     for (size_t i = 0; i < cmp.skipped.size(); ++i) md << (i ? ", " : "") << "`" << cmp.skipped[i] << "`";
     md << "\n";
   }
-  md << "\nPlots: `changed_by_subcomponent.png` / `.svg`" << (cmp.cosine_pairs.empty() ? "" : ", `delta_cosine.png` / `.svg`")
-     << ". Per-tensor values: `weights.json`.\n";
+  md << "\nPlots: `changed_by_subcomponent.png` / `.svg`"
+     << (cmp.cosine_pairs.empty() ? "" : ", `delta_cosine.png` / `.svg`") << ". Per-tensor values: `weights.json`.\n";
   write_text(fs::join(out_dir, "weights.md"), md.str(), written);
 
   // Plots
@@ -286,10 +289,10 @@ std::vector<std::string> write_weights_report(const WeightComparison& cmp, const
     rows.push_back(g.subcomponent);
     for (size_t k = 0; k < labels.size(); ++k) vals[k].push_back(100.0 * g.deltas[k].changed[ti]);
   }
-  for (const auto& p : render_plot(bar_chart("changed_by_subcomponent",
-                                             "Elements changed by more than " + tl + " of their base value",
-                                             "changed elements (%, element-weighted)", rows, labels, vals, "%.2f", false),
-                                   out_dir))
+  for (const auto& p :
+       render_plot(bar_chart("changed_by_subcomponent", "Elements changed by more than " + tl + " of their base value",
+                             "changed elements (%, element-weighted)", rows, labels, vals, "%.2f", false),
+                   out_dir))
     written.push_back(p);
   if (!cmp.cosine_pairs.empty()) {
     std::vector<std::string> crows, series;
@@ -328,6 +331,11 @@ std::vector<std::string> write_trajectory_report(const Trajectory& traj, const s
     for (size_t k = 0; k < K; ++k)
       if (g.deltas[k].l2 >= 0.8 * fin) return traj.checkpoints[k].step;
     return -1;
+  };
+  // The total ("all", last) in thick black, components in the palette.
+  auto line_style = [&](size_t i) {
+    return i + 1 == groups.size() ? std::string("lw 2.5 lc rgb \"black\"")
+                                  : "lw 1.5 lc rgb " + gp_quote(kPalette[i % 8]);
   };
   std::vector<std::string> written;
 
@@ -412,17 +420,17 @@ std::vector<std::string> write_trajectory_report(const Trajectory& traj, const s
   p.height = 520;
   p.data = {{"l2.dat", l2d.str()}, {"within.dat", wd.str()}};
   std::ostringstream b;
-  b << "set datafile missing \"n/a\"\nset multiplot layout 1,2 title " << gp_quote("Weight trajectory from " + label_of(cmp.base))
-    << "\nset grid\nset key left top\nset xlabel \"step\"\n"
+  b << "set datafile missing \"n/a\"\nset multiplot layout 1,2 title "
+    << gp_quote("Weight trajectory from " + label_of(cmp.base)) << "\nset grid\nset key left top\nset xlabel \"step\"\n"
     << "set ylabel \"||W_step - W_start|| / ||W_start||\"\nset title \"Normalised L2 from the start\"\nplot ";
   for (size_t i = 0; i < groups.size(); ++i)
-    b << (i ? ", " : "") << "'@DATA@/l2.dat' using 1:" << i + 2 << " with linespoints pt 7 ps 0.6 lc rgb "
-      << gp_quote(kPalette[i % 8]) << " title " << gp_quote(groups[i]->component);
+    b << (i ? ", " : "") << "'@DATA@/l2.dat' using 1:" << i + 2 << " with linespoints pt 7 ps 0.6 " << line_style(i)
+      << " title " << gp_quote(groups[i]->component);
   b << "\nset key left bottom\nset ylabel " << gp_quote("parameters within " + tl + " of the start (%)")
     << "\nset title " << gp_quote("Share of parameters within " + tl) << "\nplot ";
   for (size_t i = 0; i < groups.size(); ++i)
-    b << (i ? ", " : "") << "'@DATA@/within.dat' using 1:" << i + 2 << " with linespoints pt 7 ps 0.6 lc rgb "
-      << gp_quote(kPalette[i % 8]) << " title " << gp_quote(groups[i]->component);
+    b << (i ? ", " : "") << "'@DATA@/within.dat' using 1:" << i + 2 << " with linespoints pt 7 ps 0.6 " << line_style(i)
+      << " title " << gp_quote(groups[i]->component);
   b << "\nunset multiplot\n";
   p.body = b.str();
   for (const auto& f : render_plot(p, out_dir)) written.push_back(f);
@@ -453,12 +461,13 @@ std::vector<std::string> write_cka_report(const CkaResult& r, const std::string&
   write_text(fs::join(out_dir, "cka.json"), j.dump(1) + "\n", written);
 
   std::ostringstream md;
-  md << "# Linear CKA per layer\n\n- A: `" << r.model_a << "`\n- B: `" << r.model_b << "`\n- inputs: `" << r.inputs << "` ("
-     << r.num_inputs << " records, batch 1 without padding, " << r.total_tokens_a << " tokens for A, " << r.total_tokens_b
-     << " for B, " << r.truncated << " truncated)\n- bootstrap: " << r.subsets.size() << " resamples of "
-     << (r.subsets.empty() ? 0 : r.subsets[0].size()) << " inputs without replacement\n- **minimum: "
-     << fmt("%.6f", r.min_value) << " at layer " << r.min_layer << " (std over resamples " << fmt("%.2e", r.min_std)
-     << "; all inputs: " << fmt("%.6f", r.min_full) << ")**\n\n| layer | CKA (all inputs) | bootstrap mean | std |\n|---:|---:|---:|---:|\n";
+  md << "# Linear CKA per layer\n\n- A: `" << r.model_a << "`\n- B: `" << r.model_b << "`\n- inputs: `" << r.inputs
+     << "` (" << r.num_inputs << " records, batch 1 without padding, " << r.total_tokens_a << " tokens for A, "
+     << r.total_tokens_b << " for B, " << r.truncated << " truncated)\n- bootstrap: " << r.subsets.size()
+     << " resamples of " << (r.subsets.empty() ? 0 : r.subsets[0].size())
+     << " inputs without replacement\n- **minimum: " << fmt("%.6f", r.min_value) << " at layer " << r.min_layer
+     << " (std over resamples " << fmt("%.2e", r.min_std) << "; all inputs: " << fmt("%.6f", r.min_full)
+     << ")**\n\n| layer | CKA (all inputs) | bootstrap mean | std |\n|---:|---:|---:|---:|\n";
   for (size_t l = 0; l < r.full.size(); ++l)
     md << "| " << l << (l == 0 ? " (embeddings)" : "") << " | " << fmt("%.6f", r.full[l]) << " | "
        << fmt("%.6f", r.boot_mean[l]) << " | " << fmt("%.2e", r.boot_std[l]) << " |\n";
@@ -467,18 +476,23 @@ std::vector<std::string> write_cka_report(const CkaResult& r, const std::string&
 
   std::ostringstream d;
   for (size_t l = 0; l < r.full.size(); ++l)
-    d << l << " " << fmt("%.10g", r.boot_mean[l]) << " " << fmt("%.10g", r.boot_std[l]) << " " << fmt("%.10g", r.full[l])
-      << "\n";
+    d << l << " " << fmt("%.10g", r.boot_mean[l]) << " " << fmt("%.10g", r.boot_std[l]) << " "
+      << fmt("%.10g", r.full[l]) << "\n";
   PlotSpec p;
   p.stem = "cka_per_layer";
   p.data = {{"cka.dat", d.str()}};
   std::ostringstream b;
-  b << "set datafile missing \"n/a\"\nset title " << gp_quote("Linear CKA per layer: " + label_of(r.model_a) + " vs " + label_of(r.model_b))
+  b << "set datafile missing \"n/a\"\nset title "
+    << gp_quote("Linear CKA per layer: " + label_of(r.model_a) + " vs " + label_of(r.model_b))
     << "\nset xlabel \"layer (0 = embeddings)\"\nset ylabel \"linear CKA\"\nset grid\nset key left bottom\n"
     << "set xrange [-0.5:" << static_cast<double>(r.full.size()) - 0.5 << "]\nset offsets 0,0,graph 0.1,graph 0.05\n"
+    << "set xtics " << std::max<size_t>(1, (r.full.size() + 19) / 20) << "\n"
     << "set label 1 " << gp_quote("min " + fmt("%.6f", r.min_value) + " at layer " + std::to_string(r.min_layer))
-    << " at " << r.min_layer << "," << fmt("%.10g", r.min_value) << " offset 1,-1.2 front\n"
-    << "plot '@DATA@/cka.dat' using 1:2:3 with yerrorlines pt 7 ps 0.7 lc rgb \"#1f77b4\" title \"bootstrap mean +- std\", "
+    << " at " << r.min_layer << "," << fmt("%.10g", r.min_value)
+    << (2 * static_cast<size_t>(r.min_layer) + 1 > r.full.size() ? " right offset -1,-1.2" : " left offset 1,-1.2")
+    << " front\n"
+    << "plot '@DATA@/cka.dat' using 1:2:3 with yerrorlines pt 7 ps 0.7 lc rgb \"#1f77b4\" title \"bootstrap mean +- "
+       "std\", "
     << "'@DATA@/cka.dat' using 1:4 with points pt 6 ps 1.0 lc rgb \"#d62728\" title \"all inputs\"\n";
   p.body = b.str();
   for (const auto& f : render_plot(p, out_dir)) written.push_back(f);

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
+#include <tuple>
 
 #include "prism/analysis/cka.h"
 #include "prism/analysis/combine.h"
@@ -13,6 +15,7 @@
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
 #include "prism/io/safetensors.h"
+#include "prism/models/causal_lm.h"
 #include "util/test_util.h"
 
 namespace prism::analysis {
@@ -118,7 +121,7 @@ struct HandMade {
     find(n, kQ0).mul_(1.03);  // every nonzero element changes by 3 %
     find(n, kDown1)[0][0] = 0.5f;
     find(n, kDown1)[0][2] = find(ts, kDown1)[0][2] * 1.015f;  // changed at 0.1/0.5/1 %, not at 2 %
-    fresh = write_ckpt(fs::join(d.root, "new"), n, 60'000);  // sharded
+    fresh = write_ckpt(fs::join(d.root, "new"), n, 60'000);   // sharded
     auto o = ts;
     for (auto& [name, t] : o) t = t.clone();
     find(o, kQ0).mul_(0.97);  // the opposite direction in q, nothing elsewhere
@@ -162,8 +165,12 @@ TEST(Weights, HandMadeCheckpoints) {
   }
   auto s = summarize(cmp);
   ASSERT_EQ(s.components.size(), 4u);
-  EXPECT_EQ(s.components[0].component, "embeddings/head");
-  EXPECT_EQ(s.components[1].component, "norms");
+  EXPECT_EQ(s.components[0].component, "attention");
+  EXPECT_EQ(s.components[1].component, "mlp");
+  EXPECT_EQ(s.components[2].component, "embeddings/head");
+  EXPECT_EQ(s.components[3].component, "norms");
+  EXPECT_EQ(s.subcomponents[0].subcomponent, "q");
+  EXPECT_EQ(s.subcomponents[6].subcomponent, "down");
   // sub-component q: two tensors, L2 0.03 and 0 -> matrix average 0.015; pooled = 0.03·‖q0‖/sqrt(‖q0‖² + ‖q1‖²)
   const auto& q = group(s.subcomponents, "attention", "q");
   EXPECT_EQ(q.tensors, 2);
@@ -241,6 +248,37 @@ TEST(Weights, FindCheckpoints) {
   EXPECT_EQ(find_checkpoints({c})[0].step, 1);
   EXPECT_THROW(find_checkpoints({a, a}), Error);  // two checkpoints of one step
   EXPECT_THROW(find_checkpoints({fs::join(d.root, "empty-nothing")}), Error);
+}
+
+// The grouping comes from CausalLM::parameter_infos: a Granite-4 hybrid (fused MLP, Mamba2 and
+// attention layers) has the roles docs/analysis.md lists, without any checkpoint.
+TEST(Weights, RolesOfAGranite4Hybrid) {
+  Dirs d;
+  fs::write_file_atomic(fs::join(d.root, "config.json"), R"({"model_type": "granitemoehybrid",
+    "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48, "shared_intermediate_size": 48,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "layer_types": ["mamba", "attention"],
+    "position_embedding_type": "nope", "num_local_experts": 0, "mamba_n_heads": 4, "mamba_n_groups": 2,
+    "mamba_d_state": 8, "mamba_d_head": 16, "mamba_expand": 2, "mamba_d_conv": 4, "mamba_chunk_size": 8,
+    "tie_word_embeddings": true, "rms_norm_eps": 1e-5})");
+  models::LoadOptions meta;
+  meta.device = "meta";
+  auto infos = models::CausalLM::from_config(models::CausalLM::read_config(d.root), meta)->parameter_infos();
+  std::map<std::string, std::tuple<std::string, std::string, int64_t>> got;
+  for (const auto& p : infos) got[p.name] = {p.kind, p.role, p.layer};
+  using T = std::tuple<std::string, std::string, int64_t>;
+  EXPECT_EQ(got.at("model.embed_tokens.weight"), T("embedding", "embed", -1));
+  EXPECT_EQ(got.at("model.layers.0.mamba.in_proj.weight"), T("mamba2", "in_proj", 0));
+  EXPECT_EQ(got.at("model.layers.0.mamba.conv1d.bias"), T("mamba2", "conv1d", 0));
+  EXPECT_EQ(got.at("model.layers.0.mamba.A_log"), T("mamba2", "A_log", 0));
+  EXPECT_EQ(got.at("model.layers.0.mamba.dt_bias"), T("mamba2", "dt_bias", 0));
+  EXPECT_EQ(got.at("model.layers.0.mamba.D"), T("mamba2", "D", 0));
+  EXPECT_EQ(got.at("model.layers.0.mamba.norm.weight"), T("mamba2", "gated_norm", 0));
+  EXPECT_EQ(got.at("model.layers.0.shared_mlp.input_linear.weight"), T("mlp", "gate_up", 0));
+  EXPECT_EQ(got.at("model.layers.0.shared_mlp.output_linear.weight"), T("mlp", "down", 0));
+  EXPECT_EQ(got.at("model.layers.1.self_attn.v_proj.weight"), T("attention", "v", 1));
+  EXPECT_EQ(got.at("model.layers.1.post_attention_layernorm.weight"), T("norm", "norm", 1));
+  EXPECT_EQ(got.at("model.norm.weight"), T("norm", "norm", -1));
+  EXPECT_EQ(got.count("lm_head.weight"), 0u);  // tied
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,30 +22,30 @@ double linear_cka(const at::Tensor& x, const at::Tensor& y);
 double linear_cka_gram(const at::Tensor& k, const at::Tensor& l);
 
 struct CkaOptions {
-  std::string field = "text";   ///< JSONL field holding the input text
-  int64_t num_inputs = 200;     ///< first N records of the file (0 = all)
-  int64_t resamples = 20;       ///< bootstrap resamples ...
-  int64_t subset = 100;         ///< ... of this many inputs each, drawn without replacement
+  std::string field = "text";  ///< JSONL field holding the input text
+  int64_t num_inputs = 200;    ///< first N records of the file (0 = all)
+  int64_t resamples = 20;      ///< bootstrap resamples ...
+  int64_t subset = 100;        ///< ... of this many inputs each, drawn without replacement
   uint64_t seed = 0;
-  int64_t max_tokens = 512;     ///< inputs are truncated to this many tokens (0 = no limit)
+  int64_t max_tokens = 512;        ///< inputs are truncated to this many tokens (0 = no limit)
   bool add_special_tokens = true;  ///< as the tokenizer's post-processor adds them (BOS …)
-  std::string dtype = "fp32";   ///< forward dtype: fp32 | bf16
-  std::string device = "cpu";   ///< cpu | cuda | auto
-  std::string tokenizer;        ///< tokenizer.json (or its directory); default: each model's own
+  std::string dtype = "fp32";      ///< forward dtype: fp32 | bf16
+  std::string device = "cpu";      ///< cpu | cuda | auto
+  std::string tokenizer;           ///< tokenizer.json (or its directory); default: each model's own
 };
 
 struct CkaResult {
   std::string model_a, model_b, inputs;
   int64_t num_inputs = 0;
   int64_t total_tokens_a = 0, total_tokens_b = 0;
-  int64_t truncated = 0;               ///< inputs cut at max_tokens
-  std::vector<double> full;            ///< per layer (0 = embedding output): CKA over all inputs
-  std::vector<double> boot_mean;       ///< per layer: mean over resamples
-  std::vector<double> boot_std;        ///< per layer: sample std over resamples (n − 1)
-  int64_t min_layer = -1;              ///< argmin of boot_mean
-  double min_value = 0.0;              ///< boot_mean[min_layer]
-  double min_std = 0.0;                ///< std over resamples of each resample's minimum over layers
-  double min_full = 0.0;               ///< minimum of `full`
+  int64_t truncated = 0;                      ///< inputs cut at max_tokens
+  std::vector<double> full;                   ///< per layer (0 = embedding output): CKA over all inputs
+  std::vector<double> boot_mean;              ///< per layer: mean over resamples
+  std::vector<double> boot_std;               ///< per layer: sample std over resamples (n − 1)
+  int64_t min_layer = -1;                     ///< argmin of boot_mean
+  double min_value = 0.0;                     ///< boot_mean[min_layer]
+  double min_std = 0.0;                       ///< std over resamples of each resample's minimum over layers
+  double min_full = 0.0;                      ///< minimum of `full`
   std::vector<std::vector<int64_t>> subsets;  ///< the inputs (0-based record order) of each resample
   double seconds = 0.0;
 };

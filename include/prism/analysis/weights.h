@@ -28,16 +28,16 @@ std::vector<double> default_thresholds();
 
 /// Sums over the elements of one tensor for one compared checkpoint.
 struct DeltaSums {
-  double sum_d2 = 0.0;            ///< Σ (w' − w)²
-  std::vector<int64_t> changed;   ///< per threshold t: #{ |w' − w| > t·|w| }
+  double sum_d2 = 0.0;           ///< Σ (w' − w)²
+  std::vector<int64_t> changed;  ///< per threshold t: #{ |w' − w| > t·|w| }
 };
 
 struct TensorStats {
-  std::string name;               ///< HF name as the model declares it
-  std::string stored_name;        ///< its name in the base checkpoint (may use a family alias prefix)
-  std::string component;          ///< attention | mlp | mamba2 | embeddings/head | norms
-  std::string subcomponent;       ///< q, k, …, A/dt, norm, embed, lm_head
-  int64_t layer = -1;             ///< decoder layer, -1 outside layers
+  std::string name;          ///< HF name as the model declares it
+  std::string stored_name;   ///< its name in the base checkpoint (may use a family alias prefix)
+  std::string component;     ///< attention | mlp | mamba2 | embeddings/head | norms
+  std::string subcomponent;  ///< q, k, …, A/dt, norm, embed, lm_head
+  int64_t layer = -1;        ///< decoder layer, -1 outside layers
   std::vector<int64_t> shape;
   int64_t numel = 0;
   int64_t zeros = 0;              ///< elements with w = 0 in the base
@@ -55,15 +55,15 @@ struct CompareOptions {
 };
 
 struct WeightComparison {
-  std::string base;                    ///< resolved HF directory
-  std::vector<std::string> compared;   ///< resolved HF directories
+  std::string base;                   ///< resolved HF directory
+  std::vector<std::string> compared;  ///< resolved HF directories
   std::vector<double> thresholds;
   std::vector<std::pair<int, int>> cosine_pairs;
-  std::vector<TensorStats> tensors;    ///< in the model's parameter order
+  std::vector<TensorStats> tensors;  ///< in the model's parameter order
   /// Checkpoint tensors of the base that are not model parameters (a tied checkpoint's lm_head,
   /// rotary buffers, MTP heads): listed, not compared.
   std::vector<std::string> skipped;
-  int64_t bytes_read = 0;              ///< tensor bytes read over all checkpoints
+  int64_t bytes_read = 0;  ///< tensor bytes read over all checkpoints
   double seconds = 0.0;
 };
 
@@ -77,15 +77,15 @@ WeightComparison compare_weights(const std::string& base, const std::vector<std:
 
 /// One compared checkpoint's statistics over a group of tensors.
 struct DeltaSummary {
-  double l2 = 0.0;                 ///< element-weighted: sqrt(Σ‖ΔW‖²) / sqrt(Σ‖W‖²) (NaN if Σ‖W‖² = 0)
-  double l2_matrix_avg = 0.0;      ///< mean over tensors with ‖W‖ > 0 of ‖ΔW‖/‖W‖ (NaN if none)
-  std::vector<double> changed;     ///< element-weighted fraction changed, per threshold
+  double l2 = 0.0;              ///< element-weighted: sqrt(Σ‖ΔW‖²) / sqrt(Σ‖W‖²) (NaN if Σ‖W‖² = 0)
+  double l2_matrix_avg = 0.0;   ///< mean over tensors with ‖W‖ > 0 of ‖ΔW‖/‖W‖ (NaN if none)
+  std::vector<double> changed;  ///< element-weighted fraction changed, per threshold
   std::vector<double> changed_matrix_avg;  ///< mean over tensors of their changed fraction
 };
 
 struct GroupSummary {
-  std::string component;           ///< "all" for the total
-  std::string subcomponent;        ///< empty for component rows and the total
+  std::string component;     ///< "all" for the total
+  std::string subcomponent;  ///< empty for component rows and the total
   int64_t tensors = 0;
   int64_t numel = 0;
   int64_t zeros = 0;
@@ -94,8 +94,10 @@ struct GroupSummary {
 };
 
 struct WeightSummary {
-  std::vector<GroupSummary> components;     ///< in first-appearance (model) order
-  std::vector<GroupSummary> subcomponents;  ///< (component, sub-component) in model order
+  /// attention, mlp, mamba2, embeddings/head, norms (those present)
+  std::vector<GroupSummary> components;
+  /// (component, sub-component), by component, then q k v o, gate up down, in_proj … out_proj
+  std::vector<GroupSummary> subcomponents;
   GroupSummary total;
   /// Per cosine pair: Σ_c numel_c · cos_c / Σ_c numel_c over components (the paper's "wtd avg";
   /// components whose cosine is undefined are left out).
