@@ -5,6 +5,7 @@
 #include "prism/generate/sampler.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
@@ -83,6 +84,52 @@ std::vector<int64_t> greedy_rows(const std::vector<RowParams>& params) {
 
 }  // namespace
 
+namespace {
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL, kMix1 = 0xBF58476D1CE4E5B9ULL, kMix2 = 0x94D049BB133111EBULL;
+
+uint64_t splitmix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * kMix1;
+  z = (z ^ (z >> 27)) * kMix2;
+  return z ^ (z >> 31);
+}
+
+// Logical right shift of int64 lanes holding uint64 bit patterns (ATen's shift is arithmetic).
+at::Tensor lshr(const at::Tensor& z, int64_t s) {
+  return at::bitwise_and(at::bitwise_right_shift(z, s), static_cast<int64_t>((~0ULL) >> s));
+}
+}  // namespace
+
+namespace {
+// argmax over each row of s + g, g = -log(-log u) with u = uniform_noise_scalar(key, token).
+// CPU: one fused pass per row (no [B, V] temporaries; the noise costs about as much as reading the
+// logits), rows in parallel, each row computed alone. Other devices: the same noise as tensors.
+at::Tensor gumbel_argmax(const at::Tensor& s, const std::vector<uint64_t>& keys) {
+  const int64_t B = s.size(0), V = s.size(1);
+  if (!s.device().is_cpu()) {
+    auto g = -at::log(-at::log(uniform_noise(keys, V, s.device())));
+    return (s.to(at::kDouble) + g).argmax(1, /*keepdim=*/true);
+  }
+  auto sc = s.contiguous();
+  auto out = at::empty({B, 1}, at::kLong);
+  const float* sp = sc.data_ptr<float>();
+  int64_t* op = out.data_ptr<int64_t>();
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const float* row = sp + b * V;
+      double best = -std::numeric_limits<double>::infinity();
+      int64_t arg = 0;
+      for (int64_t t = 0; t < V; ++t) {
+        if (!(row[t] > -std::numeric_limits<float>::infinity())) continue;  // removed token
+        const double score = row[t] - std::log(-std::log(uniform_noise_scalar(keys[b], t)));
+        if (score > best) best = score, arg = t;
+      }
+      op[b] = arg;
+    }
+  });
+  return out;
+}
+}  // namespace
+
 SampleResult sample_tokens(const at::Tensor& logits, const std::vector<RowParams>& params,
                            const std::vector<uint64_t>& keys) {
   check_params(logits, params);
@@ -101,8 +148,7 @@ SampleResult sample_tokens(const at::Tensor& logits, const std::vector<RowParams
     auto plse = at::logsumexp(s, 1, /*keepdim=*/true);
     // Gumbel-max: argmax(s + g) with g = -log(-log u) is a draw from softmax(s). Removed tokens
     // (-inf) never win; the noise is a pure function of (row key, token id).
-    auto g = -at::log(-at::log(uniform_noise(keys, x.size(1), x.device())));
-    tokens = (s.to(at::kDouble) + g).argmax(1, /*keepdim=*/true);
+    tokens = gumbel_argmax(s, keys);
     slp = s.gather(1, tokens) - plse;
     if (!greedy.empty()) {
       auto gi = at::tensor(greedy, at::kLong).to(x.device());
@@ -131,21 +177,6 @@ at::Tensor processed_logprobs(const at::Tensor& logits, const std::vector<RowPar
   }
   return out;
 }
-
-namespace {
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL, kMix1 = 0xBF58476D1CE4E5B9ULL, kMix2 = 0x94D049BB133111EBULL;
-
-uint64_t splitmix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * kMix1;
-  z = (z ^ (z >> 27)) * kMix2;
-  return z ^ (z >> 31);
-}
-
-// Logical right shift of int64 lanes holding uint64 bit patterns (ATen's shift is arithmetic).
-at::Tensor lshr(const at::Tensor& z, int64_t s) {
-  return at::bitwise_and(at::bitwise_right_shift(z, s), static_cast<int64_t>((~0ULL) >> s));
-}
-}  // namespace
 
 uint64_t sample_key(uint64_t seed, uint64_t stream, uint64_t step) {
   return splitmix64(splitmix64(splitmix64(seed) ^ (stream * kGolden + 1)) ^ (step * kMix1 + 2));

@@ -214,6 +214,13 @@ TEST(Sampler, NoiseIsACounterBasedUniformStream) {
   EXPECT_LT(u.max().item<double>(), 1.0);
   EXPECT_NEAR(u.mean().item<double>(), 0.5, 5 * std::sqrt(1.0 / 12 / n));
   EXPECT_NEAR(u.var().item<double>(), 1.0 / 12, 5 * std::sqrt(1.0 / 180 / n));
+  // the CPU sampler's fused loop draws what the tensor formula (other devices) gives
+  at::manual_seed(5);
+  auto logits = at::randn({4, 1000}) * 2;
+  std::vector<RowParams> params(4, RowParams{0.8, 0, 1.0, 0.0});
+  auto got = sample_tokens(logits, params, keys).tokens;
+  auto want = (logits.to(at::kDouble) / 0.8 - at::log(-at::log(uniform_noise(keys, 1000, at::kCPU)))).argmax(1);
+  EXPECT_TRUE(at::equal(got, want)) << got << want;
 }
 
 }  // namespace
