@@ -224,13 +224,13 @@ struct Engine::Impl {
 
       // 2. sample
       std::vector<RowParams> rp(A);
-      std::vector<double> u(A);
+      std::vector<uint64_t> keys(A);
       for (int64_t b = 0; b < A; ++b) {
         const auto& p = reqs[act[b].request].params;
         rp[b] = {p.temperature, p.top_k, p.top_p, p.min_p};
-        u[b] = philox_uniform(p.seed, static_cast<uint64_t>(act[b].index), act[b].out->tokens.size());
+        keys[b] = sample_key(p.seed, static_cast<uint64_t>(act[b].index), act[b].out->tokens.size());
       }
-      auto res = sample_tokens(step_logits, rp, u);
+      auto res = sample_tokens(step_logits, rp, keys);
       auto host = at::stack({res.tokens.to(at::kDouble), res.logprobs.to(at::kDouble), res.sampling_logprobs.to(at::kDouble)})
                       .cpu();  // one transfer; token ids < 2^53 are exact in fp64
       const double* hp = host.data_ptr<double>();

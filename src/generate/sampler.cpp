@@ -1,10 +1,11 @@
 // Batched token sampling: every step is a whole-tensor op over [B, V] on the logits' device (no
-// per-row loops), and work that only some parameters need (the sort for top-k / top-p, the min-p
+// per-row loops, the noise included), and work that only some parameters need (the sort for top-k / top-p, the min-p
 // threshold) is skipped when no row asks for it. A row whose parameters leave a filter off gets
 // exactly an all-keep mask from it, so what a row draws never depends on its neighbours' settings.
 #include "prism/generate/sampler.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
@@ -83,13 +84,58 @@ std::vector<int64_t> greedy_rows(const std::vector<RowParams>& params) {
 
 }  // namespace
 
+namespace {
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL, kMix1 = 0xBF58476D1CE4E5B9ULL, kMix2 = 0x94D049BB133111EBULL;
+
+uint64_t splitmix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * kMix1;
+  z = (z ^ (z >> 27)) * kMix2;
+  return z ^ (z >> 31);
+}
+
+// Logical right shift of int64 lanes holding uint64 bit patterns (ATen's shift is arithmetic).
+at::Tensor lshr(const at::Tensor& z, int64_t s) {
+  return at::bitwise_and(at::bitwise_right_shift(z, s), static_cast<int64_t>((~0ULL) >> s));
+}
+}  // namespace
+
+namespace {
+// argmax over each row of s + g, g = -log(-log u) with u = uniform_noise_scalar(key, token).
+// CPU: one fused pass per row (no [B, V] temporaries; the noise costs about as much as reading the
+// logits), rows in parallel, each row computed alone. Other devices: the same noise as tensors.
+at::Tensor gumbel_argmax(const at::Tensor& s, const std::vector<uint64_t>& keys) {
+  const int64_t B = s.size(0), V = s.size(1);
+  if (!s.device().is_cpu()) {
+    auto g = -at::log(-at::log(uniform_noise(keys, V, s.device())));
+    return (s.to(at::kDouble) + g).argmax(1, /*keepdim=*/true);
+  }
+  auto sc = s.contiguous();
+  auto out = at::empty({B, 1}, at::kLong);
+  const float* sp = sc.data_ptr<float>();
+  int64_t* op = out.data_ptr<int64_t>();
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const float* row = sp + b * V;
+      double best = -std::numeric_limits<double>::infinity();
+      int64_t arg = 0;
+      for (int64_t t = 0; t < V; ++t) {
+        if (!(row[t] > -std::numeric_limits<float>::infinity())) continue;  // removed token
+        const double score = row[t] - std::log(-std::log(uniform_noise_scalar(keys[b], t)));
+        if (score > best) best = score, arg = t;
+      }
+      op[b] = arg;
+    }
+  });
+  return out;
+}
+}  // namespace
+
 SampleResult sample_tokens(const at::Tensor& logits, const std::vector<RowParams>& params,
-                           const std::vector<double>& uniforms) {
+                           const std::vector<uint64_t>& keys) {
   check_params(logits, params);
-  PRISM_CHECK(uniforms.size() == params.size(), "sample_tokens: ", uniforms.size(), " uniforms for ", params.size(),
-              " rows");
+  PRISM_CHECK(keys.size() == params.size(), "sample_tokens: ", keys.size(), " random keys for ", params.size(), " rows");
   at::NoGradGuard ng;
-  const int64_t B = logits.size(0), V = logits.size(1);
+  const int64_t B = logits.size(0);
   auto x = logits.to(at::kFloat);
   auto lse = at::logsumexp(x, 1, /*keepdim=*/true);  // [B, 1]
   const auto greedy = greedy_rows(params);
@@ -100,21 +146,15 @@ SampleResult sample_tokens(const at::Tensor& logits, const std::vector<RowParams
   } else {
     auto s = processed_logits(x, params);
     auto plse = at::logsumexp(s, 1, /*keepdim=*/true);
-    auto cdf = at::exp(s - plse).cumsum(1);  // [B, V], non-decreasing, removed tokens add 0
-    std::vector<double> u(uniforms);
-    for (auto& v : u) PRISM_CHECK(v >= 0.0 && v < 1.0, "sample_tokens: uniform numbers must be in [0, 1), got ", v);
-    auto target = at::tensor(u, at::kDouble).to(x.device()).to(at::kFloat).view({B, 1}) * cdf.narrow(1, V - 1, 1);
-    // First index whose cumulative mass exceeds the target: a removed token (zero mass) never is.
-    tokens = at::searchsorted(cdf, target, /*out_int32=*/false, /*right=*/true).clamp_max(V - 1);
-    // fp32 edge (target rounding to the total): fall back to the most likely kept token.
-    auto ok = s.gather(1, tokens).isfinite();
-    tokens = at::where(ok, tokens, s.argmax(1, /*keepdim=*/true));
+    // Gumbel-max: argmax(s + g) with g = -log(-log u) is a draw from softmax(s). Removed tokens
+    // (-inf) never win; the noise is a pure function of (row key, token id).
+    tokens = gumbel_argmax(s, keys);
     slp = s.gather(1, tokens) - plse;
     if (!greedy.empty()) {
-      auto g = at::tensor(greedy, at::kLong).to(x.device());
-      auto gt = x.index_select(0, g).argmax(1, /*keepdim=*/true);
-      tokens = tokens.index_copy(0, g, gt);
-      slp = slp.index_copy(0, g, at::zeros({static_cast<int64_t>(greedy.size()), 1}, x.options()));
+      auto gi = at::tensor(greedy, at::kLong).to(x.device());
+      auto gt = x.index_select(0, gi).argmax(1, /*keepdim=*/true);
+      tokens = tokens.index_copy(0, gi, gt);
+      slp = slp.index_copy(0, gi, at::zeros({static_cast<int64_t>(greedy.size()), 1}, x.options()));
     }
   }
   auto lp = x.gather(1, tokens) - lse;
@@ -138,23 +178,28 @@ at::Tensor processed_logprobs(const at::Tensor& logits, const std::vector<RowPar
   return out;
 }
 
-// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11), the generator
-// behind cuRAND's and PyTorch's CUDA streams: counter = (stream, step), key = seed.
-double philox_uniform(uint64_t seed, uint64_t stream, uint64_t step) {
-  uint32_t c[4] = {static_cast<uint32_t>(stream), static_cast<uint32_t>(stream >> 32), static_cast<uint32_t>(step),
-                   static_cast<uint32_t>(step >> 32)};
-  uint32_t k[2] = {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)};
-  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u, kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t p0 = static_cast<uint64_t>(kM0) * c[0], p1 = static_cast<uint64_t>(kM1) * c[2];
-    const uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
-    const uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
-    const uint32_t n0 = hi1 ^ c[1] ^ k[0], n1 = lo1, n2 = hi0 ^ c[3] ^ k[1], n3 = lo0;
-    c[0] = n0, c[1] = n1, c[2] = n2, c[3] = n3;
-    k[0] += kW0, k[1] += kW1;
-  }
-  const uint64_t bits = (static_cast<uint64_t>(c[0] >> 5) << 26) | (c[1] >> 6);  // 27 + 26 = 53 bits
-  return static_cast<double>(bits) * (1.0 / 9007199254740992.0);
+uint64_t sample_key(uint64_t seed, uint64_t stream, uint64_t step) {
+  return splitmix64(splitmix64(splitmix64(seed) ^ (stream * kGolden + 1)) ^ (step * kMix1 + 2));
+}
+
+at::Tensor uniform_noise(const std::vector<uint64_t>& keys, int64_t vocab, const at::Device& device) {
+  // splitmix64 of (key + (token + 1) * golden) on int64 lanes; products wrap modulo 2^64 like the
+  // unsigned arithmetic of the scalar version (tested against it).
+  std::vector<int64_t> k(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) k[i] = static_cast<int64_t>(keys[i]);
+  auto opts = at::TensorOptions().dtype(at::kLong).device(device);
+  auto z = at::tensor(k, at::kLong).to(device).view({-1, 1}) +
+           (at::arange(1, vocab + 1, opts) * static_cast<int64_t>(kGolden)).view({1, vocab});
+  z = at::bitwise_xor(z, lshr(z, 30)) * static_cast<int64_t>(kMix1);
+  z = at::bitwise_xor(z, lshr(z, 27)) * static_cast<int64_t>(kMix2);
+  z = at::bitwise_xor(z, lshr(z, 31));
+  // top 53 bits -> (0, 1): the half-ulp offset keeps log(u) and log(-log u) finite
+  return (lshr(z, 11).to(at::kDouble) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+double uniform_noise_scalar(uint64_t key, int64_t token) {
+  const uint64_t z = splitmix64(key + static_cast<uint64_t>(token + 1) * kGolden);
+  return (static_cast<double>(z >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
 
 }  // namespace prism::generate

@@ -20,8 +20,10 @@ DecodeState::DecodeState(const CausalLM& model, int64_t rows, int64_t max_length
   for (const auto& layer : c.layers) {
     for (const auto& b : layer.blocks) {
       if (b.kind == BlockKind::kAttention) {
-        keys_.push_back(at::empty({rows, c.num_kv_heads, max_length, c.head_dim}, opts));
-        values_.push_back(at::empty({rows, c.num_kv_heads, max_length, c.head_dim}, opts));
+        // Zeroed once: a masked key still meets its value in probs @ V (0 x value), so unwritten
+        // memory must not hold NaN/Inf. Later contents are always finite outputs of the model.
+        keys_.push_back(at::zeros({rows, c.num_kv_heads, max_length, c.head_dim}, opts));
+        values_.push_back(at::zeros({rows, c.num_kv_heads, max_length, c.head_dim}, opts));
       } else if (b.kind == BlockKind::kMamba2) {
         const auto& m = c.mamba;
         conv_.push_back(at::zeros({rows, m.conv_dim(), m.conv_kernel - 1}, opts));

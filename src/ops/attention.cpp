@@ -3,8 +3,8 @@
 //      cover the call (attention_fused_supported),
 //   2. at::scaled_dot_product_attention when the mask is expressible without fully-masked rows
 //      (no key padding): same math as the reference up to fp32 summation order,
-//   3. single-query decode with a key mask (ragged decode rows): the reference's math with the
-//      query heads of a KV group folded together (no repeat_kv copy of the cache),
+//   3. single-query decode with a key mask (ragged decode rows) or grouped KV heads: the reference's
+//      math with the query heads of a KV group folded together (no repeat_kv copy of the cache),
 //   4. the reference (padding masks, fp64, anything unusual).
 // Impl::kReference always runs the reference.
 #include <ATen/ATen.h>
@@ -47,10 +47,11 @@ at::Tensor attention_fused_decode(const at::Tensor&, const at::Tensor&, const at
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionParams& p) {
   if (p.impl == Impl::kReference) return attention_ref(q, k, v, p);
   if (attention_fused_supported(q, k, v, p)) return attention_fused(q, k, v, p);
-  // Decode against a masked cache (rows of different lengths): the reference without repeat_kv.
-  if (p.key_mask.defined() && !p.cu_seqlens.defined() && q.dim() == 4 && k.dim() == 4 && q.size(2) == 1 &&
-      q.scalar_type() != at::kDouble && k.sizes() == v.sizes() && k.size(1) > 0 && q.size(1) % k.size(1) == 0 &&
-      q.size(0) == k.size(0) && q.size(3) == k.size(3))
+  // One query per row against a cache (decoding; rows of different lengths carry a key mask): the
+  // reference's math without repeat_kv, which would copy the whole cache Hq/Hkv times per layer.
+  if (!p.cu_seqlens.defined() && q.dim() == 4 && k.dim() == 4 && q.size(2) == 1 && q.scalar_type() != at::kDouble &&
+      k.sizes() == v.sizes() && k.size(1) > 0 && q.size(1) % k.size(1) == 0 && q.size(0) == k.size(0) &&
+      q.size(3) == k.size(3) && (p.key_mask.defined() || q.size(1) != k.size(1)))
     return attention_ref_grouped(q, k, v, p);
   const bool sdpa_ok = !p.key_mask.defined() && q.scalar_type() != at::kDouble && q.dim() == 4 && k.dim() == 4 &&
                        q.size(1) % k.size(1) == 0 && k.sizes() == v.sizes();

@@ -83,8 +83,13 @@ at::Tensor attention_ref_grouped(const at::Tensor& q, const at::Tensor& k, const
   const int64_t n_rep = Hq / Hkv;
   auto qg = q.reshape({B, Hkv, n_rep * Lq, d});                        // query head h = kv head h / n_rep
   auto scores = at::matmul(qg, k.transpose(2, 3)) * p.scale;           // [B, Hkv, n_rep*Lq, Lk]
-  auto mask = attention_mask(B, Lq, Lk, p, q.device()).unsqueeze(1);   // [B or 1, 1, 1, Lq, Lk]
-  scores = scores.view({B, Hkv, n_rep, Lq, Lk}).masked_fill(mask.logical_not(), lowest(q.scalar_type()));
+  // The last query of a causal call without key mask or binding window sees every key: no mask.
+  const bool all_visible = !p.key_mask.defined() && Lq == 1 && (!p.causal || p.q_offset >= Lk - 1) &&
+                           (p.window == 0 || p.window > p.q_offset);
+  if (!all_visible) {
+    auto mask = attention_mask(B, Lq, Lk, p, q.device()).unsqueeze(1);  // [B or 1, 1, 1, Lq, Lk]
+    scores = scores.view({B, Hkv, n_rep, Lq, Lk}).masked_fill(mask.logical_not(), lowest(q.scalar_type()));
+  }
   auto probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type()).view({B, Hkv, n_rep * Lq, Lk});
   return at::matmul(probs, v).view({B, Hq, Lq, d});
 }

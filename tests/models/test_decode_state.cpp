@@ -133,6 +133,9 @@ TEST_P(DecodeStateTest, PreallocatedBytesAndBuffersStayPut) {
     }
   DecodeState st(*m, 3, 10);
   EXPECT_EQ(st.bytes(), expect);
+  // Masked keys still meet their values in probs @ V (0 x value): unwritten memory must be finite.
+  for (auto* v : {&st.keys(), &st.values(), &st.conv_states(), &st.ssm_states()})
+    for (auto& t : *v) EXPECT_TRUE(at::isfinite(t).all().item<bool>());
   std::vector<const void*> ptrs;
   for (auto& t : st.keys()) ptrs.push_back(t.data_ptr());
   for (auto& t : st.ssm_states()) ptrs.push_back(t.data_ptr());

@@ -10,11 +10,11 @@
 // The engine holds a reference to the model, never a copy of its weights: parameters updated in
 // place by an optimizer between calls are what the next call samples from.
 //
-// Determinism: sample i of a request draws its token at step t with the uniform
-// philox_uniform(seed, i, t), so its tokens depend only on (weights, prompt, parameters, seed, i),
-// not on the slot count, the other requests or the thread count (up to floating-point differences
-// between batch shapes in the matrix products, which change a token only when a draw falls within
-// rounding distance of a CDF boundary).
+// Determinism: sample i of a request draws its token at step t with the key
+// sample_key(seed, i, t) (sampler.h), so its tokens depend only on (weights, prompt, parameters,
+// seed, i), not on the slot count, the other requests or the thread count. (Matrix products of
+// different batch shapes may round differently; with Gumbel-max draws that changes a token only
+// when the two best perturbed scores are within that rounding.)
 #pragma once
 
 #include <ATen/core/Tensor.h>
