@@ -103,8 +103,8 @@ TEST_F(SmolLM2, LastPositionLogitsMatchTransformers) {
     auto expect = ref("logits." + k);
     EXPECT_TRUE(close_rel(logits, expect, kLogitsRel, 0, "logits." + k));
     EXPECT_EQ(logits.argmax().item<int64_t>(), expect.argmax().item<int64_t>()) << "prompt " << i;
-    std::cout << "prompt " << i << ": max|logit diff| " << prism::test::max_abs_diff(logits, expect)
-              << " (max|logit| " << prism::test::max_abs(expect) << ")\n";
+    std::cout << "prompt " << i << ": max|logit diff| " << prism::test::max_abs_diff(logits, expect) << " (max|logit| "
+              << prism::test::max_abs(expect) << ")\n";
   }
 }
 
@@ -125,8 +125,8 @@ TEST_F(SmolLM2, Greedy64TokensMatchTransformers) {
     ASSERT_EQ(out.size(1), prompt.size(1) + n);
     auto got = to_ids(out.narrow(1, prompt.size(1), n));
     const std::string text = tokenizer_->decode(got);
-    std::cout << "prompt " << i << " (" << meta_["items"][i]["message"].get<std::string>() << ") -> "
-              << got.size() << " tokens: " << text << "\n";
+    std::cout << "prompt " << i << " (" << meta_["items"][i]["message"].get<std::string>() << ") -> " << got.size()
+              << " tokens: " << text << "\n";
     for (size_t t = 0; t < expect.size(); ++t) {
       ASSERT_EQ(got[t], expect[t]) << "prompt " << i << ": first divergence at new token " << t
                                    << " (transformers' top-1/top-2 logit margin there: "
