@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <iomanip>
+#include <optional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -281,7 +282,17 @@ int cmd_data_tokenize(const Options& o) {
 // per-source realized tokens against the configured weights, and the shape of one batch.
 int cmd_data_mixture(const Options& o) {
   auto cfg = config::load_config<data::MixtureConfig>(o.config_path, o.sets);
-  data::MixtureLoader loader(cfg, o.rank, o.world);
+  // The loader's errors name keys of this file (`sources[0].path: ...`): prefix the file.
+  std::optional<data::MixtureLoader> opened;
+  try {
+    opened.emplace(cfg, o.rank, o.world);
+  } catch (const Error& e) {
+    if (!e.context().file.empty()) throw;
+    ErrorContext c = e.context();
+    c.file = o.config_path;
+    throw Error(e.message(), c);
+  }
+  data::MixtureLoader& loader = *opened;
   std::vector<std::string> wrapped;
   loader.set_epoch_callback([&](const std::string& src, int64_t epoch) {
     wrapped.push_back(src + " -> epoch " + std::to_string(epoch));
