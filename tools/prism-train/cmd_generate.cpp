@@ -27,7 +27,7 @@
 #include "prism-train/commands.h"
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
-#include "prism/data/tokenize.h"
+#include "prism/data/jsonl.h"
 #include "prism/generate/engine.h"
 #include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
@@ -88,29 +88,20 @@ struct PromptRecord {
 // an array of token ids) or the rendered --template.
 std::vector<PromptRecord> read_prompts(const GenerateOptions& o, const io::Tokenizer* tok, int64_t vocab,
                                        int64_t context) {
-  const std::string text = fs::read_file(o.prompts);
   std::vector<PromptRecord> out;
-  std::istringstream is(text);
-  std::string line;
-  int64_t ln = 0;
   const std::string field_name = o.text_template.empty() ? o.field : "--template";
-  while (std::getline(is, line)) {
-    ++ln;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+  // Blank lines are skipped; a line that is not a JSON object is an error naming file:line.
+  data::JsonlReader reader(o.prompts);
+  data::JsonRecord rec;
+  while (reader.next(rec)) {
+    const int64_t ln = rec.line();
     const std::string where = o.prompts + ":" + std::to_string(ln);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(std::string("invalid JSON: ") + e.what(), {where});
-    }
-    if (!j.is_object()) throw Error("expected a JSON object per line", {where, "", "", "{...}", j.type_name()});
+    const auto j = nlohmann::json::parse(rec.dump());
     PromptRecord r;
     r.line = ln;
     if (!o.text_template.empty()) {
       try {
-        r.text = data::render_template(o.text_template, line);
+        r.text = rec.render(o.text_template);
       } catch (const Error& e) {
         throw Error(e.message(), {where, "--template"});
       }
