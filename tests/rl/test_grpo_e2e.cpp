@@ -45,11 +45,11 @@ prism::test::dist::RunResult run(const Run& r, double deadline_s = 600) {
     cmd = {"/bin/bash", fs::join(prism::test::source_dir(), "tools/launch.sh"), "--nproc", std::to_string(r.nproc),
            "--master-port", std::to_string(free_port()), "--"};
   const auto src = prism::test::source_dir();
-  for (const auto& a : {fs::join(prism::test::bin_dir(), "prism-train"), std::string("rl"), std::string("--config"),
-                        fs::join(src, "configs/rl/tiny-cpu.yaml"), std::string("--set"), "output_dir=" + out_dir(r.name),
-                        std::string("--set"), "model.path=" + fs::join(src, "configs/tiny/llama-tiny"),
-                        std::string("--set"), "data.prompts=[" + fs::join(src, "configs/rl/data/toy-sevens.jsonl") + "]",
-                        std::string("--set"), "checkpoint.export_final=true"})
+  for (const std::string& a : std::vector<std::string>{
+           fs::join(prism::test::bin_dir(), "prism-train"), "rl", "--config", fs::join(src, "configs/rl/tiny-cpu.yaml"),
+           "--set", "output_dir=" + out_dir(r.name), "--set", "model.path=" + fs::join(src, "configs/tiny/llama-tiny"),
+           "--set", "data.prompts=[" + fs::join(src, "configs/rl/data/toy-sevens.jsonl") + "]", "--set",
+           "checkpoint.export_final=true", "--set", "train.log_every=1", "--set", "train.threads=1"})
     cmd.push_back(a);
   for (const auto& s : r.sets) {
     cmd.push_back("--set");
@@ -107,19 +107,20 @@ class GrpoE2E : public ::testing::Test {
 };
 
 // The toy task: reward 1 when the completion's last number is 7. The untrained byte-level model
-// emits a 7 as the last number of a 6-byte completion a few percent of the time; 60 steps of 4
-// prompts x 8 samples at lr 1e-2 must lift the mean reward of the last 10 steps by at least 0.3
-// above the first 5 steps' (and to at least 0.35).
+// emits a 7 as the last number of a 6-byte completion about 2% of the time (the reward of the
+// first steps); 60 steps of 4 prompts x 8 samples at lr 1e-2 must bring the mean reward of the
+// last 10 steps to at least 0.8, from at most 0.2 over the first 3 (a run on 2026-12-07: 0.03,
+// 0.0, 0.06 -> 1.0 from step 11 on).
 TEST_F(GrpoE2E, MeanRewardRisesOnTheToyTask) {
   expect_ok(run({"learn", {}}));
   auto r = metric("learn", "reward/mean");
   ASSERT_EQ(r.size(), 60u);
   double first = 0, last = 0;
-  for (int64_t s = 1; s <= 5; ++s) first += r.at(s) / 5;
+  for (int64_t s = 1; s <= 3; ++s) first += r.at(s) / 3;
   for (int64_t s = 51; s <= 60; ++s) last += r.at(s) / 10;
-  std::cerr << "mean reward: steps 1-5 " << first << ", steps 51-60 " << last << "\n";
-  EXPECT_GE(last - first, 0.3);
-  EXPECT_GE(last, 0.35);
+  std::cerr << "mean reward: steps 1-3 " << first << ", steps 51-60 " << last << "\n";
+  EXPECT_LE(first, 0.2);
+  EXPECT_GE(last, 0.8);
   EXPECT_TRUE(fs::exists(fs::join(out_dir("learn"), "final/config.json")));
 }
 
@@ -135,22 +136,38 @@ TEST_F(GrpoE2E, FirstUpdateIsOnPolicyAndKlZeroAgainstAnEqualReference) {
   EXPECT_GT(kl.at(2), 0.0);  // after one update the policy has moved away from the reference
 }
 
+// The comparisons of gradients go through AdamW with eps = 1: its first steps then scale each
+// gradient instead of taking its sign, which for near-zero gradients would turn summation-order
+// noise (1e-7 relative) into full lr-sized differences and hide what is being compared.
+const std::vector<std::string> kSgdLikeAdam = {"optimizer.eps=1.0", "optimizer.lr=1e-1"};
+
+std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+void expect_close_metric(const std::string& a, const std::string& b, const std::string& key, double rel) {
+  auto ma = metric(a, key), mb = metric(b, key);
+  ASSERT_EQ(ma.size(), mb.size()) << key;
+  for (const auto& [s, v] : ma) EXPECT_NEAR(v, mb.at(s), rel * std::max(1.0, std::abs(v))) << key << " step " << s;
+}
+
 TEST_F(GrpoE2E, MicroBatchSplitDoesNotChangeTheUpdate) {
   // 32 rollouts of at most ~30 tokens: 40 tokens per row puts one rollout in most rows; 4096 all in one.
-  expect_ok(run({"micro_small", {"train.steps=2", "train.micro_batch_tokens=40"}}));
-  expect_ok(run({"micro_big", {"train.steps=2", "train.micro_batch_tokens=4096"}}));
+  expect_ok(run({"micro_small", with({"train.steps=2", "train.micro_batch_tokens=40"}, kSgdLikeAdam)}));
+  expect_ok(run({"micro_big", with({"train.steps=2", "train.micro_batch_tokens=4096"}, kSgdLikeAdam)}));
   EXPECT_EQ(metric("micro_small", "reward/mean"), metric("micro_big", "reward/mean"));
-  auto a = metric("micro_small", "loss"), b = metric("micro_big", "loss");
-  for (const auto& [s, v] : a) EXPECT_NEAR(v, b.at(s), 1e-6) << "step " << s;
+  expect_close_metric("micro_small", "micro_big", "loss", 1e-6);
+  expect_close_metric("micro_small", "micro_big", "grad_norm", 1e-6);
   expect_weights(fs::join(out_dir("micro_big"), "final"), fs::join(out_dir("micro_small"), "final"), 1e-6);
 }
 
 TEST_F(GrpoE2E, TwoRanksEqualOneRank) {
-  expect_ok(run({"one_rank", {"train.steps=3"}}));
-  expect_ok(run({"two_ranks", {"train.steps=3", "dist.backend=tcp"}, 2}));
+  expect_ok(run({"one_rank", with({"train.steps=3"}, kSgdLikeAdam)}));
+  expect_ok(run({"two_ranks", with({"train.steps=3", "dist.backend=tcp"}, kSgdLikeAdam), 2}));
   EXPECT_EQ(metric("one_rank", "reward/mean"), metric("two_ranks", "reward/mean"));
-  auto a = metric("one_rank", "loss"), b = metric("two_ranks", "loss");
-  for (const auto& [s, v] : a) EXPECT_NEAR(v, b.at(s), 1e-6) << "step " << s;
+  expect_close_metric("one_rank", "two_ranks", "loss", 1e-6);
+  expect_close_metric("one_rank", "two_ranks", "grad_norm", 1e-6);
   expect_weights(fs::join(out_dir("one_rank"), "final"), fs::join(out_dir("two_ranks"), "final"), 1e-6);
 }
 
