@@ -205,6 +205,8 @@ struct MidLoop {
     setup_data();
     const std::string resume_dir = ckpt->resolve_resume(opts.resume);
     model = load_model(cfg.model, ctx->device(), resume_dir);
+    // Token ids the embedding cannot hold are refused now, naming the shards, not inside step 1.
+    loader->check_model_vocab(model->config().vocab_size, resume_dir.empty() ? cfg.model.path : resume_dir);
     check_model_fits_data();
     opt = make_optimizer(*model, *ctx, cfg.optimizer);
     runner = std::make_unique<StepRunner>(*ctx, *opt, StepOptions{cfg.optimizer.max_grad_norm, cfg.train.max_update_ratio});
