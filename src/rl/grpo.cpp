@@ -138,10 +138,10 @@ struct GrpoLoop {
       train::ModelSection sec = cfg.model;
       sec.path = saved;
       sec.init = train::ModelInit::kPretrained;
-      ref = train::load_model(sec, ctx->device(), "");
+      ref = train::load_model(sec, ctx->device(), "", /*trainable=*/false);
     } else {
       // The reference is the policy the run started from (a scratch init repeats with its seed).
-      ref = train::load_model(cfg.model, ctx->device(), "");
+      ref = train::load_model(cfg.model, ctx->device(), "", /*trainable=*/false);
     }
     for (const auto& [name, p] : ref->named_parameters()) p.requires_grad_(false);
   }

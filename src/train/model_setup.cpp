@@ -7,6 +7,7 @@
 
 #include "prism/core/fs.h"
 #include "prism/models/causal_lm.h"
+#include "prism/models/memory.h"
 #include "prism/runtime/runtime.h"
 #include "prism/train/metrics.h"
 #include "prism/train/run_context.h"
@@ -14,10 +15,18 @@
 namespace prism::train {
 
 std::unique_ptr<models::CausalLM> load_model(const ModelSection& m, const c10::Device& device,
-                                             const std::string& resume_dir) {
+                                             const std::string& resume_dir, bool trainable) {
   models::LoadOptions lo;
   lo.dtype = runtime::parse_dtype(dtype_name(m.dtype), "model.dtype");
   lo.device = device.str();
+  if (trainable) {
+    // What training holds per parameter: the weights, their gradient and two fp32 Adam moments.
+    // Refused before anything is allocated (an absurd config would otherwise grow until the OOM
+    // killer ends the job with no message).
+    const std::string dir = resume_dir.empty() ? m.path : fs::join(resume_dir, "model");
+    models::check_fits(models::CausalLM::read_config(dir), lo.dtype, device,
+                       2.0 + 8.0 / static_cast<double>(c10::elementSize(lo.dtype)), fs::join(dir, "config.json"));
+  }
   if (!resume_dir.empty()) return models::CausalLM::from_pretrained(fs::join(resume_dir, "model"), lo);
   if (m.init == ModelInit::kScratch) {
     auto model = models::CausalLM::from_config(models::CausalLM::read_config(m.path), lo);

@@ -29,8 +29,10 @@ class RunContext;
 
 /// `resume_dir` non-empty: the checkpoint's `model/` (its weights win over `model.path`); else
 /// `model.path` per `model.init` (scratch: config.json only, CausalLM::init_weights(init_seed)).
+/// `trainable`: also refuse a model whose weights, gradients and fp32 Adam moments cannot fit the
+/// device (models::check_fits, before anything is allocated); a frozen reference passes false.
 std::unique_ptr<models::CausalLM> load_model(const ModelSection& model, const c10::Device& device,
-                                             const std::string& resume_dir = "");
+                                             const std::string& resume_dir = "", bool trainable = true);
 
 /// decay[i]: whether named_parameters()[i] gets weight decay (its kind is not in `no_decay`).
 std::vector<bool> decay_mask(const models::CausalLM& model, const std::vector<std::string>& no_decay);
