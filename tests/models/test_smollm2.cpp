@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "prism/core/fs.h"
+#include "prism/generate/engine.h"
 #include "prism/io/safetensors.h"
 #include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
@@ -108,10 +109,8 @@ TEST_F(SmolLM2, LastPositionLogitsMatchTransformers) {
   }
 }
 
-// TODO(merge): switch to the generate module's engine (greedy request, EOS stopping) once it
-// lands; today CausalLM::generate (temperature 0) is the greedy path. It does not stop at EOS, so
-// it is asked for transformers' length N (64, or fewer when transformers ended at an EOS, which is
-// then the N-th token): the tokens after an EOS are never compared, so they are not computed.
+// Greedy through the rollout engine (temperature 0, the checkpoint's EOS stopping), asked for
+// transformers' length N (64, or fewer when transformers ended at an EOS, then the N-th token).
 TEST_F(SmolLM2, Greedy64TokensMatchTransformers) {
   ASSERT_EQ(meta_["max_new_tokens"].get<int64_t>(), 64);
   for (int64_t i = 0; i < num_prompts(); ++i) {
@@ -121,9 +120,18 @@ TEST_F(SmolLM2, Greedy64TokensMatchTransformers) {
     auto margin = ref("margin." + k);
     const int64_t n = static_cast<int64_t>(expect.size());
     ASSERT_TRUE(n == 64 || meta_["items"][i]["stopped_at_eos"].get<bool>()) << "prompt " << i << ": " << n << " tokens";
-    auto out = model_->generate(prompt, n);
-    ASSERT_EQ(out.size(1), prompt.size(1) + n);
-    auto got = to_ids(out.narrow(1, prompt.size(1), n));
+    prism::generate::Engine engine(*model_, {}, nullptr);
+    prism::generate::Request req;
+    {
+      auto c = prompt.reshape(-1).to(at::kLong).contiguous();
+      req.prompt.assign(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+    }
+    req.params.temperature = 0.0;
+    req.params.max_new_tokens = n;
+    auto samples = engine.generate({req});
+    ASSERT_EQ(samples.size(), 1u);
+    const std::vector<int32_t> got(samples[0].tokens.begin(), samples[0].tokens.end());
+    ASSERT_EQ(static_cast<int64_t>(got.size()), n) << "prompt " << i << ": finish " << prism::generate::finish_reason_name(samples[0].finish_reason);
     const std::string text = tokenizer_->decode(got);
     std::cout << "prompt " << i << " (" << meta_["items"][i]["message"].get<std::string>() << ") -> " << got.size()
               << " tokens: " << text << "\n";
