@@ -546,21 +546,7 @@ struct GrpoLoop {
     res.last_loss = state.last_loss;
     res.stopped = stop && state.step < cfg.train.steps;
     res.last_checkpoint = ckpt->last();
-    if (res.stopped) {
-      logger->warn(str("stop requested: checkpoint ", ckpt->last(), " written at step ", state.step,
-                       "; continue with --resume auto"));
-      return res;
-    }
-    const std::string bad = train::first_nonfinite_parameter(*model);
-    if (!bad.empty())
-      throw Error(str("GRPO ended with non-finite weights (parameter '", bad,
-                      "'); no final model exported. Resume from a healthy checkpoint with a lower optimizer.lr"));
-    if (cfg.checkpoint.export_final && ctx->is_main()) {
-      res.final_export = fs::join(cfg.output_dir, "final");
-      model->save_pretrained(res.final_export);
-      logger->info(str("final model (HF format) -> ", res.final_export));
-    }
-    ctx->barrier();
+    train::finish_run(res, *model, *ctx, *logger, cfg.output_dir, cfg.checkpoint.export_final);
     return res;
   }
 };

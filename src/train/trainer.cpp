@@ -303,28 +303,33 @@ struct MidLoop {
     res.last_loss = state.last_loss;
     res.stopped = stop && state.step < cfg.train.steps;
     res.last_checkpoint = ckpt->last();
-    if (res.stopped) {
-      logger->warn(str("stop requested: checkpoint ", ckpt->last(), " written at step ", state.step,
-                       "; continue with --resume auto"));
-      return res;
-    }
-    // The last checkpoint already refused non-finite weights; checked again because "done" and
-    // the export are what users and pipelines trust.
-    const std::string bad = first_nonfinite_parameter(*model);
-    if (!bad.empty())
-      throw Error(str("training ended with non-finite weights (parameter '", bad,
-                      "'); no final model exported. Resume from a healthy checkpoint with a lower optimizer.lr"));
-    if (cfg.checkpoint.export_final && ctx->is_main()) {
-      res.final_export = fs::join(cfg.output_dir, "final");
-      model->save_pretrained(res.final_export);
-      logger->info(str("final model (HF format) -> ", res.final_export));
-    }
-    ctx->barrier();
+    finish_run(res, *model, *ctx, *logger, cfg.output_dir, cfg.checkpoint.export_final);
     return res;
   }
 };
 
 }  // namespace
+
+void finish_run(RunResult& res, const models::CausalLM& model, RunContext& ctx, StepLogger& logger,
+                const std::string& output_dir, bool export_final) {
+  if (res.stopped) {
+    logger.warn(str("stop requested: checkpoint ", res.last_checkpoint, " written at step ", res.step,
+                    "; continue with --resume auto"));
+    return;
+  }
+  // The last checkpoint already refused non-finite weights; checked again because "done" and the
+  // export are what users and pipelines trust.
+  const std::string bad = first_nonfinite_parameter(model);
+  if (!bad.empty())
+    throw Error(str("training ended with non-finite weights (parameter '", bad,
+                    "'); no final model exported. Resume from a healthy checkpoint with a lower optimizer.lr"));
+  if (export_final && ctx.is_main()) {
+    res.final_export = fs::join(output_dir, "final");
+    model.save_pretrained(res.final_export);
+    logger.info(str("final model (HF format) -> ", res.final_export));
+  }
+  ctx.barrier();
+}
 
 void MidTrainConfig::validate() const {
   // Only when both keys are usable: the per-field checks report their own errors.

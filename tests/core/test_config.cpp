@@ -22,6 +22,9 @@
 #include "prism/core/error.h"
 #include "prism/core/run_config.h"
 #include "prism/data/mixture.h"
+#include "prism/eval/suite.h"
+#include "prism/rewards/registry.h"
+#include "prism/rl/rl_config.h"
 #include "prism/train/train_config.h"
 
 namespace {
@@ -539,6 +542,9 @@ TEST(ConfigFiles, EveryFileUnderConfigsParsesAndRoundTrips) {
       {"generate", &check_config_file<prism::GenerateJobConfig>},
       {"prism-", &check_config_file<prism::data::MixtureConfig>},  // configs/mixtures/prism-*.yaml
       {"mid/", &check_config_file<prism::train::MidTrainConfig>},  // configs/mid/*.yaml (by directory)
+      {"rl/", &check_config_file<prism::rl::RlConfig>},            // configs/rl/*.yaml
+      {"eval/", &check_config_file<prism::eval::SuiteConfig>},     // configs/eval/*.yaml
+      {"rewards/", &check_config_file<prism::rewards::RewardsConfig>},  // configs/rewards/*.yaml
   };
   int checked = 0;
   for (const auto& entry : fs::recursive_directory_iterator(fs::path(src) / "configs")) {

@@ -625,6 +625,7 @@ TEST_F(MidE2E, DiskFullPrunesFirstAndFailsEarlyWithoutTemps) {
                                     "--set", "log.tensorboard=false", "--resume", "auto"};
   };
   const auto dir = fs::join(mnt, "run");
+  fs::create_directories(fs::join(g_root, "logs"));  // ctest runs each test in a process of its own
   auto p = spawn(cmd_for(dir, "train.steps=4"), {}, fs::join(g_root, "logs/disk.log"));
   ASSERT_EQ(wait_for(p), 0) << read_log(p);
   EXPECT_TRUE(fs::exists(fs::join(dir, "final/config.json")));

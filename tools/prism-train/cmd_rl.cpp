@@ -29,21 +29,11 @@ int cmd_rl(const RlOptions& o) {
     std::cout << config::dump_config(cfg);
     return 0;
   }
-  install_stop_handlers();
   train::RunOptions ro;
   ro.resume = o.resume;
-  ro.should_stop = [] { return stop_requested(); };
   ro.config_file = o.config_path;
   ro.faults = o.faults;
-  auto r = rl::run_grpo(cfg, ro);
-  if (r.stopped) {
-    std::cerr << "rl: stopped by signal " << stop_signal() << " at step " << r.step << "; checkpoint "
-              << r.last_checkpoint << "; continue with --resume auto (exit status " << train::kExitStopped << ")\n";
-    return train::kExitStopped;
-  }
-  std::cerr << "rl: done, " << r.step << " steps; checkpoint " << r.last_checkpoint
-            << (r.final_export.empty() ? std::string() : "; HF export " + r.final_export) << "\n";
-  return 0;
+  return run_training_job("rl", ro, [&](const train::RunOptions& r) { return rl::run_grpo(cfg, r); });
 }
 
 }  // namespace

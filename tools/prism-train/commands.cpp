@@ -325,22 +325,11 @@ int cmd_mid(const Options& o) {
     std::cout << config::dump_config(cfg);
     return 0;
   }
-  install_stop_handlers();
   train::RunOptions ro;
   ro.resume = o.resume;
-  ro.should_stop = [] { return stop_requested(); };
   ro.config_file = o.config_path;
   ro.faults = o.faults;
-  auto r = train::run_mid_training(cfg, ro);
-  if (r.stopped) {
-    std::cerr << "mid: stopped by signal " << stop_signal() << " at step " << r.step
-              << "; checkpoint " << r.last_checkpoint << "; continue with --resume auto (exit status "
-              << train::kExitStopped << ")\n";
-    return train::kExitStopped;
-  }
-  std::cerr << "mid: done, " << r.step << " steps, last loss " << r.last_loss << "; checkpoint " << r.last_checkpoint
-            << (r.final_export.empty() ? std::string() : "; HF export " + r.final_export) << "\n";
-  return 0;
+  return run_training_job("mid", ro, [&](const train::RunOptions& r) { return train::run_mid_training(cfg, r); });
 }
 
 int cmd_export(const Options& o) {

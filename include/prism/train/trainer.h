@@ -22,6 +22,10 @@
 
 #include "prism/train/train_config.h"
 
+namespace prism::models {
+class CausalLM;
+}  // namespace prism::models
+
 namespace prism::train {
 
 /// Faults the crash tests inject (docs/training.md "Fault injection"); the CLI fills them from
@@ -57,6 +61,16 @@ struct RunResult {
 };
 
 RunResult run_mid_training(const MidTrainConfig& cfg, const RunOptions& opts = {});
+
+class RunContext;
+class StepLogger;
+
+/// How every training loop ends (mid-training, GRPO). A run stopped by a signal (res.stopped)
+/// only logs where to resume. Otherwise the weights must be finite — "done" and the export are
+/// what pipelines trust, so non-finite weights throw and nothing is exported — and rank 0 writes
+/// <output_dir>/final in HF format when `export_final` (res.final_export). Collective.
+void finish_run(RunResult& res, const models::CausalLM& model, RunContext& ctx, StepLogger& logger,
+                const std::string& output_dir, bool export_final);
 
 /// Writes the model of checkpoint `checkpoint_dir` (or of the newest complete checkpoint when it
 /// is a run's output_dir) to `out_dir` in HF format (config.json, safetensors, tokenizer files).
