@@ -103,7 +103,7 @@ std::vector<PromptRecord> read_prompts(const GenerateOptions& o, const io::Token
       try {
         r.text = rec.render(o.text_template);
       } catch (const Error& e) {
-        throw Error(e.message(), {where, "--template"});
+        throw Error(str(e.what(), " (a field of --template)"));  // e names file:line and the field
       }
     } else {
       if (!j.contains(o.field) || j[o.field].is_null())
