@@ -21,7 +21,9 @@ SuiteResult run_suite(const SuiteConfig& cfg, const models::CausalLM& model, con
   config::validate_config(cfg);
   const auto t0 = std::chrono::steady_clock::now();
   SuiteResult res;
-  rewards::Rewarder rewarder(cfg.rewards);
+  auto rcfg = cfg.rewards;
+  if (rcfg.domains.empty()) rcfg.domains = rewards::RewardsConfig::defaults().domains;
+  rewards::Rewarder rewarder(rcfg);
   generate::EngineOptions eo;
   eo.slots = cfg.slots;
   generate::Engine engine(model, eo, &tokenizer);

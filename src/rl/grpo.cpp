@@ -187,7 +187,9 @@ struct GrpoLoop {
     generate::EngineOptions eo;
     eo.slots = cfg.rollout.slots;
     engine = std::make_unique<generate::Engine>(*model, eo, tokenizer.get());
-    rewarder = std::make_unique<rewards::Rewarder>(cfg.rewards);
+    auto rcfg = cfg.rewards;
+    if (rcfg.domains.empty()) rcfg.domains = rewards::RewardsConfig::defaults().domains;
+    rewarder = std::make_unique<rewards::Rewarder>(rcfg);
     if (cfg.eval.every > 0) {
       suite = std::make_unique<eval::SuiteConfig>(config::load_config<eval::SuiteConfig>(cfg.eval.suite));
       if (cfg.eval.limit > 0)

@@ -51,14 +51,14 @@ struct BenchmarkConfig {
 
 struct SuiteConfig {
   std::vector<BenchmarkConfig> benchmarks;
-  rewards::RewardsConfig rewards = rewards::RewardsConfig::defaults();
+  rewards::RewardsConfig rewards;  ///< no domains listed: math, mc and code without shaping
   int64_t slots = 64;
   int64_t seed = 0;
 
   void visit(config::Visitor& v) {
     using namespace config;
     v.field("benchmarks", benchmarks, required() & non_empty(), "benchmarks of the suite");
-    v.field("rewards", rewards, "verifiers per domain");
+    v.field("rewards", rewards, "verifiers per domain (none listed: math, mc and code without shaping)");
     v.field("slots", slots, positive(), "decode slots of the rollout engine");
     v.field("seed", seed, non_negative(), "sampling seed (problem i of a benchmark uses its own stream)");
   }

@@ -200,7 +200,7 @@ struct RlConfig {
   train::ModelSection model;
   RlDataSection data;
   RolloutSection rollout;
-  rewards::RewardsConfig rewards = rewards::RewardsConfig::defaults();
+  rewards::RewardsConfig rewards;  ///< no domains listed: math, mc and code without shaping
   AdvantageSection advantage;
   LossSection loss;
   KlSection kl;
