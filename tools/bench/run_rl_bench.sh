@@ -23,7 +23,7 @@ run_prism() {
     --set rollout.prompts_per_step=4 --set rollout.samples_per_prompt=8 --set rollout.max_new_tokens=128 \
     --set rollout.slots=32 --set train.steps="$steps" --set train.micro_batch_tokens=4096 \
     --set train.threads="$threads" --set optimizer.lr=1e-6 --set checkpoint.every=1000 \
-    --set checkpoint.export_final=false --set log.tensorboard=false >"$tmp/prism-$1.log" 2>&1
+    --set checkpoint.export_final=false --set log.tensorboard=false --set train.log_every=1 >"$tmp/prism-$1.log" 2>&1
   "$py" - "$tmp/prism-$1/metrics.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
