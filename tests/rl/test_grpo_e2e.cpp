@@ -182,3 +182,36 @@ TEST_F(GrpoE2E, KillAndResumeIsBitExact) {
 }
 
 }  // namespace
+
+namespace {
+
+// Dynamic sampling refills groups without signal (the untrained model's groups mostly score all
+// 0, so early steps need more than one round, never more than max_rounds), and the Polyak
+// reference (alpha 0.5 every step) is saved in the checkpoint, strictly between the starting
+// weights and the policy's.
+TEST_F(GrpoE2E, DynamicSamplingRefillsAndThePolyakReferenceIsCheckpointed) {
+  expect_ok(run({"polyak", {"train.steps=4", "checkpoint.every=4", "dynamic_sampling.enabled=true",
+                            "dynamic_sampling.max_rounds=3", "kl.beta=0.05", "kl.ref_update_every=1", "kl.ref_alpha=0.5"}}));
+  auto rounds = metric("polyak", "rounds");
+  ASSERT_EQ(rounds.size(), 4u);
+  double most = 0;
+  for (const auto& [s, r] : rounds) {
+    EXPECT_GE(r, 1);
+    EXPECT_LE(r, 3);
+    most = std::max(most, r);
+  }
+  EXPECT_GT(most, 1) << "the first steps' groups are mostly all-zero: a refill round was expected";
+  const auto ckpt = fs::join(out_dir("polyak"), "checkpoints/step-00000004");
+  ASSERT_TRUE(fs::exists(fs::join(ckpt, "ref/config.json")));
+  auto start = weights(fs::join(prism::test::source_dir(), "configs/tiny/llama-tiny"));
+  auto ref = weights(fs::join(ckpt, "ref")), policy = weights(fs::join(ckpt, "model"));
+  const std::string n = "model.layers.0.self_attn.q_proj.weight";
+  auto s = start.at(n).to(at::kFloat), r = ref.at(n), p = policy.at(n);
+  EXPECT_GT((r - s).abs().max().item<double>(), 0.0);
+  EXPECT_GT((r - p).abs().max().item<double>(), 0.0);
+  // Polyak with alpha 0.5: every element of ref lies between the start and the policy's path; at
+  // least its distance to the start is below the policy's.
+  EXPECT_LT((r - s).norm().item<double>(), (p - s).norm().item<double>());
+}
+
+}  // namespace
