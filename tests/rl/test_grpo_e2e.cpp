@@ -77,23 +77,8 @@ std::map<int64_t, double> metric(const std::string& name, const std::string& key
   return m;
 }
 
-std::map<std::string, at::Tensor> weights(const std::string& dir) {
-  std::map<std::string, at::Tensor> w;
-  prism::io::CheckpointReader r(dir);
-  for (const auto& n : r.names()) w[n] = r.get(n).clone();
-  return w;
-}
-
-void expect_weights(const std::string& a, const std::string& b, double rel) {
-  auto wa = weights(a), wb = weights(b);
-  ASSERT_EQ(wa.size(), wb.size());
-  for (const auto& [n, t] : wa) {
-    if (rel == 0)
-      EXPECT_TRUE(at::equal(t, wb.at(n))) << n << " differs between " << a << " and " << b;
-    else
-      EXPECT_TRUE(prism::test::close_rel(wb.at(n), t, rel, 0, n));
-  }
-}
+using prism::test::checkpoint_weights;
+using prism::test::expect_same_weights;
 
 void expect_ok(const prism::test::dist::RunResult& r) {
   ASSERT_FALSE(r.timed_out) << r.describe();
@@ -159,7 +144,7 @@ TEST_F(GrpoE2E, MicroBatchSplitDoesNotChangeTheUpdate) {
   EXPECT_EQ(metric("micro_small", "reward/mean"), metric("micro_big", "reward/mean"));
   expect_close_metric("micro_small", "micro_big", "loss", 1e-6);
   expect_close_metric("micro_small", "micro_big", "grad_norm", 1e-6);
-  expect_weights(fs::join(out_dir("micro_big"), "final"), fs::join(out_dir("micro_small"), "final"), 1e-6);
+  expect_same_weights(fs::join(out_dir("micro_big"), "final"), fs::join(out_dir("micro_small"), "final"), 1e-6);
 }
 
 TEST_F(GrpoE2E, TwoRanksEqualOneRank) {
@@ -168,7 +153,7 @@ TEST_F(GrpoE2E, TwoRanksEqualOneRank) {
   EXPECT_EQ(metric("one_rank", "reward/mean"), metric("two_ranks", "reward/mean"));
   expect_close_metric("one_rank", "two_ranks", "loss", 1e-6);
   expect_close_metric("one_rank", "two_ranks", "grad_norm", 1e-6);
-  expect_weights(fs::join(out_dir("one_rank"), "final"), fs::join(out_dir("two_ranks"), "final"), 1e-6);
+  expect_same_weights(fs::join(out_dir("one_rank"), "final"), fs::join(out_dir("two_ranks"), "final"), 1e-6);
 }
 
 TEST_F(GrpoE2E, KillAndResumeIsBitExact) {
@@ -178,7 +163,7 @@ TEST_F(GrpoE2E, KillAndResumeIsBitExact) {
   expect_ok(run({"resumed", {"train.steps=6", "checkpoint.every=3"}, 1, "auto"}));
   EXPECT_EQ(metric("straight", "reward/mean"), metric("resumed", "reward/mean"));
   EXPECT_EQ(metric("straight", "loss"), metric("resumed", "loss"));
-  expect_weights(fs::join(out_dir("straight"), "final"), fs::join(out_dir("resumed"), "final"), 0);
+  expect_same_weights(fs::join(out_dir("straight"), "final"), fs::join(out_dir("resumed"), "final"), 0);
 }
 
 }  // namespace
@@ -203,8 +188,8 @@ TEST_F(GrpoE2E, DynamicSamplingRefillsAndThePolyakReferenceIsCheckpointed) {
   EXPECT_GT(most, 1) << "the first steps' groups are mostly all-zero: a refill round was expected";
   const auto ckpt = fs::join(out_dir("polyak"), "checkpoints/step-00000004");
   ASSERT_TRUE(fs::exists(fs::join(ckpt, "ref/config.json")));
-  auto start = weights(fs::join(prism::test::source_dir(), "configs/tiny/llama-tiny"));
-  auto ref = weights(fs::join(ckpt, "ref")), policy = weights(fs::join(ckpt, "model"));
+  auto start = checkpoint_weights(fs::join(prism::test::source_dir(), "configs/tiny/llama-tiny"));
+  auto ref = checkpoint_weights(fs::join(ckpt, "ref")), policy = checkpoint_weights(fs::join(ckpt, "model"));
   const std::string n = "model.layers.0.self_attn.q_proj.weight";
   auto s = start.at(n).to(at::kFloat), r = ref.at(n), p = policy.at(n);
   EXPECT_GT((r - s).abs().max().item<double>(), 0.0);

@@ -160,23 +160,8 @@ std::map<int64_t, double> losses(const std::string& name, const std::string& key
   return m;
 }
 
-std::map<std::string, at::Tensor> weights(const std::string& dir) {
-  std::map<std::string, at::Tensor> w;
-  prism::io::CheckpointReader r(dir);
-  for (const auto& n : r.names()) w[n] = r.get(n).clone();
-  return w;
-}
-
-void expect_weights(const std::string& a, const std::string& b, double rel) {
-  auto wa = weights(a), wb = weights(b);
-  ASSERT_EQ(wa.size(), wb.size());
-  for (const auto& [n, t] : wa) {
-    if (rel == 0)
-      EXPECT_TRUE(at::equal(t, wb.at(n))) << n << " differs between " << a << " and " << b;
-    else
-      EXPECT_TRUE(prism::test::close_rel(wb.at(n), t, rel, 0, n));
-  }
-}
+using prism::test::checkpoint_weights;
+using prism::test::expect_same_weights;
 
 class MidE2E : public ::testing::Test {
  protected:
@@ -241,7 +226,7 @@ TEST_F(MidE2E, LossFallsAndHeldOutLossIsReported) {
   EXPECT_TRUE(fs::exists(fs::join(out_dir("falls"), "final/config.json")));
   EXPECT_TRUE(fs::exists(fs::join(out_dir("falls"), "final/tokenizer.json")));
   // The exported model is the trained one (== the last checkpoint's weights).
-  expect_weights(fs::join(out_dir("falls"), "final"), fs::join(out_dir("falls"), "checkpoints/step-00000040/model"), 0);
+  expect_same_weights(fs::join(out_dir("falls"), "final"), fs::join(out_dir("falls"), "checkpoints/step-00000040/model"), 0);
 }
 
 TEST_F(MidE2E, AccumulationEqualsLargerBatchAndTwoRanksEqualOne) {
@@ -256,7 +241,7 @@ TEST_F(MidE2E, AccumulationEqualsLargerBatchAndTwoRanksEqualOne) {
     auto b = losses(other);
     ASSERT_EQ(b.size(), 6u);
     for (const auto& [s, v] : a) EXPECT_NEAR(b[s], v, 1e-6 * std::abs(v)) << "step " << s;
-    expect_weights(fs::join(out_dir("accum2"), "final"), fs::join(out_dir(other), "final"), 1e-6);
+    expect_same_weights(fs::join(out_dir("accum2"), "final"), fs::join(out_dir(other), "final"), 1e-6);
   }
   // ZeRO-1 wrote one optimizer shard per rank.
   const auto ck = fs::join(out_dir("ranks2"), "checkpoints/step-00000006");
@@ -279,7 +264,7 @@ TEST_F(MidE2E, Kill9ThenResumeIsBitExact) {
   auto a = losses("straight20"), b = losses("killed20");
   ASSERT_EQ(b.size(), 20u);
   for (const auto& [s, v] : a) EXPECT_EQ(b[s], v) << "step " << s;  // bit for bit
-  expect_weights(fs::join(out_dir("straight20"), "final"), fs::join(out_dir("killed20"), "final"), 0);
+  expect_same_weights(fs::join(out_dir("straight20"), "final"), fs::join(out_dir("killed20"), "final"), 0);
 }
 
 TEST_F(MidE2E, ResumeWithAnotherWorldSize) {
@@ -294,7 +279,7 @@ TEST_F(MidE2E, ResumeWithAnotherWorldSize) {
   ASSERT_EQ(run(one), 0);
   auto a = losses("ws_straight"), b = losses("ws_mixed");
   for (const auto& [s, v] : a) EXPECT_NEAR(b[s], v, 1e-6 * std::abs(v)) << "step " << s;
-  expect_weights(fs::join(out_dir("ws_straight"), "final"), fs::join(out_dir("ws_mixed"), "final"), 1e-6);
+  expect_same_weights(fs::join(out_dir("ws_straight"), "final"), fs::join(out_dir("ws_mixed"), "final"), 1e-6);
 }
 
 TEST_F(MidE2E, Kill9DuringCheckpointWriteKeepsThePreviousOne) {
@@ -323,7 +308,7 @@ TEST_F(MidE2E, Kill9DuringCheckpointWriteKeepsThePreviousOne) {
   r.args.clear();
   r.resume = "auto";
   ASSERT_EQ(run(r), 0);
-  expect_weights(fs::join(out_dir("straight10"), "final"), fs::join(out_dir("midwrite"), "final"), 0);
+  expect_same_weights(fs::join(out_dir("straight10"), "final"), fs::join(out_dir("midwrite"), "final"), 0);
   for (const auto& f : fs::list_dir(ck)) EXPECT_EQ(f.find(".tmp"), std::string::npos) << "stale " << f;
 }
 
@@ -351,7 +336,7 @@ TEST_F(MidE2E, SigtermCheckpointsAndExitsCleanly) {
   r.args.clear();
   r.resume = "auto";
   ASSERT_EQ(run(r), 0);
-  expect_weights(fs::join(out_dir("term_straight"), "final"), fs::join(out_dir("term"), "final"), 0);
+  expect_same_weights(fs::join(out_dir("term_straight"), "final"), fs::join(out_dir("term"), "final"), 0);
 }
 
 TEST_F(MidE2E, NonFiniteStepsAreSkippedAndTooManyStopTheRun) {
@@ -363,7 +348,7 @@ TEST_F(MidE2E, NonFiniteStepsAreSkippedAndTooManyStopTheRun) {
   EXPECT_EQ(sk[5], 0);
   // Skipped steps leave the weights untouched.
   const auto ck = fs::join(out_dir("nan"), "checkpoints");
-  expect_weights(fs::join(ck, "step-00000002/model"), fs::join(ck, "step-00000004/model"), 0);
+  expect_same_weights(fs::join(ck, "step-00000002/model"), fs::join(ck, "step-00000004/model"), 0);
 
   RunSpec stop{"nanstop", {"train.steps=10", "train.max_consecutive_nonfinite=2"},
                {"--debug-nonfinite-steps", "3,4,5"}};
@@ -384,8 +369,8 @@ TEST_F(MidE2E, FreshStartRefusesExistingCheckpointsAndExportWorks) {
   auto e = spawn({fs::join(prism::test::bin_dir(), "prism-train"), "export", out_dir("again"), out, "--dtype", "bf16"}, {},
                  fs::join(g_root, "logs/export.log"));
   ASSERT_EQ(wait_for(e), 0) << read_log(e);
-  auto w = weights(out);
-  auto ref = weights(fs::join(out_dir("again"), "checkpoints/step-00000002/model"));
+  auto w = checkpoint_weights(out);
+  auto ref = checkpoint_weights(fs::join(out_dir("again"), "checkpoints/step-00000002/model"));
   for (const auto& [n, t] : ref) {
     ASSERT_TRUE(w.count(n)) << n;
     EXPECT_EQ(w[n].scalar_type(), at::kBFloat16);
@@ -403,13 +388,13 @@ TEST_F(MidE2E, ActivationCheckpointingChangesNothingAndBf16Trains) {
   auto a = losses("noac"), b = losses("ac");
   ASSERT_EQ(b.size(), 3u);
   for (const auto& [s, v] : a) EXPECT_NEAR(b[s], v, 1e-6 * std::abs(v)) << "step " << s;
-  expect_weights(fs::join(out_dir("noac"), "final"), fs::join(out_dir("ac"), "final"), 1e-6);
+  expect_same_weights(fs::join(out_dir("noac"), "final"), fs::join(out_dir("ac"), "final"), 1e-6);
 
   // bf16 compute with fp32 master weights: the loss falls, the export is bf16.
   ASSERT_EQ(run({"bf16", {"train.steps=30", "model.dtype=bf16", "checkpoint.every=30"}}), 0);
   auto l = losses("bf16");
   EXPECT_LT(l[30], l[1] - 0.5) << "bf16 loss " << l[1] << " -> " << l[30];
-  auto w = weights(fs::join(out_dir("bf16"), "final"));
+  auto w = checkpoint_weights(fs::join(out_dir("bf16"), "final"));
   EXPECT_EQ(w.begin()->second.scalar_type(), at::kBFloat16);
 }
 
@@ -431,7 +416,7 @@ TEST_F(MidE2E, RunsUnderTorchrunAndFromScratch) {
                  {{"OMP_NUM_THREADS", "1"}}, fs::join(g_root, "logs/torchrun.log"));
   ASSERT_EQ(wait_for(p), 0) << read_log(p);
   EXPECT_NE(read_log(p).find("x2 ranks (tcp)"), std::string::npos) << read_log(p);
-  expect_weights(fs::join(out_dir("tr_ref"), "final"), fs::join(out_dir("torchrun"), "final"), 0);
+  expect_same_weights(fs::join(out_dir("tr_ref"), "final"), fs::join(out_dir("torchrun"), "final"), 0);
 
   // model.init: scratch takes only config.json and initialises (docs/models.md): the first loss
   // is ~ln(vocab) and training still lowers it.
@@ -455,7 +440,7 @@ size_t rows_of_step(const std::string& name, int64_t step) {
 }
 
 bool all_finite(const std::string& dir) {
-  for (const auto& [n, t] : weights(dir))
+  for (const auto& [n, t] : checkpoint_weights(dir))
     if (!at::isfinite(t).all().item<bool>()) return false;
   return true;
 }

@@ -1,5 +1,7 @@
 #include "util/test_util.h"
 
+#include "prism/io/safetensors.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 
@@ -81,6 +83,24 @@ double central_difference(const std::function<double(const std::vector<at::Tenso
     return loss(v);
   };
   return (eval(eps) - eval(-eps)) / (2 * eps);
+}
+
+std::map<std::string, at::Tensor> checkpoint_weights(const std::string& dir) {
+  std::map<std::string, at::Tensor> w;
+  io::CheckpointReader r(dir);
+  for (const auto& n : r.names()) w[n] = r.get(n).clone();
+  return w;
+}
+
+void expect_same_weights(const std::string& a, const std::string& b, double rel) {
+  auto wa = checkpoint_weights(a), wb = checkpoint_weights(b);
+  ASSERT_EQ(wa.size(), wb.size());
+  for (const auto& [n, t] : wa) {
+    if (rel == 0)
+      EXPECT_TRUE(at::equal(t, wb.at(n))) << n << " differs between " << a << " and " << b;
+    else
+      EXPECT_TRUE(close_rel(wb.at(n), t, rel, 0, n));
+  }
 }
 
 }  // namespace prism::test

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -41,5 +42,10 @@ double max_abs(const at::Tensor& a);
 /// `loss` gets fresh detached copies of `inputs` with entry k of input i shifted.
 double central_difference(const std::function<double(const std::vector<at::Tensor>&)>& loss,
                           const std::vector<at::Tensor>& inputs, size_t i, int64_t k, double eps = 1e-6);
+
+/// Every tensor of an HF checkpoint directory (single or sharded), by name, as owned copies.
+std::map<std::string, at::Tensor> checkpoint_weights(const std::string& dir);
+/// Asserts two checkpoints hold the same tensors: bit for bit when rel == 0, else close_rel.
+void expect_same_weights(const std::string& a, const std::string& b, double rel);
 
 }  // namespace prism::test
