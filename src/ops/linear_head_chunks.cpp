@@ -68,4 +68,17 @@ void accumulate_weight_grad(const at::Tensor& acc, const at::Tensor& dlogits, co
   }
 }
 
+bool linear_head_uses_kernel(const at::Tensor& hidden, const at::Tensor& weight, Impl impl) {
+#ifdef PRISM_HAS_CUDA_KERNELS
+  const auto dt = hidden.scalar_type();
+  return impl == Impl::kAuto && hidden.is_cuda() && weight.is_cuda() && weight.scalar_type() == dt &&
+         (dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16);
+#else
+  (void)hidden;
+  (void)weight;
+  (void)impl;
+  return false;
+#endif
+}
+
 }  // namespace prism::ops::detail

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include "prism/ops/dispatch.h"
+
 namespace prism::ops::detail {
 
 /// Shapes, dtypes, devices and label range of an lm-head op; `op` prefixes every message.
@@ -21,5 +23,9 @@ int64_t linear_head_chunk_rows(int64_t chunk_tokens, int64_t N, int64_t V, int64
 /// rounded once, at the end), else the operands' dtype. `first`: overwrite instead of add (the
 /// GEMM runs with beta = 0, so acc may start uninitialised).
 void accumulate_weight_grad(const at::Tensor& acc, const at::Tensor& dlogits, const at::Tensor& hc, bool first);
+
+/// Whether the fused CUDA kernels of an lm-head op apply: kAuto, both tensors on CUDA, same
+/// fp32/fp16/bf16 dtype (linear_cross_entropy_uses_kernel and linear_logprobs_uses_kernel).
+bool linear_head_uses_kernel(const at::Tensor& hidden, const at::Tensor& weight, Impl impl);
 
 }  // namespace prism::ops::detail

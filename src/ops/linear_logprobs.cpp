@@ -48,16 +48,7 @@ void check_linear_logprobs_args(const at::Tensor& hidden, const at::Tensor& weig
 }
 
 bool linear_logprobs_uses_kernel(const at::Tensor& hidden, const at::Tensor& weight, Impl impl) {
-#ifdef PRISM_HAS_CUDA_KERNELS
-  const auto dt = hidden.scalar_type();
-  return impl == Impl::kAuto && hidden.is_cuda() && weight.is_cuda() && weight.scalar_type() == dt &&
-         (dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16);
-#else
-  (void)hidden;
-  (void)weight;
-  (void)impl;
-  return false;
-#endif
+  return detail::linear_head_uses_kernel(hidden, weight, impl);
 }
 
 namespace {
