@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "prism/core/error.h"
+#include "prism/core/fs.h"
 
 namespace prism::analysis {
 namespace {
@@ -113,6 +114,14 @@ void load_as_double(const at::Tensor& t, int64_t begin, int64_t count, double* o
     default:
       throw Error(prism::str("unsupported dtype ", t.scalar_type(), " (expected bf16, fp16, fp32 or fp64)"));
   }
+}
+
+std::unique_ptr<io::Tokenizer> load_tokenizer(const std::string& model_dir, const std::string& override_path) {
+  const std::string p = override_path.empty() ? fs::join(model_dir, "tokenizer.json") : override_path;
+  if (!fs::exists(p))
+    throw Error("no tokenizer.json (pass --tokenizer)",
+                {model_dir, "", "", "tokenizer.json in the model directory", "none"});
+  return io::Tokenizer::from_file(p);
 }
 
 }  // namespace prism::analysis

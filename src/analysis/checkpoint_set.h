@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "prism/io/safetensors.h"
+#include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
 
 namespace prism::analysis {
@@ -39,6 +40,10 @@ class CheckpointSet {
   std::vector<ResolvedParameter> params_;
   std::vector<std::string> unused_;
 };
+
+/// The tokenizer at `override_path` when given, else `model_dir`/tokenizer.json; an error naming
+/// the directory (and --tokenizer) when there is none.
+std::unique_ptr<io::Tokenizer> load_tokenizer(const std::string& model_dir, const std::string& override_path = "");
 
 /// Reads one element range of a tensor in any floating dtype as fp64.
 void load_as_double(const at::Tensor& t, int64_t begin, int64_t count, double* out);

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "analysis/checkpoint_set.h"
 #include "prism/analysis/weights.h"
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
@@ -64,14 +65,6 @@ std::vector<std::string> read_texts(const std::string& path, const std::string& 
     out.push_back(it->get<std::string>());
   }
   return out;
-}
-
-std::unique_ptr<io::Tokenizer> load_tokenizer(const std::string& model_dir, const std::string& override_path) {
-  const std::string p = override_path.empty() ? fs::join(model_dir, "tokenizer.json") : override_path;
-  if (!fs::exists(p))
-    throw Error("no tokenizer.json (pass --tokenizer)",
-                {model_dir, "", "", "tokenizer.json in the model directory", "none"});
-  return io::Tokenizer::from_file(p);
 }
 
 struct Tokenized {

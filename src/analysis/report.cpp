@@ -1,5 +1,7 @@
 #include "prism/analysis/report.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -496,6 +498,173 @@ std::vector<std::string> write_cka_report(const CkaResult& r, const std::string&
     << "'@DATA@/cka.dat' using 1:4 with points pt 6 ps 1.0 lc rgb \"#d62728\" title \"all inputs\"\n";
   p.body = b.str();
   for (const auto& f : render_plot(p, out_dir)) written.push_back(f);
+  return written;
+}
+
+namespace {
+
+// A heat map of one score over the (α, β) grid: cells at integer indices (β → x, α → y) so uneven
+// grids draw as even cells, each labelled with its value; the checkpoints marked where they lie.
+PlotSpec heat_map(const std::string& stem, const std::string& title, const std::string& cblabel, const Landscape& land,
+                  const std::vector<double>& values) {
+  const size_t na = land.alphas.size(), nb = land.betas.size();
+  double lo = 1e300, hi = -1e300;
+  for (double v : values)
+    if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+  if (lo > hi) lo = 0, hi = 1;
+  if (hi - lo < 1e-9) lo -= 0.05, hi += 0.05;
+  std::ostringstream grid, marks;
+  for (size_t i = 0; i < na; ++i)
+    for (size_t j = 0; j < nb; ++j) grid << j << " " << i << " " << fmt("%.10g", values[i * nb + j]) << "\n";
+  const std::pair<const char*, std::pair<double, double>> named[] = {
+      {"Base", {0.0, 0.0}}, {"MT", {1.0, 0.0}}, {"RL", {1.0, 1.0}}};
+  for (const auto& [name, ab] : named)
+    for (size_t i = 0; i < na; ++i)
+      for (size_t j = 0; j < nb; ++j)
+        if (land.alphas[i] == ab.first && land.betas[j] == ab.second) marks << j << " " << i << " " << name << "\n";
+  PlotSpec p;
+  p.stem = stem;
+  p.width = std::max(640, 110 * static_cast<int>(nb) + 260);
+  p.height = std::max(480, 80 * static_cast<int>(na) + 200);
+  p.data = {{"grid.dat", grid.str()}};
+  std::ostringstream b;
+  b << "set title " << gp_quote(title) << "\nset datafile missing \"n/a\"\n"
+    << "set xlabel \"beta (toward RL: W_rl - W_mid)\"\nset ylabel \"alpha (toward mid-training: W_mid - W_base)\"\n"
+    << "set xrange [-0.5:" << static_cast<double>(nb) - 0.5 << "]\nset yrange [-0.5:" << static_cast<double>(na) - 0.5
+    << "]\nset tics out nomirror\nset xtics (";
+  for (size_t j = 0; j < nb; ++j) b << (j ? ", " : "") << gp_quote(fmt("%g", land.betas[j])) << " " << j;
+  b << ")\nset ytics (";
+  for (size_t i = 0; i < na; ++i) b << (i ? ", " : "") << gp_quote(fmt("%g", land.alphas[i])) << " " << i;
+  b << ")\nset palette defined (0 \"#440154\", 0.25 \"#3b528b\", 0.5 \"#21918c\", 0.75 \"#5ec962\", 1 \"#fde725\")\n"
+    << "set cbrange [" << fmt("%.10g", lo) << ":" << fmt("%.10g", hi) << "]\nset cblabel " << gp_quote(cblabel)
+    << "\nunset key\nset style fill solid 1.0 noborder\n"
+    << "plot '@DATA@/grid.dat' using 1:2:(0.5):(0.5):3 with boxxyerror fc palette, "
+    << "'@DATA@/grid.dat' using 1:2:(sprintf(\"%.3f\", $3)):(($3 - " << fmt("%.10g", lo) << ") / "
+    << fmt("%.10g", hi - lo) << " > 0.6 ? 0 : 16777215) with labels tc rgb variable font \",10\"";
+  if (!marks.str().empty()) {
+    p.data.emplace_back("marks.dat", marks.str());
+    b << ", '@DATA@/marks.dat' using 1:2:3 with labels offset 0,-1.3 font \",9\" tc rgb \"#d62728\"";
+  }
+  b << "\n";
+  p.body = b.str();
+  return p;
+}
+
+std::string file_safe(const std::string& s) {
+  std::string o;
+  for (char c : s) o += std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '_';
+  return o;
+}
+
+}  // namespace
+
+std::vector<std::string> write_landscape_report(const Landscape& land, const std::string& out_dir,
+                                                const std::string& suite) {
+  fs::create_directories(out_dir);
+  std::vector<std::string> written;
+  const size_t na = land.alphas.size(), nb = land.betas.size();
+  PRISM_CHECK(land.points.size() == na * nb, "landscape report: ", land.points.size(), " points for a ", na, " x ", nb,
+              " grid");
+  std::vector<std::string> domains;
+  if (!land.points.empty())
+    for (const auto& [d, v] : land.points.front().score.domain_avg) domains.push_back(d);
+  std::vector<double> macro;
+  std::map<std::string, std::vector<double>> by_domain;
+  for (const auto& p : land.points) {
+    macro.push_back(p.score.macro_avg);
+    for (const auto& d : domains) {
+      auto it = p.score.domain_avg.find(d);
+      by_domain[d].push_back(it == p.score.domain_avg.end() ? std::nan("") : it->second);
+    }
+  }
+  auto grid_json = [&](const std::vector<double>& v) {
+    ojson rows = ojson::array();
+    for (size_t i = 0; i < na; ++i) {
+      ojson r = ojson::array();
+      for (size_t j = 0; j < nb; ++j) r.push_back(v[i * nb + j]);
+      rows.push_back(r);
+    }
+    return rows;
+  };
+
+  ojson j;
+  j["kind"] = "landscape";
+  j["definition"] = "W(alpha, beta) = W_base + alpha (W_mid - W_base) + beta (W_rl - W_mid)";
+  j["base"] = land.base;
+  j["mid"] = land.mid;
+  j["rl"] = land.rl;
+  j["suite"] = suite;
+  j["alphas"] = land.alphas;
+  j["betas"] = land.betas;
+  j["score"] = "macro average over domains of each domain's mean pass@1 (eval module)";
+  j["macro_avg"] = grid_json(macro);
+  ojson dj = ojson::object();
+  for (const auto& d : domains) dj[d] = grid_json(by_domain[d]);
+  j["domain_avg"] = dj;
+  ojson pts = ojson::array();
+  for (const auto& p : land.points) {
+    ojson e;
+    e["alpha"] = p.alpha;
+    e["beta"] = p.beta;
+    e["coefficients"] = {{"base", p.coefficients[0]}, {"mid", p.coefficients[1]}, {"rl", p.coefficients[2]}};
+    e["macro_avg"] = p.score.macro_avg;
+    ojson da = ojson::object();
+    for (const auto& [d, v] : p.score.domain_avg) da[d] = v;
+    e["domain_avg"] = da;
+    ojson bs = ojson::object();
+    for (const auto& b : p.score.benchmarks) {
+      ojson pa = ojson::object();
+      for (const auto& [k, v] : b.pass_at) pa[std::to_string(k)] = v;
+      bs[b.name] = {{"domain", b.domain}, {"pass_at", pa}, {"mean_at_n", b.mean_at_n}, {"problems", b.problems}};
+    }
+    e["benchmarks"] = bs;
+    e["seconds"] = p.seconds;
+    e["generated_tokens"] = p.generated_tokens;
+    if (!p.report_dir.empty()) e["report"] = p.report_dir;
+    pts.push_back(e);
+  }
+  j["points"] = pts;
+  j["seconds"] = land.seconds;
+  write_text(fs::join(out_dir, "landscape.json"), j.dump(1) + "\n", written);
+
+  std::ostringstream md;
+  md << "# Pass-rate landscape\n\n- W(α, β) = W_base + α (W_mid − W_base) + β (W_rl − W_mid): (0, 0) is the base, "
+     << "(1, 0) the mid-trained model, (1, 1) the RL model\n- base: `" << land.base << "`\n- mid: `" << land.mid
+     << "`\n- rl: `" << land.rl << "`\n";
+  if (!suite.empty()) md << "- suite: `" << suite << "`\n";
+  md << "- " << land.points.size() << " points (" << na << " α × " << nb << " β) in " << fmt("%.1f", land.seconds)
+     << " s\n";
+  auto table = [&](const std::string& heading, const std::vector<double>& v) {
+    md << "\n## " << heading << "\n\n| α \\ β |";
+    for (double b : land.betas) md << " " << fmt("%g", b) << " |";
+    md << "\n|---:|";
+    for (size_t c = 0; c < nb; ++c) md << "---:|";
+    md << "\n";
+    for (size_t i = 0; i < na; ++i) {
+      md << "| **" << fmt("%g", land.alphas[i]) << "** |";
+      for (size_t c = 0; c < nb; ++c) md << " " << fmt("%.4f", v[i * nb + c]) << " |";
+      md << "\n";
+    }
+  };
+  table("Macro average (pass@1, mean over domains)", macro);
+  for (const auto& d : domains) table("Domain " + d + " (mean pass@1 of its benchmarks)", by_domain[d]);
+  md << "\nPer-benchmark scores of every point: `landscape.json`";
+  if (!land.points.empty() && !land.points.front().report_dir.empty())
+    md << "; each point's eval report and raw samples: `" << fs::parent(land.points.front().report_dir) << "/`";
+  md << ". Plots: `landscape_macro.png` / `.svg`";
+  for (const auto& d : domains) md << ", `landscape_" << file_safe(d) << ".png` / `.svg`";
+  md << ".\n";
+  write_text(fs::join(out_dir, "landscape.md"), md.str(), written);
+
+  for (const auto& f : render_plot(heat_map("landscape_macro", "Pass-rate landscape: macro average (pass@1)",
+                                            "macro average pass@1", land, macro),
+                                   out_dir))
+    written.push_back(f);
+  for (const auto& d : domains)
+    for (const auto& f : render_plot(heat_map("landscape_" + file_safe(d), "Pass-rate landscape: " + d + " (pass@1)",
+                                              d + " pass@1", land, by_domain[d]),
+                                     out_dir))
+      written.push_back(f);
   return written;
 }
 

@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 
@@ -110,6 +111,30 @@ void write_report(const SuiteResult& r, const std::string& dir, const std::strin
     lines += l.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
   fs::write_file_atomic(fs::join(dir, "samples.jsonl"), lines);
+}
+
+SuiteConfig load_suite(const std::string& path, int64_t limit, const std::vector<std::string>& overrides) {
+  auto cfg = config::load_config<SuiteConfig>(path, overrides);
+  if (limit > 0)
+    for (auto& b : cfg.benchmarks) b.limit = b.limit > 0 ? std::min(b.limit, limit) : limit;
+  return cfg;
+}
+
+std::vector<std::pair<std::string, double>> suite_scalars(const SuiteScore& s) {
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& b : s.benchmarks)
+    for (const auto& [k, v] : b.pass_at) out.emplace_back(str("eval/", b.name, "/pass@", k), v);
+  for (const auto& [d, v] : s.domain_avg) out.emplace_back("eval/domain/" + d, v);
+  out.emplace_back("eval/macro_avg", s.macro_avg);
+  return out;
+}
+
+std::vector<std::pair<std::string, double>> evaluate_in_loop(const SuiteConfig& cfg, const models::CausalLM& model,
+                                                             const io::Tokenizer& tokenizer,
+                                                             const std::string& report_dir, const std::string& title) {
+  auto res = run_suite(cfg, model, tokenizer);
+  write_report(res, report_dir, title);
+  return suite_scalars(res.score);
 }
 
 }  // namespace prism::eval

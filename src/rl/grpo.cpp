@@ -191,9 +191,7 @@ struct GrpoLoop {
     if (rcfg.domains.empty()) rcfg.domains = rewards::RewardsConfig::defaults().domains;
     rewarder = std::make_unique<rewards::Rewarder>(rcfg);
     if (cfg.eval.every > 0) {
-      suite = std::make_unique<eval::SuiteConfig>(config::load_config<eval::SuiteConfig>(cfg.eval.suite));
-      if (cfg.eval.limit > 0)
-        for (auto& b : suite->benchmarks) b.limit = b.limit > 0 ? std::min(b.limit, cfg.eval.limit) : cfg.eval.limit;
+      suite = std::make_unique<eval::SuiteConfig>(eval::load_suite(cfg.eval.suite, cfg.eval.limit));
     }
     for (const auto& d : prompts->domains())
       if (!rewarder->handles(d))
@@ -302,14 +300,10 @@ struct GrpoLoop {
   void evaluate() {
     train::Scalars sc;
     if (ctx->is_main()) {
-      auto res = eval::run_suite(*suite, *model, *tokenizer);
-      eval::write_report(res, fs::join(cfg.output_dir, str("eval/step-", state.step)), str("step ", state.step));
-      for (const auto& b : res.score.benchmarks)
-        for (const auto& [k, v] : b.pass_at) sc.emplace_back(str("eval/", b.name, "/pass@", k), v);
-      for (const auto& [d, v] : res.score.domain_avg) sc.emplace_back("eval/domain/" + d, v);
-      sc.emplace_back("eval/macro_avg", res.score.macro_avg);
+      sc = eval::evaluate_in_loop(*suite, *model, *tokenizer, fs::join(cfg.output_dir, str("eval/step-", state.step)),
+                                  str("step ", state.step));
       logger->scalars(state.step, sc);
-      logger->info(str("eval step ", state.step, ": macro average ", res.score.macro_avg));
+      logger->info(str("eval step ", state.step, ": macro average ", sc.back().second));
     }
     ctx->barrier();
   }

@@ -188,6 +188,20 @@ struct MidLoop {
     return out;
   }
 
+  // The benchmark suite through the caller's hook (RunOptions::periodic_eval), on rank 0 only: the
+  // rollout engine samples from rank 0's full copy of the weights, so the scores do not depend
+  // on the world size.
+  void evaluate_benchmarks() {
+    if (ctx->is_main()) {
+      auto sc = opts.periodic_eval(*model, state.step);
+      logger->scalars(state.step, sc);
+      std::string line = str("eval step ", state.step);
+      for (const auto& [k, v] : sc) line += str(" | ", k, " ", v);
+      logger->info(line);
+    }
+    ctx->barrier();
+  }
+
   void save_checkpoint() {
     state.consecutive_skipped = runner->consecutive_skipped();
     state.extra["loader"] = data::to_json(loader->state());
@@ -196,6 +210,9 @@ struct MidLoop {
   }
 
   RunResult run() {
+    if (cfg.eval.benchmarks.every > 0 && !opts.periodic_eval)
+      throw Error("benchmark evaluation needs an evaluation hook (RunOptions::periodic_eval; prism-train mid sets it)",
+                  key("eval.benchmarks.every", "0 when run without the hook", std::to_string(cfg.eval.benchmarks.every)));
     ctx = RunContext::create(device_name(cfg.model.device), cfg.dist, cfg.train.threads);
     take_lock();
     ckpt = std::make_unique<Checkpointer>(*ctx, cfg.output_dir, cfg.checkpoint,
@@ -296,6 +313,8 @@ struct MidLoop {
         for (const auto& [k, v] : ev) line += str(" | ", k, " ", v);
         logger->info(line);
       }
+      const int64_t bench_every = cfg.eval.benchmarks.every;
+      if (bench_every > 0 && (state.step % bench_every == 0 || state.step == cfg.train.steps)) evaluate_benchmarks();
       if (state.step % cfg.checkpoint.every == 0 || state.step == cfg.train.steps || stop) save_checkpoint();
       if (state.step == opts.faults.sigkill_after_step) std::raise(SIGKILL);
     }

@@ -17,7 +17,14 @@ Environment: PRISM_BIN (directory of prism-train), PRISM_SOURCE (the source tree
    CKA with centring in numpy from the feature matrices (not from Gram matrices); per-layer values,
    the bootstrap mean / std over the resample index sets the report lists, the minimum and its std.
    CKA(A, A) = 1 on every layer; models with different depths are refused.
-4. plots: every PNG starts with the PNG signature, every SVG parses as XML and contains the
+4. landscape: a base (the bundled tiny Llama, saved bf16), a perturbed "mid" (fp32, sharded) and a
+   perturbed "rl" (bf16). `analyze combine` at a few (alpha, beta) against the torch float64
+   combination (1 - a) W_base + (a - b) W_mid + b W_rl cast to fp32; `analyze landscape` on a small
+   two-domain suite: the corners (0, 0), (1, 0), (1, 1) reproduce `prism-train eval` of the base,
+   mid and rl checkpoints exactly (every completion and score), the grids in landscape.json are the
+   per-point reports' scores, the heat maps are valid PNG / SVG holding the grid values, and bad
+   grid specs fail with one line naming the option.
+5. plots: every PNG starts with the PNG signature, every SVG parses as XML and contains the
    labels and a few of the numbers of the report; without gnuplot on PATH the tool fails with a
    clear message.
 Prints one line per check and ends with `N passed, M failed`.
@@ -452,14 +459,133 @@ def cka_case(tmp):
     check(rc == 1 and "line 1" in se and "'text'" in se, "cka: a missing JSONL field names the line and field", se.strip())
 
 
+def landscape_case(tmp):
+    import transformers
+    transformers.logging.set_verbosity_error()
+    d = os.path.join(tmp, "landscape")
+    a = os.path.join(SRC, "configs", "tiny", "llama-tiny")
+    base, mid, rl = (os.path.join(d, n) for n in ("base", "mid", "rl"))
+    m = transformers.AutoModelForCausalLM.from_pretrained(a, dtype=torch.float32)
+    g = torch.Generator().manual_seed(11)
+
+    def shift(scale):
+        with torch.no_grad():
+            for _, p in m.named_parameters():
+                p.add_(torch.randn(p.shape, generator=g) * scale * p.abs().mean())
+
+    save(m, base, torch.bfloat16, "5GB")
+    shift(0.3)
+    save(m, mid, torch.float32, "40KB")
+    shift(0.3)
+    save(m, rl, torch.bfloat16, "5GB")
+    for x in (base, mid, rl):
+        shutil.copy(os.path.join(a, "tokenizer.json"), x)
+    check(len([f for f in os.listdir(mid) if f.endswith(".safetensors")]) > 1, "landscape: the mid checkpoint is sharded")
+
+    B, M, R = read_tensors(base), read_tensors(mid), read_tensors(rl)
+    for al, be in [(0.5, -0.5), (1.5, 0.5), (-0.25, 1.0)]:
+        out = os.path.join(d, f"combine_{al}_{be}")
+        rc, so, se = run(["analyze", "combine", base, mid, rl, "--alpha", str(al), "--beta", str(be), "-o", out])
+        if not check(rc == 0, f"combine ({al}, {be}): exits 0", se.strip()[-300:]):
+            continue
+        got = read_tensors(out)
+        worst, missing = 0.0, []
+        for name, w in B.items():
+            if name not in got:
+                missing.append(name)
+                continue
+            want = ((1 - al) * w + (al - be) * M[name] + be * R[name]).to(torch.float32).to(torch.float64)
+            ulp = torch.finfo(torch.float32).eps * want.abs().clamp_min(torch.finfo(torch.float32).tiny)
+            worst = max(worst, float(((got[name] - want).abs() / ulp).max()))
+        check(not missing and worst <= 1.0, f"combine ({al}, {be}) equals the torch float64 combination in fp32",
+              f"max {worst:.2f} ulp, missing {missing[:3]}")
+        check(os.path.exists(os.path.join(out, "tokenizer.json")), f"combine ({al}, {be}): the tokenizer comes along")
+
+    # A two-domain suite: the toy sums (math, last-number fallback) and four multiple-choice items.
+    mc = os.path.join(d, "mc.jsonl")
+    with open(mc, "w") as fh:
+        for i, (q, ch, ans) in enumerate([("2 + 2 =", ["4", "5", "6"], "A"), ("3 + 3 =", ["5", "6", "7"], "B"),
+                                          ("1 + 1 =", ["3", "4", "2"], "C"), ("0 + 7 =", ["7", "0", "1"], "A")]):
+            prompt = q + "\n\n" + "\n".join(f"{chr(65 + k)}. {c}" for k, c in enumerate(ch))
+            fh.write(json.dumps({"id": f"mc-{i}", "domain": "mc", "prompt": prompt, "question": q, "choices": ch,
+                                 "answer": ans}) + "\n")
+    suite = os.path.join(d, "suite.yaml")
+    with open(suite, "w") as fh:
+        fh.write("benchmarks:\n"
+                 f"  - {{name: sevens, path: {os.path.join(SRC, 'configs/rl/data/toy-sevens.jsonl')}, n: 4, "
+                 "temperature: 1.0, max_new_tokens: 6, ks: [1, 4], limit: 8}\n"
+                 f"  - {{name: choices, path: {mc}, n: 4, temperature: 1.0, max_new_tokens: 4, ks: [1]}}\n"
+                 "rewards:\n  math: {last_number_fallback: true, workers: 1}\n"
+                 "  domains:\n    - {domain: math, verifier: math}\n    - {domain: mc, verifier: mc}\n"
+                 "slots: 16\nseed: 3\n")
+    out = os.path.join(d, "report")
+    rc, so, se = run(["analyze", "landscape", base, mid, rl, "--suite", suite, "--alpha", "0,1", "--beta", "0:1:3",
+                      "--threads", "1", "-o", out, "-q"])
+    if not check(rc == 0, "landscape: exits 0", se.strip()[-400:]):
+        return
+    rep = json.load(open(os.path.join(out, "landscape.json")))
+    check(rep["alphas"] == [0, 1] and rep["betas"] == [0, 0.5, 1] and len(rep["points"]) == 6,
+          "landscape: the 2 x 3 grid", f"{rep['alphas']} {rep['betas']}")
+    pts = {(p["alpha"], p["beta"]): p for p in rep["points"]}
+    c = pts[(0, 0.5)]["coefficients"]
+    check(c == {"base": 1, "mid": -0.5, "rl": 0.5}, "landscape: coefficients of (0, 0.5) are (1, -0.5, 0.5)", str(c))
+    ok = True
+    for i, al in enumerate(rep["alphas"]):
+        for j, be in enumerate(rep["betas"]):
+            r = json.load(open(os.path.join(pts[(al, be)]["report"], "report.json")))
+            ok &= rep["macro_avg"][i][j] == r["macro_avg"] == pts[(al, be)]["macro_avg"]
+            ok &= all(rep["domain_avg"][dm][i][j] == r["domain_avg"][dm] for dm in ("math", "mc"))
+    check(ok, "landscape: the macro and domain grids are the per-point reports' scores")
+
+    def samples(path):
+        return [(x["benchmark"], x["id"], x["sample"], x["completion"], x["correct"])
+                for x in map(json.loads, open(os.path.join(path, "samples.jsonl")))]
+
+    corner_samples = {}
+    for name, ckpt, ab in (("base", base, (0, 0)), ("mid", mid, (1, 0)), ("rl", rl, (1, 1))):
+        ev = os.path.join(d, "eval_" + name)
+        rc, so, se = run(["eval", ckpt, "--suite", suite, "--threads", "1", "-o", ev])
+        if not check(rc == 0, f"eval {name}: exits 0", se.strip()[-300:]):
+            continue
+        want = json.load(open(os.path.join(ev, "report.json")))
+        got_dir = pts[ab]["report"]
+        got = json.load(open(os.path.join(got_dir, "report.json")))
+        corner_samples[name] = samples(ev)
+        check(samples(got_dir) == samples(ev) and got["benchmarks"] == want["benchmarks"]
+              and got["macro_avg"] == want["macro_avg"],
+              f"landscape: {ab} reproduces prism-train eval of {name} exactly", f"macro {got['macro_avg']} vs {want['macro_avg']}")
+    if len(corner_samples) == 3:
+        check(corner_samples["base"] != corner_samples["mid"] != corner_samples["rl"],
+              "landscape: the three checkpoints generate differently (the corner checks are not vacuous)")
+    macro_labels = ["%.3f" % v for row in rep["macro_avg"] for v in row]
+    check_png_svg(out, "landscape_macro", macro_labels + ["Base", "MT", "RL"])
+    check_png_svg(out, "landscape_mc", ["%.3f" % v for row in rep["domain_avg"]["mc"] for v in row])
+    check_png_svg(out, "landscape_math", ["%.3f" % v for row in rep["domain_avg"]["math"] for v in row])
+    md = open(os.path.join(out, "landscape.md")).read()
+    check("| **1** |" in md and ("%.4f" % rep["macro_avg"][1][2]) in md, "landscape: the Markdown grid")
+    for flag, spec, needle in (("--alpha", "0:1", "0:1"), ("--beta", "0,x", "'x'"), ("--alpha", "0,0", "distinct"),
+                               ("--beta", "1:0:1", "count")):
+        rc, so, se = run(["analyze", "landscape", base, mid, rl, "--suite", suite, flag, spec, "-o", os.path.join(d, "bad")])
+        check(rc == 1 and flag in se and needle in se and se.strip().count("\n") == 0 and not os.path.exists(os.path.join(d, "bad")),
+              f"landscape: bad grid {flag} {spec} fails with one line", se.strip())
+
+
 def main():
     torch.manual_seed(0)
     tmp = tempfile.mkdtemp(prefix="prism-analysis-")
     try:
-        r = weights_case(tmp, "nemotron_h", torch.float32, torch.bfloat16, torch.float32)
-        weights_case(tmp, "llama", torch.bfloat16, torch.bfloat16, torch.float32)
-        trajectory_case(tmp)
-        cka_case(tmp)
+        only = set(sys.argv[1:])  # e.g. `oracle_analysis.py landscape`: one case
+        want = lambda c: not only or c in only  # noqa: E731
+        r = None
+        if want("weights"):
+            r = weights_case(tmp, "nemotron_h", torch.float32, torch.bfloat16, torch.float32)
+            weights_case(tmp, "llama", torch.bfloat16, torch.bfloat16, torch.float32)
+        if want("trajectory"):
+            trajectory_case(tmp)
+        if want("cka"):
+            cka_case(tmp)
+        if want("landscape"):
+            landscape_case(tmp)
         if r:
             base, _ = r
             env = dict(os.environ, PATH="/nonexistent")

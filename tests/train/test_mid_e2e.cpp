@@ -557,6 +557,57 @@ TEST_F(MidE2E, EvalLossDoesNotDependOnWorldSize) {
   EXPECT_NEAR(a, b, 1e-5 * a);
 }
 
+// Issue 17: in-loop pass@k (eval.benchmarks) is logged at every `every` steps and the last, and
+// equals a standalone `prism-train eval` of the checkpoint written at that step (every sample and
+// score), on 1 and on 2 ranks (rank 0 evaluates its full copy of the weights).
+TEST_F(MidE2E, InLoopBenchmarkEvalEqualsEvalOfTheCheckpoint) {
+  const auto src = prism::test::source_dir();
+  const auto suite = fs::join(g_root, "suite.yaml");
+  fs::write_file_atomic(suite, "benchmarks:\n"
+                               "  - {name: sevens, path: " + fs::join(src, "configs/rl/data/toy-sevens.jsonl") +
+                               ", n: 4, temperature: 1.0, max_new_tokens: 6, ks: [1, 4]}\n"
+                               "  - {name: unreachable, path: " + fs::join(src, "configs/eval/data/toy-unreachable.jsonl") +
+                               ", n: 2, temperature: 1.0, max_new_tokens: 6, ks: [1]}\n"
+                               "rewards:\n  math: {last_number_fallback: true, workers: 1}\n"
+                               "  domains:\n    - {domain: math, verifier: math}\nslots: 16\nseed: 5\n");
+  for (int nproc : {1, 2}) {
+    const std::string name = "bench_w" + std::to_string(nproc);
+    std::vector<std::string> sets = {"train.steps=5", "checkpoint.every=2", "eval.benchmarks.every=2",
+                                     "eval.benchmarks.suite=" + suite, "eval.benchmarks.limit=5"};
+    if (nproc == 2) sets.push_back("train.grad_accum=1");
+    ASSERT_EQ(run({name, sets, {}, nproc}), 0);
+    const auto pass1 = losses(name, "eval/sevens/pass@1"), macro = losses(name, "eval/macro_avg");
+    std::vector<int64_t> steps;
+    for (const auto& [st, v] : pass1) steps.push_back(st);
+    EXPECT_EQ(steps, (std::vector<int64_t>{2, 4, 5})) << name;
+    EXPECT_EQ(losses(name, "eval/sevens/pass@4").size(), 3u);
+    EXPECT_EQ(losses(name, "eval/domain/math").size(), 3u);
+    for (int64_t st : {2, 4, 5}) {
+      char ck[32];
+      std::snprintf(ck, sizeof ck, "checkpoints/step-%08lld/model", static_cast<long long>(st));
+      const auto ev = fs::join(g_root, name + "_eval_" + std::to_string(st));
+      auto p = spawn({fs::join(prism::test::bin_dir(), "prism-train"), "eval", fs::join(out_dir(name), ck), "--suite",
+                      suite, "--set", "benchmarks[0].limit=5", "--set", "benchmarks[1].limit=5", "--threads", "1", "-o",
+                      ev},
+                     {}, ev + ".log");
+      ASSERT_EQ(wait_for(p), 0) << read_log(p);
+      const auto in_loop = fs::join(out_dir(name), "eval/step-" + std::to_string(st));
+      EXPECT_EQ(fs::read_file(fs::join(in_loop, "samples.jsonl")), fs::read_file(fs::join(ev, "samples.jsonl")))
+          << name << " step " << st;
+      auto rep = nlohmann::json::parse(fs::read_file(fs::join(ev, "report.json")));
+      EXPECT_EQ(rep["benchmarks"][0]["problems"].get<int64_t>(), 5);
+      EXPECT_EQ(pass1.at(st), rep["benchmarks"][0]["pass_at"]["1"].get<double>()) << name << " step " << st;
+      EXPECT_EQ(macro.at(st), rep["macro_avg"].get<double>()) << name << " step " << st;
+    }
+  }
+  // Every step's model samples: the completions change as the weights do (the check is not vacuous).
+  EXPECT_NE(fs::read_file(fs::join(out_dir("bench_w1"), "eval/step-2/samples.jsonl")),
+            fs::read_file(fs::join(out_dir("bench_w1"), "eval/step-5/samples.jsonl")));
+  auto bad = start({"bench_bad", {"train.steps=2", "eval.benchmarks.every=2"}});
+  EXPECT_EQ(wait_for(bad), 1);
+  EXPECT_NE(read_log(bad).find("eval.benchmarks.suite: required when every > 0"), std::string::npos) << read_log(bad);
+}
+
 // #14: warnings for a sequence longer than the model's positions, and for a resume whose
 // model.path or mixture weights differ from the checkpoint's.
 TEST_F(MidE2E, WarnsAboutSeqLenAndResumeChanges) {

@@ -1,5 +1,7 @@
-// prism-train analyze: what training changed (weights, trajectory) and whether representations
-// survived (cka), each writing JSON + Markdown + gnuplot plots into -o.
+// prism-train analyze: what training changed (weights, trajectory), whether representations
+// survived (cka) and how the pass rate varies between the base, mid-trained and RL weights
+// (landscape), each writing JSON + Markdown + gnuplot plots into -o; `combine` writes one point of
+// the landscape as an HF checkpoint.
 #include <ATen/Parallel.h>
 #include <unistd.h>
 
@@ -11,9 +13,15 @@
 
 #include "prism-train/commands.h"
 #include "prism/analysis/cka.h"
+#include "prism/analysis/combine.h"
+#include "prism/analysis/landscape.h"
 #include "prism/analysis/report.h"
 #include "prism/analysis/weights.h"
+#include "prism/core/config.h"
 #include "prism/core/error.h"
+#include "prism/core/fs.h"
+#include "prism/eval/suite.h"
+#include "prism/runtime/runtime.h"
 
 namespace prism::cli {
 namespace {
@@ -26,6 +34,10 @@ struct AnalyzeOptions {
   double plot_threshold_pct = 1.0;
   bool quiet = false;
   analysis::CkaOptions cka;
+  // landscape / combine
+  std::string rl, suite, alpha_spec = "0:2:5", beta_spec = "-1:1:5", dtype = "fp32", device = "cpu", tokenizer;
+  std::vector<std::string> sets;
+  double alpha = 1.0, beta = 0.0;
 };
 
 // Every subcommand ends in plots: fail before a long pass over the checkpoints, not after it.
@@ -78,6 +90,46 @@ int run_cka(const AnalyzeOptions& o) {
   std::cerr << "analyze cka: " << r.full.size() << " layers, minimum " << r.min_value << " at layer " << r.min_layer
             << " (std " << r.min_std << "), " << r.seconds << " s\n";
   print_written(analysis::write_cka_report(r, o.out_dir));
+  return 0;
+}
+
+int run_landscape(const AnalyzeOptions& o) {
+  // The grid and the suite are checked before any checkpoint is read.
+  analysis::LandscapeOptions lo;
+  lo.alphas = analysis::parse_grid_axis(o.alpha_spec, "--alpha");
+  lo.betas = analysis::parse_grid_axis(o.beta_spec, "--beta");
+  auto suite = config::load_config<eval::SuiteConfig>(o.suite, o.sets);
+  prepare(o.threads);
+  lo.dtype = o.dtype;
+  lo.device = o.device;
+  lo.tokenizer = o.tokenizer;
+  lo.points_dir = fs::join(o.out_dir, "points");
+  if (!o.quiet)
+    lo.progress = [](size_t done, size_t total, double a, double b) {
+      std::fprintf(stderr, "analyze landscape: point %zu/%zu (alpha %g, beta %g)\n", done + 1, total, a, b);
+    };
+  auto land = analysis::evaluate_landscape(o.base, o.model, o.rl, suite, lo);
+  std::cerr << "analyze landscape: " << land.points.size() << " points in " << land.seconds << " s\n";
+  print_written(analysis::write_landscape_report(land, o.out_dir, o.suite));
+  return 0;
+}
+
+int run_combine(const AnalyzeOptions& o) {
+  if (o.threads > 0) at::set_num_threads(o.threads);
+  models::LoadOptions lo;
+  lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
+  const auto coeffs = analysis::landscape_coefficients(o.alpha, o.beta);
+  auto model = analysis::load_combination({o.base, o.model, o.rl}, coeffs, lo);
+  model->save_pretrained(o.out_dir);
+  // The combination is built from config.json alone: the base's tokenizer files come along.
+  const std::string base = analysis::resolve_hf_dir(o.base);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                        "chat_template.jinja"})
+    if (fs::exists(fs::join(base, f)) && !fs::exists(fs::join(o.out_dir, f)))
+      fs::write_file_atomic(fs::join(o.out_dir, f), fs::read_file(fs::join(base, f)));
+  std::cerr << "analyze combine: W(" << o.alpha << ", " << o.beta << ") = " << coeffs[0] << " base + " << coeffs[1]
+            << " mid + " << coeffs[2] << " rl\n";
+  std::cout << o.out_dir << "\n";
   return 0;
 }
 
@@ -156,6 +208,41 @@ void register_analyze_commands(CLI::App& app, Commands& cmds) {
     s->add_option("--device", o->cka.device, "cpu | cuda | auto")->capture_default_str();
     common(s, *o);
     cmds.add(s, [o] { return run_cka(*o); });
+  }
+  auto three = [&](CLI::App* s) {
+    s->add_option("base", o->base, "Base checkpoint: W(0, 0) (HF directory or a training checkpoint holding model/)")
+        ->required()
+        ->check(CLI::ExistingDirectory);
+    s->add_option("mid", o->model, "Mid-trained checkpoint: W(1, 0)")->required()->check(CLI::ExistingDirectory);
+    s->add_option("rl", o->rl, "RL checkpoint: W(1, 1)")->required()->check(CLI::ExistingDirectory);
+    s->add_option("--dtype", o->dtype, "Model dtype: fp32 | bf16")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"fp32", "bf16"}));
+  };
+  {
+    auto* s = a->add_subcommand(
+        "landscape", "Evaluation suite on W(a, b) = W_base + a (W_mid - W_base) + b (W_rl - W_mid) over a grid");
+    three(s);
+    s->add_option("--suite", o->suite, "Evaluation suite YAML (configs/eval/*.yaml)")->required();
+    s->add_option("--set", o->sets, "Override a suite key: --set benchmarks[0].limit=50 (repeatable)");
+    s->add_option("--alpha", o->alpha_spec, "alpha values: a list (0,0.5,1) or start:stop:count")->capture_default_str();
+    s->add_option("--beta", o->beta_spec, "beta values: a list (-1,0,1) or start:stop:count")->capture_default_str();
+    s->add_option("--device", o->device, "cpu | cuda | cuda:N | auto")->capture_default_str();
+    s->add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: the base's)");
+    s->add_flag("--quiet,-q", o->quiet, "No progress lines");
+    common(s, *o);
+    cmds.add(s, [o] { return run_landscape(*o); });
+  }
+  {
+    auto* s = a->add_subcommand("combine", "Write W(a, b) of the landscape as an HF checkpoint");
+    three(s);
+    s->add_option("--alpha", o->alpha, "alpha (toward the mid-trained weights)")->capture_default_str();
+    s->add_option("--beta", o->beta, "beta (toward the RL weights)")->capture_default_str();
+    s->add_option("--threads", o->threads, "Compute threads (0 = ATen's default)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    s->add_option("-o,--output", o->out_dir, "Output HF directory")->required();
+    cmds.add(s, [o] { return run_combine(*o); });
   }
 }
 

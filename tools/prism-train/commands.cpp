@@ -21,8 +21,10 @@
 #include "prism/core/run_config.h"
 #include "prism/data/mixture.h"
 #include "prism/data/tokenize.h"
+#include "prism/eval/suite.h"
 #include "prism/generate/engine.h"
 #include "prism/io/safetensors.h"
+#include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
 #include "prism/runtime/runtime.h"
 #include "prism/train/trainer.h"
@@ -319,6 +321,22 @@ int cmd_data_mixture(const Options& o) {
   return 0;
 }
 
+// eval.benchmarks of `prism-train mid` through the eval module (which the train module cannot
+// use): the suite and the tokenizer are loaded now, so a bad path fails before step 1; each
+// evaluation's report goes to <output_dir>/eval/step-N as in `prism-train rl`.
+decltype(train::RunOptions::periodic_eval) in_loop_eval(const train::SuiteEvalSection& sec, const std::string& model_dir,
+                                                        const std::string& output_dir) {
+  auto suite = std::make_shared<eval::SuiteConfig>(eval::load_suite(sec.suite, sec.limit));
+  const std::string tok_path = fs::join(model_dir, "tokenizer.json");
+  if (!fs::exists(tok_path))
+    throw Error("does not exist: the benchmark evaluation renders prompts and decodes completions with it",
+                key_context(tok_path, "eval.benchmarks", "model.path with tokenizer.json", ""));
+  std::shared_ptr<io::Tokenizer> tok = io::Tokenizer::from_file(tok_path);
+  return [suite, tok, output_dir](const models::CausalLM& model, int64_t step) {
+    return eval::evaluate_in_loop(*suite, model, *tok, fs::join(output_dir, str("eval/step-", step)), str("step ", step));
+  };
+}
+
 int cmd_mid(const Options& o) {
   auto cfg = config::load_config<train::MidTrainConfig>(o.config_path, o.sets);
   if (o.print_config) {
@@ -329,6 +347,7 @@ int cmd_mid(const Options& o) {
   ro.resume = o.resume;
   ro.config_file = o.config_path;
   ro.faults = o.faults;
+  if (cfg.eval.benchmarks.every > 0) ro.periodic_eval = in_loop_eval(cfg.eval.benchmarks, cfg.model.path, cfg.output_dir);
   return run_training_job("mid", ro, [&](const train::RunOptions& r) { return train::run_mid_training(cfg, r); });
 }
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "prism/analysis/cka.h"
+#include "prism/analysis/landscape.h"
 #include "prism/analysis/weights.h"
 
 namespace prism::analysis {
@@ -29,5 +30,12 @@ std::vector<std::string> write_trajectory_report(const Trajectory& traj, const s
 
 /// cka.json, cka.md, cka_per_layer.{png,svg}.
 std::vector<std::string> write_cka_report(const CkaResult& res, const std::string& out_dir);
+
+/// landscape.json (every point's scores and coefficients), landscape.md (grids of the macro average
+/// and of each domain, α rows × β columns), landscape_macro.{png,svg} and one heat map per domain
+/// (landscape_<domain>.{png,svg}), each cell labelled with its value and the base / mid / RL
+/// points marked where they lie on the grid. `suite` names the suite file in the report.
+std::vector<std::string> write_landscape_report(const Landscape& land, const std::string& out_dir,
+                                                const std::string& suite = "");
 
 }  // namespace prism::analysis

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "prism/core/config.h"
@@ -93,5 +94,18 @@ SuiteResult run_suite(const SuiteConfig& cfg, const models::CausalLM& model, con
 /// Writes report.json (scores), report.md (tables) and samples.jsonl (every sample) into `dir`,
 /// each through a temp file and a rename.
 void write_report(const SuiteResult& r, const std::string& dir, const std::string& title);
+
+/// Loads a suite YAML (`overrides` as --set key=value) and caps every benchmark to its first
+/// `limit` problems when `limit` > 0 (a smaller limit in the file is kept): the in-loop subset.
+SuiteConfig load_suite(const std::string& path, int64_t limit = 0, const std::vector<std::string>& overrides = {});
+
+/// The scores as named metrics: eval/<benchmark>/pass@<k>, eval/domain/<domain>, eval/macro_avg.
+std::vector<std::pair<std::string, double>> suite_scalars(const SuiteScore& s);
+
+/// The in-loop evaluation of `prism-train mid` and `prism-train rl`: run_suite on the live model,
+/// write_report into `report_dir`, the scores as suite_scalars.
+std::vector<std::pair<std::string, double>> evaluate_in_loop(const SuiteConfig& cfg, const models::CausalLM& model,
+                                                             const io::Tokenizer& tokenizer,
+                                                             const std::string& report_dir, const std::string& title);
 
 }  // namespace prism::eval

@@ -181,20 +181,6 @@ struct RlTrainSection {
   bool operator==(const RlTrainSection&) const = default;
 };
 
-struct RlEvalSection {
-  int64_t every = 0;   ///< steps between in-loop evaluations (0: off)
-  std::string suite;   ///< evaluation suite YAML (configs/eval/*.yaml)
-  int64_t limit = 0;   ///< > 0: the first N problems of each benchmark (an in-loop subset)
-
-  void visit(config::Visitor& v) {
-    using namespace config;
-    v.field("every", every, non_negative(), "steps between evaluations on the suite (0: off); also at the last step");
-    v.field("suite", suite, "evaluation suite YAML (configs/eval/*.yaml)");
-    v.field("limit", limit, non_negative(), "evaluate the first N problems of each benchmark (0: all)");
-  }
-  bool operator==(const RlEvalSection&) const = default;
-};
-
 struct RlConfig {
   std::string output_dir;
   train::ModelSection model;
@@ -211,7 +197,7 @@ struct RlConfig {
   train::CheckpointSection checkpoint;
   train::DistSection dist;
   train::LogSection log;
-  RlEvalSection eval;
+  train::SuiteEvalSection eval;
 
   void visit(config::Visitor& v) {
     using namespace config;
@@ -231,9 +217,6 @@ struct RlConfig {
     v.field("dist", dist, "data-parallel transport");
     v.field("log", log, "metrics output");
     v.field("eval", eval, "in-loop evaluation (pass@k on a suite)");
-  }
-  void validate() const {
-    PRISM_CHECK(eval.every == 0 || !eval.suite.empty(), "eval.suite: required when eval.every > 0");
   }
 };
 

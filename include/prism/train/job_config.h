@@ -96,4 +96,25 @@ struct LogSection {
   bool operator==(const LogSection&) const = default;
 };
 
+/// In-loop evaluation on a benchmark suite (pass@k by benchmark and domain, configs/eval/*.yaml):
+/// `prism-train rl` declares it as `eval`, `prism-train mid` as `eval.benchmarks`. Run on rank 0
+/// every `every` steps and at the last step; the other ranks wait.
+struct SuiteEvalSection {
+  int64_t every = 0;  ///< steps between evaluations (0: off)
+  std::string suite;  ///< evaluation suite YAML
+  int64_t limit = 0;  ///< > 0: the first N problems of each benchmark (an in-loop subset)
+
+  void visit(config::Visitor& v) {
+    using namespace config;
+    v.field("every", every, non_negative(), "steps between evaluations on the suite (0: off); also at the last step");
+    v.field("suite", suite, "evaluation suite YAML (configs/eval/*.yaml)");
+    v.field("limit", limit, non_negative(), "evaluate the first N problems of each benchmark (0: all)");
+  }
+  void validate() const {
+    if (every > 0 && suite.empty())
+      throw Error("required when every > 0", key_context("", "suite", "an evaluation suite YAML", "nothing"));
+  }
+  bool operator==(const SuiteEvalSection&) const = default;
+};
+
 }  // namespace prism::train

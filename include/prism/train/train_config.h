@@ -74,12 +74,14 @@ struct MidEvalSection {
   int64_t every = 0;     ///< steps between held-out evaluations (0: never)
   int64_t batches = 4;   ///< micro-batches per source (same rows every time)
   std::vector<EvalSourceConfig> sources;
+  SuiteEvalSection benchmarks;  ///< pass@k on a suite (needs RunOptions::periodic_eval: the CLI fills it)
 
   void visit(config::Visitor& v) {
     using namespace config;
     v.field("every", every, non_negative(), "steps between held-out loss evaluations (0: off)");
     v.field("batches", batches, positive(), "micro-batches evaluated per source");
     v.field("sources", sources, "held-out sets, e.g. one per mixture source plus general text (retention)");
+    v.field("benchmarks", benchmarks, "in-loop pass@k on an evaluation suite (a subset: limit)");
   }
   bool operator==(const MidEvalSection&) const = default;
 };
@@ -105,7 +107,7 @@ struct MidTrainConfig {
     v.field("optimizer", optimizer, "AdamW settings");
     v.field("schedule", schedule, "learning-rate schedule");
     v.field("checkpoint", checkpoint, "checkpointing");
-    v.field("eval", eval, "held-out losses");
+    v.field("eval", eval, "held-out losses and benchmark pass@k");
     v.field("dist", dist, "data-parallel transport");
     v.field("log", log, "metrics output");
   }

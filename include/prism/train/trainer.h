@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "prism/train/train_config.h"
@@ -50,6 +51,12 @@ struct RunOptions {
   /// The YAML the config came from, named in start-up errors (eval sources, ...); may be empty.
   std::string config_file;
   FaultInjection faults;
+  /// The benchmark evaluation of `eval.benchmarks` (required when eval.benchmarks.every > 0): called
+  /// on rank 0 with the live model after step `step` (the others wait), returns metrics logged with
+  /// that step. A hook because the eval module sits above train; `prism-train mid` fills it with
+  /// prism::eval::evaluate_in_loop.
+  std::function<std::vector<std::pair<std::string, double>>(const models::CausalLM& model, int64_t step)>
+      periodic_eval;
 };
 
 struct RunResult {
