@@ -521,12 +521,17 @@ PlotSpec heat_map(const std::string& stem, const std::string& title, const std::
   for (const auto& [name, ab] : named)
     for (size_t i = 0; i < na; ++i)
       for (size_t j = 0; j < nb; ++j)
-        if (land.alphas[i] == ab.first && land.betas[j] == ab.second) marks << j << " " << i << " " << name << "\n";
+        if (land.alphas[i] == ab.first && land.betas[j] == ab.second)
+          marks << j << " " << i << " " << name << " " << fmt("%.10g", values[i * nb + j]) << "\n";
   PlotSpec p;
   p.stem = stem;
   p.width = std::max(640, 110 * static_cast<int>(nb) + 260);
   p.height = std::max(480, 80 * static_cast<int>(na) + 200);
   p.data = {{"grid.dat", grid.str()}};
+  // Black text on the light end of the palette, white on the dark end.
+  auto contrast = [&](int col) {
+    return str("(($", col, " - ", fmt("%.10g", lo), ") / ", fmt("%.10g", hi - lo), " > 0.6 ? 0 : 16777215)");
+  };
   std::ostringstream b;
   b << "set title " << gp_quote(title) << "\nset datafile missing \"n/a\"\n"
     << "set xlabel \"beta (toward RL: W_rl - W_mid)\"\nset ylabel \"alpha (toward mid-training: W_mid - W_base)\"\n"
@@ -535,15 +540,15 @@ PlotSpec heat_map(const std::string& stem, const std::string& title, const std::
   for (size_t j = 0; j < nb; ++j) b << (j ? ", " : "") << gp_quote(fmt("%g", land.betas[j])) << " " << j;
   b << ")\nset ytics (";
   for (size_t i = 0; i < na; ++i) b << (i ? ", " : "") << gp_quote(fmt("%g", land.alphas[i])) << " " << i;
-  b << ")\nset palette defined (0 \"#440154\", 0.25 \"#3b528b\", 0.5 \"#21918c\", 0.75 \"#5ec962\", 1 \"#fde725\")\n"
+  b << ")\nset rmargin 14\nset palette defined (0 \"#440154\", 0.25 \"#3b528b\", 0.5 \"#21918c\", 0.75 \"#5ec962\", 1 \"#fde725\")\n"
     << "set cbrange [" << fmt("%.10g", lo) << ":" << fmt("%.10g", hi) << "]\nset cblabel " << gp_quote(cblabel)
     << "\nunset key\nset style fill solid 1.0 noborder\n"
     << "plot '@DATA@/grid.dat' using 1:2:(0.5):(0.5):3 with boxxyerror fc palette, "
-    << "'@DATA@/grid.dat' using 1:2:(sprintf(\"%.3f\", $3)):(($3 - " << fmt("%.10g", lo) << ") / "
-    << fmt("%.10g", hi - lo) << " > 0.6 ? 0 : 16777215) with labels tc rgb variable font \",10\"";
-  if (!marks.str().empty()) {
+    << "'@DATA@/grid.dat' using 1:2:(sprintf(\"%.3f\", $3)):" << contrast(3)
+    << " with labels tc rgb variable font \",10\"";
+  if (!marks.str().empty()) {  // the checkpoints' names under their values
     p.data.emplace_back("marks.dat", marks.str());
-    b << ", '@DATA@/marks.dat' using 1:2:3 with labels offset 0,-1.3 font \",9\" tc rgb \"#d62728\"";
+    b << ", '@DATA@/marks.dat' using 1:2:3:" << contrast(4) << " with labels tc rgb variable offset 0,-1.3 font \",9\"";
   }
   b << "\n";
   p.body = b.str();

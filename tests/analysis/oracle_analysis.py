@@ -592,7 +592,10 @@ def main():
             rc, so, se = run(["analyze", "weights", base, base, "-o", os.path.join(tmp, "nognuplot"), "-q"], env=env)
             check(rc == 1 and "gnuplot not found" in se, "without gnuplot on PATH: a clear error", se.strip())
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.environ.get("PRISM_KEEP_TEST_DIRS"):
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     finish()
 
 
