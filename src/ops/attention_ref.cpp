@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <limits>
+#include <vector>
 
 #include "prism/core/error.h"
 #include "prism/ops/attention.h"
@@ -50,6 +51,20 @@ double lowest(c10::ScalarType t) {
   }
 }
 }  // namespace
+
+// cu_seqlens read to the host and checked: [num_docs + 1], 0 .. L, non-decreasing.
+std::vector<int64_t> packed_boundaries(const at::Tensor& cu_seqlens, int64_t L) {
+  PRISM_CHECK(cu_seqlens.dim() == 1 && cu_seqlens.size(0) >= 2, "attention: cu_seqlens must be [num_docs + 1], got ",
+              cu_seqlens.sizes());
+  const auto cu = cu_seqlens.to(at::kCPU, at::kLong).contiguous();
+  std::vector<int64_t> out(cu.data_ptr<int64_t>(), cu.data_ptr<int64_t>() + cu.numel());
+  PRISM_CHECK(out.front() == 0 && out.back() == L, "attention: cu_seqlens must start at 0 and end at L=", L, ", got ",
+              out.front(), "..", out.back());
+  for (size_t i = 1; i < out.size(); ++i)
+    PRISM_CHECK(out[i] >= out[i - 1], "attention: cu_seqlens must be non-decreasing, got ", out[i - 1], " then ", out[i],
+                " at index ", i);
+  return out;
+}
 
 at::Tensor repeat_kv(const at::Tensor& x, int64_t n_rep) {
   if (n_rep == 1) return x;

@@ -230,6 +230,7 @@ struct GrpoLoop {
       r.params.min_p = cfg.rollout.min_p;
       r.params.max_new_tokens = cfg.rollout.max_new_tokens;
       r.params.stop = cfg.rollout.stop;
+      if (cfg.rollout.ignore_eos) r.params.stop_token_ids = std::vector<int64_t>{};
       r.params.seed = draw_seed(cfg.rollout.seed, g.prompt.draw);
       reqs.push_back(std::move(r));
       groups.push_back(std::move(g));

@@ -81,8 +81,21 @@ TokenLogprobs token_logprobs(const models::CausalLM& model, const MicroBatch& mb
   ops::LinearLogprobsOptions lo;
   lo.logits_scaling = model.config().logits_scaling;
   auto hidden = out.last_hidden.reshape({-1, out.last_hidden.size(-1)});
-  auto r = ops::linear_logprobs(hidden, model.lm_head_weight(), mb.labels.to(device), lo, impl);
-  return {r.logprobs.to(at::kFloat), r.entropy.to(at::kFloat)};
+  // Only the rows that predict a completion token go through the [rows, vocab] head: prompt rows
+  // would cost the same three GEMMs each and contribute exact zeros.
+  const auto labels = mb.labels.to(device);
+  const auto rows = labels.ne(-100).nonzero().squeeze(1);
+  const int64_t T = labels.size(0);
+  if (rows.size(0) == T) {
+    auto r = ops::linear_logprobs(hidden, model.lm_head_weight(), labels, lo, impl);
+    return {r.logprobs.to(at::kFloat), r.entropy.to(at::kFloat)};
+  }
+  auto r = ops::linear_logprobs(hidden.index_select(0, rows), model.lm_head_weight(), labels.index_select(0, rows), lo,
+                                impl);
+  auto scatter = [&](const at::Tensor& x) {
+    return at::zeros({T}, x.options().dtype(at::kFloat)).index_copy(0, rows, x.to(at::kFloat));
+  };
+  return {scatter(r.logprobs), scatter(r.entropy)};
 }
 
 }  // namespace prism::rl

@@ -127,6 +127,10 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"sliding_window", 1, 4, 2, 12, 12, 8, true, 4, 0, {}, false},
                       Case{"packed", 1, 4, 2, 11, 11, 8, true, 0, 0, {0, 3, 8, 11}, false},
                       Case{"packed_window", 1, 2, 1, 11, 11, 8, true, 2, 0, {0, 6, 11}, false},
+                      // One-token, empty and long documents through the per-document SDPA path.
+                      Case{"packed_ragged_gqa", 1, 9, 3, 40, 40, 16, true, 0, 0, {0, 1, 1, 5, 29, 30, 40}, false},
+                      Case{"packed_one_doc", 1, 4, 2, 9, 9, 8, true, 0, 0, {0, 9}, false},
+                      Case{"packed_noncausal", 1, 4, 2, 10, 10, 8, false, 0, 0, {0, 4, 10}, false},
                       Case{"decode_offset", 2, 4, 2, 1, 9, 8, true, 0, 8, {}, false},
                       Case{"decode_window", 1, 4, 2, 3, 10, 8, true, 4, 7, {}, false},
                       Case{"left_padding", 2, 4, 2, 6, 6, 8, true, 0, 0, {}, true}),
@@ -140,6 +144,14 @@ TEST(Attention, RejectsBadShapes) {
   p.cu_seqlens = at::tensor(std::vector<int64_t>{0, 3}, at::kLong);      // does not end at L=4
   auto k2 = at::randn({1, 3, 4, 8});
   EXPECT_THROW(prism::ops::attention_ref(q, k2, k2, p), std::exception);
+  EXPECT_THROW(prism::ops::attention(q, k2, k2, p), std::exception);  // the per-document path checks too
+  p.cu_seqlens = at::tensor(std::vector<int64_t>{0, 3, 2, 4}, at::kLong);
+  try {
+    prism::ops::attention(q, k2, k2, p);
+    ADD_FAILURE() << "a decreasing cu_seqlens was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("non-decreasing"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

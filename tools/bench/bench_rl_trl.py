@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """Baseline for tools/bench/run_rl_bench.sh: TRL's GRPOTrainer (transformers generation, no vLLM)
 on CPU, timed per step. Same model, prompts, group size, completion length, reward and thread
-count as the prism side; prints one JSON line with the median step time (steps after the first).
+count as the prism side; prints one JSON line with the median step time (steps after the first),
+its split (generation / reward / logprob forward / backward / rest = optimizer and bookkeeping,
+timed by wrapping the trainer's own methods) and the tokens it generated and trained on (completion
+tokens, and the padded [B, prompt + longest completion] rows its forward and backward run over).
+--fixed-length makes every completion max_new_tokens long (EOS suppressed by min_new_tokens), the
+equal-tokens comparison with prism's rollout.ignore_eos.
 
 The reward is the toy task's (1 when the completion's last integer is 7), computed in Python; it is
 not what is being compared (both sides spend well under 1% of a step on it).
@@ -19,6 +24,7 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="/tmp/prism-trl-bench")
+    ap.add_argument("--fixed-length", action="store_true", help="no EOS: every completion is max_new_tokens long")
     a = ap.parse_args()
 
     import torch
@@ -47,8 +53,29 @@ def main():
         num_generations=a.group, max_completion_length=a.max_new_tokens, max_steps=a.steps,
         learning_rate=1e-6, beta=0.0, temperature=1.0, top_p=1.0, use_vllm=False,
         gradient_checkpointing=False, dataloader_num_workers=0, seed=0, shuffle_dataset=False,
+        generation_kwargs={"min_new_tokens": a.max_new_tokens} if a.fixed_length else None,
     )
-    times = []
+    times, split, cur = [], [], {}
+
+    def timed(obj, name, key, after=None):
+        fn = getattr(obj, name)
+
+        def wrapper(*args, **kw):
+            t = time.perf_counter()
+            out = fn(*args, **kw)
+            cur[key] = cur.get(key, 0.0) + time.perf_counter() - t
+            if after:
+                after(out)
+            return out
+
+        setattr(obj, name, wrapper)
+
+    def record_tokens(inputs):
+        cm = inputs["completion_mask"]
+        cur["completion_tokens"] = int(cm.sum())
+        cur["completion_lengths"] = cm.sum(1).tolist()
+        cur["trained_tokens"] = int(inputs["prompt_ids"].numel() + inputs["completion_ids"].numel())
+        cur["row_shape"] = [int(inputs["prompt_ids"].size(0)), int(inputs["prompt_ids"].size(1) + inputs["completion_ids"].size(1))]
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
@@ -56,12 +83,31 @@ def main():
 
         def on_step_end(self, args, state, control, **kw):
             times.append(time.perf_counter() - self.t)
+            split.append(dict(cur))
+            cur.clear()
 
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=cfg, train_dataset=ds, processing_class=tok,
                           callbacks=[Timer()])
+    # The generation call (sampling only), the reward functions, the whole rollout phase (generation,
+    # rewards, advantages, padding), the loss forward (log-probs over the completion tokens) and the
+    # backward: the trainer's own methods, timed in place.
+    timed(trainer, "_generate_single_turn", "generate_s")
+    timed(trainer, "_calculate_rewards", "reward_s")
+    timed(trainer, "_generate_and_score_completions", "rollout_s", record_tokens)
+    timed(trainer, "compute_loss", "forward_s")
+    timed(trainer.accelerator, "backward", "backward_s")
     trainer.train()
-    steady = times[1:] if len(times) > 1 else times
-    print(json.dumps({"side": "trl", "step_s": statistics.median(steady), "steps": times,
+    for t, sp in zip(times, split):
+        sp["step_s"] = t
+        sp["update_s"] = t - sp.get("rollout_s", 0.0)
+        print(json.dumps(sp), file=sys.stderr)
+    steady = list(range(1, len(times))) or [0]
+    med = lambda k: statistics.median(split[i].get(k, 0.0) for i in steady)
+    print(json.dumps({"side": "trl", "step_s": statistics.median(times[i] for i in steady), "steps": times,
+                      "generate_s": med("generate_s"), "reward_s": med("reward_s"), "rollout_s": med("rollout_s"),
+                      "forward_s": med("forward_s"), "backward_s": med("backward_s"), "update_s": med("update_s"),
+                      "completion_tokens": med("completion_tokens"), "trained_tokens": med("trained_tokens"),
+                      "fixed_length": a.fixed_length,
                       "threads": a.threads, "prompts": a.num_prompts, "group": a.group,
                       "max_new_tokens": a.max_new_tokens}))
 

@@ -66,6 +66,7 @@ struct RolloutSection {
   double min_p = 0.0;
   int64_t max_new_tokens = 1024;
   std::vector<std::string> stop;   ///< stop strings (besides the checkpoint's EOS)
+  bool ignore_eos = false;         ///< EOS does not stop a sample (fixed-length rollouts, for benchmarks)
   int64_t slots = 64;              ///< decode slots of the rollout engine
   int64_t seed = 0;                ///< sampling seed (each prompt draw gets its own stream)
 
@@ -78,7 +79,10 @@ struct RolloutSection {
     v.field("top_k", top_k, non_negative(), "top-k sampling (0: off)");
     v.field("min_p", min_p, range(0, 1), "min-p sampling (0: off)");
     v.field("max_new_tokens", max_new_tokens, positive(), "completion length limit");
-    v.field("stop", stop, "stop strings (the checkpoint's EOS always stops)");
+    v.field("stop", stop, "stop strings (the checkpoint's EOS always stops unless ignore_eos)");
+    v.field("ignore_eos", ignore_eos,
+            "true: the checkpoint's EOS does not end a sample, every completion runs to max_new_tokens or a stop "
+            "string (vLLM's ignore_eos; equal-length benchmarks)");
     v.field("slots", slots, positive(), "rows decoded together by the rollout engine");
     v.field("seed", seed, non_negative(), "sampling seed");
   }
