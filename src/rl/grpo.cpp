@@ -161,6 +161,11 @@ struct GrpoLoop {
                   key("model.path", "an HF directory with tokenizer.json", cfg.model.path));
     tokenizer = io::Tokenizer::from_file(tok_path);
     const std::string resume_dir = ckpt->resolve_resume(opts.resume);
+    // The memory plan before the model is loaded (config.json is all it reads).
+    const std::string model_dir = resume_dir.empty() ? cfg.model.path : fs::join(resume_dir, "model");
+    train::check_plan_fits(plan_input(cfg, models::CausalLM::read_config(model_dir), ctx->world_size(), ctx->device().str()),
+                           train::device_memory_budget(cfg.model.device_memory, ctx->device(), "model.device_memory"),
+                           opts.config_file, ctx->is_main());
     model = train::load_model(cfg.model, ctx->device(), resume_dir);
     const int64_t ctx_len = model->config().max_position_embeddings;
     const int64_t max_prompt = ctx_len > 0 ? ctx_len - cfg.rollout.max_new_tokens : std::numeric_limits<int64_t>::max();
@@ -549,6 +554,30 @@ struct GrpoLoop {
 };
 
 }  // namespace
+
+train::MemoryPlanInput plan_input(const RlConfig& cfg, const models::ModelConfig& model, int64_t world_size,
+                                  const std::string& device) {
+  train::MemoryPlanInput in;
+  in.model = model;
+  in.dtype = cfg.model.dtype == train::Dtype::kBf16 ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
+  in.cuda = device.rfind("cuda", 0) == 0 && cfg.model.kernels == train::Kernels::kAuto;
+  in.world_size = world_size;
+  in.shard_size = cfg.dist.shard_size;
+  in.zero1 = cfg.optimizer.zero1;
+  in.bucket_mb = cfg.optimizer.bucket_mb;
+  in.activation_checkpointing = cfg.model.activation_checkpointing;
+  in.micro_batch_rows = 1;
+  in.seq_len = cfg.train.micro_batch_tokens;
+  in.optimizer_update_check = cfg.train.max_update_ratio > 0;
+  // The engine sizes its state for the longest prompt + completion (generate/engine.cpp), which a
+  // packed micro-batch row must hold: micro_batch_tokens bounds it, as does the model's context.
+  const int64_t ctx_len = model.max_position_embeddings;
+  in.decode_length = ctx_len > 0 ? std::min(ctx_len, cfg.train.micro_batch_tokens) : cfg.train.micro_batch_tokens;
+  in.decode_rows = cfg.rollout.slots + 1;
+  in.reference_model = cfg.kl.beta > 0;
+  in.job = "rl";
+  return in;
+}
 
 train::RunResult run_grpo(const RlConfig& cfg, const train::RunOptions& opts) {
   config::validate_config(cfg);

@@ -21,6 +21,7 @@
 #include "prism/train/checkpoint_dir.h"
 #include "prism/train/checkpointer.h"
 #include "prism/train/model_setup.h"
+#include "prism/train/plan.h"
 #include "prism/train/run_context.h"
 #include "prism/train/run_lock.h"
 #include "prism/train/step.h"
@@ -221,6 +222,11 @@ struct MidLoop {
     ctx->barrier();  // no rank lists the run directory while rank 0 cleans it
     setup_data();
     const std::string resume_dir = ckpt->resolve_resume(opts.resume);
+    // The memory plan before the model is loaded (config.json is all it reads).
+    const std::string model_dir = resume_dir.empty() ? cfg.model.path : fs::join(resume_dir, "model");
+    check_plan_fits(plan_input(cfg, models::CausalLM::read_config(model_dir), ctx->world_size(), ctx->device().str()),
+                    device_memory_budget(cfg.model.device_memory, ctx->device(), "model.device_memory"),
+                    opts.config_file, ctx->is_main());
     model = load_model(cfg.model, ctx->device(), resume_dir);
     // Token ids the embedding cannot hold are refused now, naming the shards, not inside step 1.
     loader->check_model_vocab(model->config().vocab_size, resume_dir.empty() ? cfg.model.path : resume_dir);

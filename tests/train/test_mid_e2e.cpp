@@ -462,6 +462,29 @@ TEST_F(MidE2E, SecondRunOnTheSameOutputDirIsRefused) {
   ASSERT_EQ(run({"locked", {"train.steps=4"}, {}, 1, "auto"}), 0);
 }
 
+// Issue 19: the memory plan is logged at start, and a run whose plan exceeds the device memory
+// (here model.device_memory) is refused before the model is loaded, in one line naming the
+// biggest item and a layout that fits.
+TEST_F(MidE2E, MemoryPlanIsLoggedAndARunThatCannotFitIsRefused) {
+  auto ok = start({"plan-ok", {"train.steps=1", "model.device_memory=8GB"}});
+  ASSERT_EQ(wait_for(ok), 0) << read_log(ok);
+  const auto log_ok = read_log(ok);
+  EXPECT_NE(log_ok.find("memory plan per rank: llama"), std::string::npos) << log_ok;
+  EXPECT_NE(log_ok.find("fits in 7.45 GiB"), std::string::npos) << log_ok;
+  // tiny-llama fp32, 2 x 128 tokens: ~0.3 MiB of weights but ~2 MiB of activations and loss head.
+  auto no = start({"plan-refused", {"train.steps=1", "model.device_memory=1MB"}});
+  EXPECT_EQ(wait_for(no), 1);
+  const auto log_no = read_log(no);
+  EXPECT_NE(log_no.find("prism-train: error: " + fs::join(g_root, "mid.yaml") +
+                        ": model.device_memory: the run does not fit: the plan needs "),
+            std::string::npos) << log_no;
+  EXPECT_NE(log_no.find("the biggest item is "), std::string::npos) << log_no;
+  EXPECT_NE(log_no.find("prism-train plan --config"), std::string::npos) << log_no;
+  // Nothing was loaded or written: no checkpoint, no export.
+  EXPECT_FALSE(fs::exists(fs::join(out_dir("plan-refused"), "checkpoints")));
+  EXPECT_FALSE(fs::exists(fs::join(out_dir("plan-refused"), "final")));
+}
+
 // #2: lr 1e6 on a healthy run: the update is checked and skipped, the skip streak's checkpoints
 // never prune the last healthy one, and resuming with a sane lr continues from healthy weights.
 TEST_F(MidE2E, DivergenceKeepsTheLastHealthyCheckpointAndResumeWithLowerLrWorks) {

@@ -27,6 +27,7 @@
 #include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
 #include "prism/runtime/runtime.h"
+#include "prism/train/plan.h"
 #include "prism/train/trainer.h"
 
 namespace prism::cli {
@@ -79,26 +80,7 @@ std::vector<int64_t> parse_ids(const std::string& s) {
 }
 
 uint64_t parse_size(const std::string& s) {
-  // Decimal units as huggingface_hub: 5GB = 5e9 bytes; KiB/MiB/GiB binary.
-  static const std::vector<std::pair<std::string, uint64_t>> units = {
-      {"KiB", 1ULL << 10}, {"MiB", 1ULL << 20}, {"GiB", 1ULL << 30}, {"KB", 1000ULL},
-      {"MB", 1000000ULL},  {"GB", 1000000000ULL}, {"B", 1ULL}};
-  for (const auto& [u, m] : units) {
-    if (s.size() > u.size() && s.compare(s.size() - u.size(), u.size(), u) == 0) {
-      try {
-        return static_cast<uint64_t>(std::stod(s.substr(0, s.size() - u.size())) * m);
-      } catch (const std::exception&) {
-        break;
-      }
-    }
-  }
-  try {
-    size_t pos = 0;
-    auto v = std::stoull(s, &pos);
-    if (pos == s.size()) return v;
-  } catch (const std::exception&) {
-  }
-  throw Error("invalid size", key_context("", "--shard-size", "e.g. 5GB, 500MB, 20KB", s));
+  return static_cast<uint64_t>(train::parse_byte_size(s, "--shard-size"));
 }
 
 std::string human_bytes(uint64_t b) {
@@ -454,6 +436,7 @@ void Commands::register_all(CLI::App& app) {
   register_analyze_commands(app, *this);
   register_eval_commands(app, *this);
   register_rl_commands(app, *this);
+  register_plan_commands(app, *this);
 }
 
 int Commands::run_selected() {

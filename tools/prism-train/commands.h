@@ -43,5 +43,6 @@ void register_generate_commands(CLI::App& app, Commands& cmds);
 void register_analyze_commands(CLI::App& app, Commands& cmds);
 void register_eval_commands(CLI::App& app, Commands& cmds);     // cmd_eval.cpp: `eval`
 void register_rl_commands(CLI::App& app, Commands& cmds);       // cmd_rl.cpp: `rl`
+void register_plan_commands(CLI::App& app, Commands& cmds);     // cmd_plan.cpp: `plan`
 
 }  // namespace prism::cli

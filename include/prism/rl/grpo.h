@@ -19,11 +19,19 @@
 #pragma once
 
 #include "prism/rl/rl_config.h"
+#include "prism/train/plan.h"
 #include "prism/train/trainer.h"
 
 namespace prism::rl {
 
 /// Runs GRPO; RunOptions/RunResult are the mid-training ones (resume, stop polling, faults).
 train::RunResult run_grpo(const RlConfig& cfg, const train::RunOptions& opts = {});
+
+/// The memory-plan input of a GRPO config on `world_size` ranks of `device` ("cpu" / "cuda"): one
+/// packed row of train.micro_batch_tokens per micro-batch, the rollout engine's DecodeState
+/// (rollout.slots + its prefix row, up to micro_batch_tokens or the model's context long) and the
+/// frozen reference when kl.beta > 0 (train/plan.h).
+train::MemoryPlanInput plan_input(const RlConfig& cfg, const models::ModelConfig& model, int64_t world_size,
+                                  const std::string& device);
 
 }  // namespace prism::rl

@@ -35,6 +35,7 @@ struct ModelSection {
   DeviceChoice device = DeviceChoice::kAuto;
   bool activation_checkpointing = false;
   Kernels kernels = Kernels::kAuto;
+  std::string device_memory;  ///< memory a rank may use ("80GB"); empty: what the device has free
 
   void visit(config::Visitor& v) {
     using namespace config;
@@ -51,6 +52,9 @@ struct ModelSection {
             "recompute each decoder layer in backward instead of keeping its activations");
     v.choice("kernels", kernels, {{Kernels::kAuto, "auto"}, {Kernels::kReference, "reference"}},
              "auto: prism's CUDA kernels where they apply; reference: the plain ATen ops (debugging, parity)");
+    v.field("device_memory", device_memory,
+            "memory one rank may use, e.g. 80GB or 24GiB (empty: the device's free memory; CPU: available RAM); "
+            "a run whose memory plan exceeds it is refused before loading");
   }
   bool operator==(const ModelSection&) const = default;
 };
@@ -73,12 +77,18 @@ struct CheckpointSection {
 struct DistSection {
   DistBackend backend = DistBackend::kAuto;
   int64_t timeout_s = 600;  ///< a collective waiting longer means a rank died or hung
+  int64_t shard_size = 1;      ///< ranks sharing one copy of the parameters (FSDP group); 1: replicated
+  int64_t replicate_size = 0;  ///< copies of the sharded parameters (HSDP); 0: world size / shard_size
 
   void visit(config::Visitor& v) {
     using namespace config;
     v.choice("backend", backend, {{DistBackend::kAuto, "auto"}, {DistBackend::kTcp, "tcp"}, {DistBackend::kNccl, "nccl"}},
              "auto: nccl on CUDA, else tcp (prism's CPU transport, for development only)");
     v.field("timeout_s", timeout_s, positive(), "seconds before a stuck collective fails the run");
+    v.field("shard_size", shard_size, positive(),
+            "ranks over which parameters, gradients and optimizer state are sharded (1: ZeRO-1 over all ranks)");
+    v.field("replicate_size", replicate_size, non_negative(),
+            "shard groups holding replicas (HSDP); world size = shard_size x replicate_size (0: derived)");
   }
   bool operator==(const DistSection&) const = default;
 };

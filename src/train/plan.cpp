@@ -1,0 +1,423 @@
+// Memory planner (include/prism/train/plan.h). The activation terms count, op by op, the tensors
+// autograd keeps for backward in the forward prism runs (models/causal_lm.cpp); the comments name
+// the tensors so a change of a forward can be followed here.
+#include "prism/train/plan.h"
+
+#include <c10/core/Device.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "prism/core/error.h"
+#include "prism/core/log.h"
+#include "prism/data/mixture.h"
+#include "prism/models/causal_lm.h"
+#include "prism/runtime/runtime.h"
+
+namespace prism::train {
+namespace {
+
+using models::BlockKind;
+using models::ModelConfig;
+
+constexpr double kF32 = 4.0;
+
+const char* dtype_label(c10::ScalarType t) {
+  switch (t) {
+    case c10::ScalarType::BFloat16: return "bf16";
+    case c10::ScalarType::Half: return "fp16";
+    case c10::ScalarType::Double: return "fp64";
+    default: return "fp32";
+  }
+}
+
+std::string num(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, x >= 1e5 ? "%.3g" : "%.0f", x);
+  return buf;
+}
+
+// Parameters of each "unit" FSDP gathers at once: every decoder layer, the embedding and the
+// lm head (tied: one matrix).
+struct Units {
+  double total = 0;
+  double largest = 0;        // elements of the largest unit
+  double largest_layer = 0;  // elements of the largest decoder layer
+  double largest_matrix = 0; // elements of the largest single weight (its gradient is materialised once)
+};
+
+Units units(const ModelConfig& c) {
+  Units u;
+  u.total = models::CausalLM::parameter_count(c);
+  ModelConfig base = c;
+  base.layers.clear();
+  const double outside = models::CausalLM::parameter_count(base);
+  for (const auto& layer : c.layers) {
+    ModelConfig one = base;
+    one.layers = {layer};
+    u.largest_layer = std::max(u.largest_layer, models::CausalLM::parameter_count(one) - outside);
+  }
+  const double vd = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
+  u.largest = std::max(u.largest_layer, vd);
+  const double D = static_cast<double>(c.hidden_size);
+  const double F = static_cast<double>(c.intermediate_size);
+  const double mat = std::max({vd, D * F * (c.mlp == models::MlpKind::kFusedSwiGLU ? 2.0 : 1.0),
+                               D * static_cast<double>(c.num_heads * c.head_dim),
+                               D * static_cast<double>(2 * c.mamba.inner() + 2 * c.mamba.n_groups * c.mamba.state_size +
+                                                       c.mamba.num_heads)});
+  u.largest_matrix = mat;
+  return u;
+}
+
+// Bytes per token autograd keeps for one block (its pre-norm included) on the given path.
+double block_bytes_per_token(const MemoryPlanInput& in, BlockKind kind, int64_t tokens) {
+  const auto& c = in.model;
+  const double e = static_cast<double>(c10::elementSize(in.dtype));
+  const double D = static_cast<double>(c.hidden_size);
+  // Pre-norm. Reference (rms_norm_ref): the fp32 input (its own copy unless fp32), the normalised
+  // value before the weight multiply, rsqrt; the output is kept by the block's first linear.
+  // Kernel: the input, rstd, the output.
+  double b = in.cuda ? 2 * e * D + kF32 : kF32 * D + 2 * e * D + 2 * kF32;
+  switch (kind) {
+    case BlockKind::kAttention: {
+      const double Hq = static_cast<double>(c.num_heads), d = static_cast<double>(c.head_dim);
+      const double Dq = Hq * d, Dkv = static_cast<double>(c.num_kv_heads) * d;
+      if (in.cuda) {
+        // Fused flash attention: rotated q, k, v, the output and the fp32 log-sum-exp per head.
+        b += e * (Dq + 2 * Dkv) + e * Dq + kF32 * Hq;
+      } else {
+        // SDPA after repeat_kv: q and the repeated k, v (copies unless one KV head per query
+        // head), the output, logsumexp, and the packed-document mask converted to the dtype
+        // ([L, L] per layer: tokens x e per token).
+        const bool grouped = c.num_kv_heads != c.num_heads;
+        b += e * (grouped ? 3 * Dq : Dq + 2 * Dkv) + e * Dq + kF32 * Hq + e * static_cast<double>(tokens);
+      }
+      break;
+    }
+    case BlockKind::kMlp: {
+      const double F = static_cast<double>(c.intermediate_size);
+      // SwiGLU: gate (silu's input), silu(gate), up, their product (down's input); relu2: relu's
+      // output and its square.
+      b += e * F * (c.mlp == models::MlpKind::kRelu2 ? 2 : 4);
+      break;
+    }
+    case BlockKind::kMamba2: {
+      const auto& m = c.mamba;
+      const double I = static_cast<double>(m.inner()), H = static_cast<double>(m.num_heads);
+      const double GN = static_cast<double>(m.n_groups * m.state_size), C = static_cast<double>(m.conv_dim());
+      const double Q = static_cast<double>(m.chunk_size), P = static_cast<double>(m.head_dim);
+      const double state = H * P * static_cast<double>(m.state_size) / Q;  // chunk states per token
+      b += e * (2 * I + 2 * GN + H);  // in_proj output (z, xBC, dt)
+      if (in.cuda) {
+        // Conv kernel: input and output; scan kernel: fp32 y and the chunk states; gated norm and out_proj inputs.
+        b += 2 * e * C + 2 * kF32 * I + 2 * kF32 * state + 2 * e * I;
+      } else {
+        // causal_conv1d_ref: padded fp32 input, fp32 accumulator, output. ssd_scan_ref: x*dt,
+        // the chunk-reshaped copies of x*dt and of x*decay, C.H, the y sum; the exp(segment sums)
+        // and C.B*exp matrices ([H, Q] per token) and C.B ([G, Q]); padded B, C; the chunk states
+        // and the states entering each chunk. Gated norm: silu(z), the product, the normalised
+        // value; out_proj's input. (Counted op by op, then checked against the measured peak:
+        // tests/train/test_plan.cpp.)
+        b += 2 * kF32 * C + e * C;
+        b += kF32 * I * 5;
+        b += 2 * kF32 * H * Q + kF32 * static_cast<double>(m.n_groups) * Q + 2 * kF32 * GN;
+        b += 3 * kF32 * state;
+        b += 2 * kF32 * I + 2 * e * I;
+      }
+      break;
+    }
+  }
+  return b;
+}
+
+struct Activations {
+  double saved = 0;     // kept from forward to backward over all layers
+  double one_layer = 0; // the largest layer's saved tensors (recomputed under checkpointing)
+  double working = 0;   // largest transient on top of `saved` (loss head or backward of a layer)
+  double head = 0;      // the lm head's chunked loss (part of `working` or of the peak)
+  std::string head_detail;
+};
+
+Activations activations(const MemoryPlanInput& in, bool checkpointing, const Units& u) {
+  const auto& c = in.model;
+  const double e = static_cast<double>(c10::elementSize(in.dtype));
+  const double T = static_cast<double>(in.micro_batch_rows * in.seq_len);
+  const double D = static_cast<double>(c.hidden_size), V = static_cast<double>(c.vocab_size);
+  const int64_t tokens = in.micro_batch_rows * in.seq_len;
+  Activations a;
+  double all_layers = 0;
+  for (const auto& layer : c.layers) {
+    double l = 0;
+    for (const auto& b : layer.blocks) l += block_bytes_per_token(in, b.kind, tokens);
+    a.one_layer = std::max(a.one_layer, l * T);
+    all_layers += l * T;
+  }
+  // Outside the layers: RoPE cos/sin tables, the final norm (as a pre-norm) and its output.
+  const double rot = static_cast<double>(c.head_dim) * c.partial_rotary_factor;
+  const double outside = T * ((c.use_rope ? 2 * e * rot : 0) + (in.cuda ? 2 * e * D + kF32 : kF32 * D + 2 * e * D));
+  // Checkpointing keeps each layer's input and recomputes one layer at a time in backward.
+  a.saved = outside + (checkpointing ? static_cast<double>(c.num_layers()) * T * e * D : all_layers);
+  // linear_cross_entropy: dH [T, D] and dW [V, D] stashed from forward to backward (an fp32
+  // accumulator too for 16-bit weights), one [chunk, V] logits buffer and, on the ATen path, its
+  // fp32 copy and at::logsumexp's fp32 temporary (ops/linear_head_chunks.cpp: 256 MiB of logits
+  // per chunk at most; the CUDA kernel works in place).
+  const double chunk_rows = std::min(T, std::max(1.0, std::floor(256.0 * 1024 * 1024 / (V * e))));
+  const double logits = chunk_rows * V * (e + (in.cuda ? 0 : 2 * kF32));
+  const double dw = V * D * (e + (e < kF32 ? kF32 : 0));
+  a.head = T * D * e + dw + logits;
+  a.head_detail = str("logits ", num(chunk_rows), " x ", num(V), " + dH ", num(T), " x ", num(D), " + dW ", num(V), " x ",
+                      num(D));
+  // Backward of one layer: the incoming and outgoing hidden gradients, the gradients of the
+  // widest intermediates (three at a time) and one weight gradient before the hook moves it into
+  // the fp32 bucket; under checkpointing also the recomputed layer's saved tensors.
+  const double width = std::max({static_cast<double>(c.intermediate_size), static_cast<double>(c.mamba.inner()), D});
+  double backward = T * e * (2 * D + 3 * width) + e * u.largest_matrix + T * D * e + V * D * e;
+  if (checkpointing) backward += a.one_layer;
+  a.working = std::max(a.head, backward);
+  return a;
+}
+
+std::string pct(double part, double whole) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%.0f%%", whole > 0 ? 100.0 * part / whole : 0.0);
+  return buf;
+}
+
+}  // namespace
+
+double MemoryPlan::total() const {
+  double t = 0;
+  for (const auto& i : items) t += i.bytes;
+  return t;
+}
+
+const MemoryItem& MemoryPlan::biggest() const {
+  PRISM_CHECK(!items.empty(), "MemoryPlan: no items");
+  return *std::max_element(items.begin(), items.end(),
+                           [](const MemoryItem& a, const MemoryItem& b) { return a.bytes < b.bytes; });
+}
+
+std::string format_bytes(double bytes) {
+  char buf[32];
+  const double gib = bytes / (1024.0 * 1024 * 1024);
+  if (gib >= 1.0)
+    std::snprintf(buf, sizeof buf, "%.2f GiB", gib);
+  else
+    std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024));
+  return buf;
+}
+
+double parse_byte_size(const std::string& s, const std::string& key) {
+  static const std::vector<std::pair<std::string, double>> units = {
+      {"KiB", 1024.0}, {"MiB", 1024.0 * 1024}, {"GiB", 1024.0 * 1024 * 1024}, {"TiB", 1024.0 * 1024 * 1024 * 1024},
+      {"KB", 1e3},     {"MB", 1e6},            {"GB", 1e9},                   {"TB", 1e12},
+      {"B", 1.0}};
+  double mult = 1.0;
+  std::string digits = s;
+  for (const auto& [u, m] : units) {
+    if (s.size() > u.size() && s.compare(s.size() - u.size(), u.size(), u) == 0) {
+      mult = m;
+      digits = s.substr(0, s.size() - u.size());
+      break;
+    }
+  }
+  try {
+    size_t pos = 0;
+    const double v = std::stod(digits, &pos);
+    if (pos == digits.size() && v >= 0 && std::isfinite(v)) return v * mult;
+  } catch (const std::exception&) {
+  }
+  throw Error("invalid size", key_context("", key, "e.g. 80GB, 24GiB, 500MB", s));
+}
+
+MemoryPlan plan_memory(const MemoryPlanInput& in) {
+  PRISM_CHECK(in.world_size >= 1, "memory plan: world size must be >= 1, got ", in.world_size);
+  if (in.shard_size < 1 || in.world_size % in.shard_size != 0)
+    throw Error(str("the shard size must divide the world size (", in.world_size, " ranks)"),
+                key_context("", "dist.shard_size", str("a divisor of ", in.world_size), std::to_string(in.shard_size)));
+  PRISM_CHECK(in.seq_len > 0 && in.micro_batch_rows > 0, "memory plan: tokens per micro-batch must be > 0 (",
+              in.micro_batch_rows, " rows x ", in.seq_len, ")");
+  MemoryPlan p;
+  p.input = in;
+  const auto u = units(in.model);
+  const double e = static_cast<double>(c10::elementSize(in.dtype));
+  const double P = u.total;
+  const double S = static_cast<double>(in.shard_size), W = static_cast<double>(in.world_size);
+  const std::string dt = dtype_label(in.dtype);
+  const bool sharded = in.shard_size > 1;
+  // Optimizer state is split over the parameter-sharding group (FSDP2 / HSDP keep it per group
+  // and replicate it across groups); without parameter sharding ZeRO-1 splits it over the world.
+  const double opt_split = sharded ? S : (in.zero1 ? W : 1.0);
+  const std::string split_name = sharded ? "shard_size" : (in.zero1 && W > 1 ? "world, ZeRO-1" : "not sharded");
+  p.items.push_back({"parameters", P * e / S, str(num(P), " x ", e, " B (", dt, ") / ", num(S))});
+  // fp32 parameters on one rank are their own master copy (optimizer.cpp aliases them).
+  const bool aliased = !sharded && e == kF32 && opt_split == 1;
+  p.items.push_back({"master weights", aliased ? 0.0 : P * kF32 / opt_split,
+                     aliased ? "fp32 parameters are the master copy" : str(num(P), " x 4 B / ", num(opt_split), " (", split_name, ")")});
+  if (sharded) {
+    p.items.push_back({"gradients", P * kF32 / S, str(num(P), " x 4 B / ", num(S), " (sharded fp32 accumulators)")});
+  } else {
+    // The fp32 buckets hold the whole gradient; ZeRO-1 adds the reduced piece it owns.
+    const double piece = opt_split > 1 ? P * kF32 / opt_split : 0.0;
+    p.items.push_back({"gradients", P * kF32 + piece,
+                       str(num(P), " x 4 B (fp32 buckets)", piece > 0 ? str(" + the owned piece / ", num(opt_split)) : "")});
+  }
+  p.items.push_back({"optimizer state", 2 * P * kF32 / opt_split, str("AdamW 2 x ", num(P), " x 4 B / ", num(opt_split))});
+  const Activations full = activations(in, false, u), ckpt = activations(in, true, u);
+  p.activations_full = full.saved;
+  p.activations_checkpointed = ckpt.saved;
+  const Activations& act = in.activation_checkpointing ? ckpt : full;
+  const double T = static_cast<double>(in.micro_batch_rows * in.seq_len);
+  p.items.push_back({"activations", act.saved,
+                     str(num(T), " tokens, ", in.activation_checkpointing ? "checkpointed" : "not checkpointed", " (",
+                         format_bytes(ckpt.saved), " checkpointed / ", format_bytes(full.saved), " not)")});
+  const double bw = act.working - act.head;
+  p.items.push_back({"loss head + backward", act.working,
+                     act.head >= bw ? str("lm head chunked loss: ", act.head_detail) : "backward of one layer"});
+  if (sharded) {
+    // All-gather of the current and the prefetched unit (compute dtype), reduce-scatter of one
+    // unit's gradient (compute dtype in, fp32 out) overlapped with the next.
+    p.items.push_back({"communication buffers", 2 * u.largest * e + 2 * u.largest * (e + kF32),
+                       str("2 x all-gather + 2 x reduce-scatter of the largest unit (", num(u.largest), " params)")});
+  } else {
+    p.items.push_back({"communication buffers", 0.0, "none: the fp32 buckets are reduced in place"});
+  }
+  if (in.optimizer_update_check) {
+    // update_ratio: two fp32 temporaries of one segment (a parameter's owned range, at most 4M
+    // elements); it runs after backward, so only what exceeds the freed activations counts.
+    const double chunk = std::min({u.largest_matrix, P / opt_split, 4194304.0});
+    p.items.push_back({"optimizer temporaries", std::max(0.0, 2 * chunk * kF32 - act.saved - act.working),
+                       "update-size guard: 2 fp32 copies of the largest segment, beyond the freed activations"});
+  }
+  if (in.decode_rows > 0 && in.decode_length > 0) {
+    const auto& c = in.model;
+    double per_row = 0;
+    for (const auto& layer : c.layers)
+      for (const auto& b : layer.blocks) {
+        if (b.kind == BlockKind::kAttention)
+          per_row += 2.0 * static_cast<double>(c.num_kv_heads * c.head_dim) * static_cast<double>(in.decode_length) * e;
+        else if (b.kind == BlockKind::kMamba2)
+          per_row += static_cast<double>(c.mamba.conv_dim() * (c.mamba.conv_kernel - 1)) * e +
+                     static_cast<double>(c.mamba.num_heads * c.mamba.head_dim * c.mamba.state_size) * kF32;
+      }
+    p.items.push_back({"decode cache", per_row * static_cast<double>(in.decode_rows),
+                       str(in.decode_rows, " rows x ", in.decode_length, " tokens (KV, conv, SSM state)")});
+  }
+  if (in.reference_model)
+    p.items.push_back({"reference model", P * e / S, str("frozen ", num(P), " x ", e, " B / ", num(S), " (kl.beta > 0)")});
+  return p;
+}
+
+std::string format_plan(const MemoryPlan& plan, double device_bytes) {
+  const auto& in = plan.input;
+  std::ostringstream os;
+  const double total = plan.total();
+  os << "memory plan per rank: " << in.model.model_type << " (" << num(models::CausalLM::parameter_count(in.model))
+     << " params, " << dtype_label(in.dtype) << ", " << (in.cuda ? "CUDA kernels" : "ATen reference ops") << "), "
+     << in.world_size << " ranks = shard " << in.shard_size << " x replicate " << in.world_size / in.shard_size
+     << ", micro-batch " << in.micro_batch_rows << " x " << in.seq_len << " tokens, activation checkpointing "
+     << (in.activation_checkpointing ? "on" : "off") << "\n";
+  for (const auto& i : plan.items) {
+    char line[96];
+    std::snprintf(line, sizeof line, "  %-24s %12s %5s  ", i.name.c_str(), format_bytes(i.bytes).c_str(),
+                  pct(i.bytes, total).c_str());
+    os << line << i.detail << "\n";
+  }
+  char line[96];
+  std::snprintf(line, sizeof line, "  %-24s %12s", "total (peak)", format_bytes(total).c_str());
+  os << line;
+  if (device_bytes > 0)
+    os << (total <= device_bytes ? "  fits in " : "  does NOT fit in ") << format_bytes(device_bytes) << " ("
+       << pct(total, device_bytes) << ")";
+  os << "\n";
+  return os.str();
+}
+
+std::optional<MemoryPlanInput> suggest_layout(const MemoryPlanInput& in, double device_bytes) {
+  auto fits = [&](const MemoryPlanInput& x) { return plan_memory(x).total() <= device_bytes; };
+  for (int64_t s = 1; s <= in.world_size; s *= 2) {
+    if (in.world_size % s != 0) continue;
+    MemoryPlanInput x = in;
+    x.shard_size = s;
+    for (bool ac : {false, true}) {
+      x.activation_checkpointing = ac;
+      x.micro_batch_rows = in.micro_batch_rows;
+      x.decode_rows = in.decode_rows;
+      if (fits(x)) return x;
+    }
+    // Smaller micro-batches (mid: fewer rows, more grad_accum) or fewer decode slots (GRPO).
+    while (x.micro_batch_rows > 1 || x.decode_rows > 2) {
+      if (x.micro_batch_rows > 1)
+        x.micro_batch_rows /= 2;
+      else
+        x.decode_rows = (x.decode_rows - 1) / 2 + 1;  // slots halved, the prefix row kept
+      if (fits(x)) return x;
+    }
+  }
+  return std::nullopt;
+}
+
+std::string layout_change(const MemoryPlanInput& from, const MemoryPlanInput& to) {
+  std::vector<std::string> parts;
+  if (to.shard_size != from.shard_size) {
+    parts.push_back(str("dist.shard_size=", to.shard_size));
+    parts.push_back(str("dist.replicate_size=", to.world_size / to.shard_size));
+  }
+  if (to.activation_checkpointing != from.activation_checkpointing)
+    parts.push_back(str("model.activation_checkpointing=", to.activation_checkpointing ? "true" : "false"));
+  if (to.micro_batch_rows != from.micro_batch_rows)
+    parts.push_back(str("data.micro_batch_size=", to.micro_batch_rows, " (raise train.grad_accum x",
+                        from.micro_batch_rows / to.micro_batch_rows, " to keep the global batch)"));
+  if (to.decode_rows != from.decode_rows) parts.push_back(str("rollout.slots=", to.decode_rows - 1));
+  if (parts.empty()) return "the configured layout";
+  std::string s;
+  for (size_t i = 0; i < parts.size(); ++i) s += (i ? " " : "") + std::string("--set ") + parts[i];
+  return s;
+}
+
+MemoryPlanInput plan_input(const MidTrainConfig& cfg, const models::ModelConfig& model, int64_t world_size,
+                           const std::string& device) {
+  MemoryPlanInput in;
+  in.model = model;
+  in.dtype = cfg.model.dtype == Dtype::kBf16 ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
+  in.cuda = device.rfind("cuda", 0) == 0 && cfg.model.kernels == Kernels::kAuto;
+  in.world_size = world_size;
+  in.shard_size = cfg.dist.shard_size;
+  in.zero1 = cfg.optimizer.zero1;
+  in.bucket_mb = cfg.optimizer.bucket_mb;
+  in.activation_checkpointing = cfg.model.activation_checkpointing;
+  in.seq_len = cfg.data.seq_len;
+  in.micro_batch_rows = cfg.data.micro_batch_size;
+  if (in.seq_len == 0 || in.micro_batch_rows == 0) {
+    const auto mix = config::load_config<data::MixtureConfig>(cfg.data.mixture);
+    if (in.seq_len == 0) in.seq_len = mix.seq_len;
+    if (in.micro_batch_rows == 0) in.micro_batch_rows = mix.batch_size;
+  }
+  in.optimizer_update_check = cfg.train.max_update_ratio > 0;
+  in.job = "mid";
+  return in;
+}
+
+double device_memory_budget(const std::string& configured, const c10::Device& device, const std::string& key) {
+  if (!configured.empty()) return parse_byte_size(configured, key);
+  return static_cast<double>(runtime::available_memory_bytes(device));
+}
+
+void check_plan_fits(const MemoryPlanInput& in, double device_bytes, const std::string& config_file, bool log_plan) {
+  const MemoryPlan plan = plan_memory(in);
+  if (log_plan) log::info(format_plan(plan, device_bytes));
+  if (device_bytes <= 0 || plan.total() <= device_bytes) return;
+  const auto& big = plan.biggest();
+  const auto fix = suggest_layout(in, device_bytes);
+  throw Error(str("the run does not fit: the plan needs ", format_bytes(plan.total()), " per rank but the device has ",
+                  format_bytes(device_bytes), "; the biggest item is ", big.name, " (", format_bytes(big.bytes), ": ",
+                  big.detail, "); ",
+                  fix ? "a layout that fits: " + layout_change(in, *fix)
+                      : str("no layout fits on ", in.world_size, " ranks: add ranks and shard the parameters"),
+                  " (prism-train plan --config ", config_file.empty() ? "<config>" : config_file, " shows the table)"),
+              key_context(config_file, "model.device_memory"));
+}
+
+}  // namespace prism::train

@@ -1,0 +1,387 @@
+// Memory planner (prism/train/plan.h). Oracles:
+//  * measured: the peak of the bytes live in c10's CPU allocator (every CPU tensor's storage goes
+//    through it) while the trainer's step runs for small random-init models: model, optimizer,
+//    forward, fused linear + cross-entropy, backward, AdamW, twice. Not counted: oneDNN / BLAS
+//    scratch, allocator fragmentation, code and the loader (the planner does not count them either).
+//  * hand arithmetic written out in the test for Llama-3.1-8B (parameters, gradients, AdamW state).
+#include <ATen/ATen.h>
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <gtest/gtest.h>
+
+#include <mutex>
+#include <unordered_map>
+#include <cmath>
+#include <cstdio>
+
+#include "prism/core/config.h"
+#include "prism/core/error.h"
+#include "prism/core/fs.h"
+#include "prism/models/causal_lm.h"
+#include "prism/ops/linear_cross_entropy.h"
+#include "prism/rl/grpo.h"
+#include "prism/train/model_setup.h"
+#include "prism/train/plan.h"
+#include "prism/train/run_context.h"
+#include "prism/train/step.h"
+#include "prism/train/train_config.h"
+#include "util/test_util.h"
+
+using prism::models::CausalLM;
+using prism::models::ModelConfig;
+using prism::train::MemoryPlanInput;
+
+namespace {
+
+// Counts the bytes held by CPU tensors (current and peak) around the default CPU allocator. Its
+// DataPtrs keep context == data (some ATen paths require it: Allocator::raw_allocate), so sizes
+// are looked up by address; the deleter reaches the counter through the one installed scope.
+class CountingAllocator final : public c10::Allocator {
+ public:
+  explicit CountingAllocator(c10::Allocator* base) : base_(base), free_(base->raw_deleter()) {}
+  c10::DataPtr allocate(size_t n) override {
+    auto inner = base_->allocate(n);
+    void* data = inner.get();
+    if (data == nullptr) return inner;
+    PRISM_CHECK(inner.get_context() == data && inner.get_deleter() == free_, "unexpected CPU allocator");
+    inner.release_context();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      sizes_[data] = static_cast<int64_t>(n);
+      current_ += static_cast<int64_t>(n);
+      peak_ = std::max(peak_, current_);
+    }
+    return {data, data, &release, c10::Device(c10::kCPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
+  int64_t current() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return current_;
+  }
+  int64_t peak() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return peak_;
+  }
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mu_);
+    peak_ = current_;
+  }
+  static CountingAllocator*& active() {
+    static CountingAllocator* a = nullptr;
+    return a;
+  }
+
+ private:
+  static void release(void* p) {
+    auto* self = active();
+    c10::DeleterFnPtr f = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(self->mu_);
+      auto it = self->sizes_.find(p);
+      if (it != self->sizes_.end()) {
+        self->current_ -= it->second;
+        self->sizes_.erase(it);
+      }
+      f = self->free_;
+    }
+    f(p);
+  }
+  c10::Allocator* base_;
+  c10::DeleterFnPtr free_;
+  std::mutex mu_;
+  std::unordered_map<void*, int64_t> sizes_;
+  int64_t current_ = 0, peak_ = 0;
+};
+
+// Installs the CountingAllocator as the CPU allocator for the scope (tests run one at a time). It
+// lives as long as the process: tensors it allocated may outlive the scope (cached tables).
+struct CountingScope {
+  c10::Allocator* previous = c10::GetCPUAllocator();
+  CountingAllocator& counter;
+  CountingScope() : counter(instance(previous)) { c10::SetCPUAllocator(&counter, /*priority=*/100); }
+  ~CountingScope() { c10::SetCPUAllocator(previous, /*priority=*/100); }
+  static CountingAllocator& instance(c10::Allocator* base) {
+    static auto* a = new CountingAllocator(base);
+    CountingAllocator::active() = a;
+    return *a;
+  }
+};
+
+ModelConfig config_from_json(const std::string& json) {
+  auto dir = prism::test::make_temp_dir("plan-cfg");
+  prism::fs::write_file_atomic(dir + "/config.json", json);
+  auto cfg = CausalLM::read_config(dir);
+  prism::fs::remove_all(dir);
+  return cfg;
+}
+
+// llama-tiny's config.json (configs/tiny/llama-tiny) scaled up so that weights, optimizer state and
+// activations are all megabytes.
+std::string llama_json(int64_t hidden, int64_t inter, int64_t layers, int64_t heads, int64_t kv, int64_t vocab) {
+  return prism::str(R"({"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_act":"silu","hidden_size":)",
+                    hidden, R"(,"intermediate_size":)", inter, R"(,"num_hidden_layers":)", layers,
+                    R"(,"num_attention_heads":)", heads, R"(,"num_key_value_heads":)", kv, R"(,"vocab_size":)", vocab,
+                    R"(,"max_position_embeddings":4096,"rms_norm_eps":1e-5,"tie_word_embeddings":false})");
+}
+
+// A Granite-4 hybrid (Mamba2 + attention layers, shared MLP) like the granite4_hybrid fixture, larger.
+std::string hybrid_json() {
+  return R"({"architectures":["GraniteMoeHybridForCausalLM"],"model_type":"granitemoehybrid","hidden_act":"silu",
+    "hidden_size":256,"intermediate_size":512,"shared_intermediate_size":512,"num_local_experts":0,
+    "layer_types":["mamba","attention","mamba","mamba"],"num_hidden_layers":4,"num_attention_heads":8,
+    "num_key_value_heads":2,"vocab_size":2048,"max_position_embeddings":4096,"position_embedding_type":"nope",
+    "mamba_n_heads":16,"mamba_d_head":32,"mamba_d_state":64,"mamba_n_groups":1,"mamba_chunk_size":64,
+    "mamba_d_conv":4,"mamba_expand":2,"mamba_conv_bias":true,"mamba_proj_bias":false,"rms_norm_eps":1e-5,
+    "embedding_multiplier":12.0,"residual_multiplier":0.22,"logits_scaling":8.0,"attention_multiplier":0.0625,
+    "tie_word_embeddings":true})";
+}
+
+struct Measured {
+  double peak = 0;  // bytes above what was live before the model was built
+};
+
+// One rank of `prism-train mid` (trainer.cpp MidLoop): the model, DistributedAdamW over it, and
+// one optimizer step of one packed micro-batch (several documents) through the fused loss.
+Measured measure_steps(const MemoryPlanInput& in) {
+  CountingScope scope;
+  auto& counter = scope.counter;
+  prism::train::DistSection dist;
+  auto ctx = prism::train::RunContext::create("cpu", dist, 2);
+  const int64_t base = counter.current();
+  counter.reset_peak();
+  {
+    prism::models::LoadOptions lo;
+    lo.dtype = in.dtype;
+    auto model = CausalLM::from_config(in.model, lo);
+    model->init_weights(1);
+    prism::train::OptimizerConfig oc;
+    auto opt = prism::train::make_optimizer(*model, *ctx, oc);
+    prism::train::StepRunner runner(*ctx, *opt, {1.0, in.optimizer_update_check ? 1.0 : 0.0});
+    const int64_t T = in.micro_batch_rows * in.seq_len;
+    for (int step = 0; step < 1; ++step) {
+      auto ids = at::randint(in.model.vocab_size, {1, T}, at::kLong);
+      auto labels = at::randint(in.model.vocab_size, {T}, at::kLong);
+      // Four documents per row, as packed batches have.
+      std::vector<int64_t> cu{0};
+      for (int d = 1; d <= 4; ++d) cu.push_back(T * d / 4);
+      std::vector<int64_t> pos;
+      for (int d = 0; d < 4; ++d)
+        for (int64_t t = cu[d]; t < cu[d + 1]; ++t) pos.push_back(t - cu[d]);
+      prism::models::ForwardOptions fo;
+      fo.cu_seqlens = at::tensor(cu, at::kInt);
+      fo.position_ids = at::tensor(pos, at::kLong).reshape({1, -1});
+      fo.activation_checkpointing = in.activation_checkpointing;
+      fo.skip_lm_head = true;
+      runner.begin(1, static_cast<double>(T));
+      auto out = model->forward(ids, fo);
+      prism::ops::LinearCrossEntropyOptions co;
+      co.logits_scaling = model->config().logits_scaling;
+      auto ce = prism::ops::linear_cross_entropy(out.last_hidden.reshape({-1, out.last_hidden.size(-1)}),
+                                                 model->lm_head_weight(), labels, co);
+      runner.backward(ce.loss, ce.loss_sum.item<double>());
+      auto r = runner.finish(1e-3);
+      EXPECT_TRUE(r.applied) << r.skip_reason;
+    }
+  }
+  return {static_cast<double>(counter.peak() - base)};
+}
+
+MemoryPlanInput input(const ModelConfig& cfg, c10::ScalarType dtype, int64_t rows, int64_t seq, bool ckpt) {
+  MemoryPlanInput in;
+  in.model = cfg;
+  in.dtype = dtype;
+  in.micro_batch_rows = rows;
+  in.seq_len = seq;
+  in.activation_checkpointing = ckpt;
+  return in;
+}
+
+struct Case {
+  const char* name;
+  std::string json;
+  c10::ScalarType dtype;
+  int64_t rows, seq;
+  bool ckpt;
+};
+
+class PlanVsMeasured : public ::testing::TestWithParam<Case> {};
+
+// The planner's per-rank total within 10 % of the measured peak of live CPU tensor bytes.
+TEST_P(PlanVsMeasured, WithinTenPercent) {
+  const auto& c = GetParam();
+  const auto in = input(config_from_json(c.json), c.dtype, c.rows, c.seq, c.ckpt);
+  const auto plan = prism::train::plan_memory(in);
+  const auto m = measure_steps(in);
+  const double planned = plan.total();
+  std::printf("[plan] %-28s planned %10.2f MiB measured %10.2f MiB (%+.1f %%)\n", c.name, planned / 1048576.0,
+              m.peak / 1048576.0, 100.0 * (planned - m.peak) / m.peak);
+  EXPECT_NEAR(planned / m.peak, 1.0, 0.10) << prism::train::format_plan(plan, 0);
+}
+
+const std::string kLlama = llama_json(256, 768, 4, 8, 4, 4096);
+
+INSTANTIATE_TEST_SUITE_P(
+    Small, PlanVsMeasured,
+    ::testing::Values(Case{"llama_fp32", kLlama, at::kFloat, 1, 512, false},
+                      Case{"llama_fp32_ckpt", kLlama, at::kFloat, 1, 512, true},
+                      Case{"llama_fp32_2x1024", kLlama, at::kFloat, 2, 1024, false},
+                      Case{"llama_bf16", kLlama, at::kBFloat16, 1, 512, false},
+                      Case{"llama_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true},
+                      Case{"llama_mha_fp32", llama_json(384, 1024, 3, 6, 6, 8192), at::kFloat, 1, 768, false},
+                      Case{"hybrid_fp32", hybrid_json(), at::kFloat, 1, 512, false},
+                      Case{"hybrid_fp32_ckpt", hybrid_json(), at::kFloat, 1, 512, true},
+                      Case{"hybrid_bf16", hybrid_json(), at::kBFloat16, 1, 512, false}),
+    [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+
+}  // namespace
+
+namespace {
+
+const char* kLlama31_8B = R"({"model_type":"llama","architectures":["LlamaForCausalLM"],"vocab_size":128256,
+  "hidden_size":4096,"intermediate_size":14336,"num_hidden_layers":32,"num_attention_heads":32,
+  "num_key_value_heads":8,"rms_norm_eps":1e-5,"rope_theta":500000.0,"max_position_embeddings":131072,
+  "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,
+  "original_max_position_embeddings":8192},"tie_word_embeddings":false,"hidden_act":"silu"})";
+
+const char* kMistralSmall24B = R"({"model_type":"mistral","architectures":["MistralForCausalLM"],"vocab_size":131072,
+  "hidden_size":5120,"intermediate_size":32768,"num_hidden_layers":40,"num_attention_heads":32,
+  "num_key_value_heads":8,"head_dim":128,"rms_norm_eps":1e-5,"rope_theta":100000000.0,"sliding_window":null,
+  "max_position_embeddings":32768,"tie_word_embeddings":false,"hidden_act":"silu"})";
+
+double item(const prism::train::MemoryPlan& p, const std::string& name) {
+  for (const auto& i : p.items)
+    if (i.name == name) return i.bytes;
+  ADD_FAILURE() << "no plan item " << name;
+  return -1;
+}
+
+// A study config with model.path pointing at a directory holding only `config_json`.
+template <class Config>
+Config study_config(const std::string& yaml, const std::string& config_json, std::string& dir) {
+  dir = prism::test::make_temp_dir("plan-study");
+  prism::fs::write_file_atomic(dir + "/config.json", config_json);
+  return prism::config::load_config<Config>(prism::fs::join(prism::test::source_dir(), yaml), {"model.path=" + dir});
+}
+
+// configs/mid/llama-3.1-8b.yaml on 128 H100s (its comment: 16 nodes x 8), bf16, ZeRO-1, against
+// the arithmetic written out: P = 8,030,261,248 parameters.
+TEST(PlanStudy, Llama31_8B_MidMatchesHandArithmetic) {
+  std::string dir;
+  auto cfg = study_config<prism::train::MidTrainConfig>("configs/mid/llama-3.1-8b.yaml", kLlama31_8B, dir);
+  auto in = prism::train::plan_input(cfg, CausalLM::read_config(dir), 128, "cuda");
+  prism::fs::remove_all(dir);
+  EXPECT_TRUE(in.cuda);
+  EXPECT_EQ(in.seq_len, 8192);
+  EXPECT_EQ(in.micro_batch_rows, 1);
+  EXPECT_TRUE(in.activation_checkpointing);
+  auto p = prism::train::plan_memory(in);
+  EXPECT_DOUBLE_EQ(item(p, "parameters"), 16060522496.0);                 // P x 2 B (bf16)
+  EXPECT_DOUBLE_EQ(item(p, "master weights"), 250945664.0);               // P x 4 B / 128
+  EXPECT_DOUBLE_EQ(item(p, "gradients"), 32121044992.0 + 250945664.0);    // P x 4 B buckets + owned piece
+  EXPECT_DOUBLE_EQ(item(p, "optimizer state"), 501891328.0);              // 2 x P x 4 B / 128
+  EXPECT_DOUBLE_EQ(item(p, "communication buffers"), 0.0);                // reduced in place
+  // Checkpointed: 32 layer inputs of 8192 x 4096 bf16 = 2,147,483,648, plus RoPE cos/sin
+  // (2 x 128 x 2 B) and the final norm (input, output: 2 x 4096 x 2 B; rstd 4 B) per token:
+  // 8192 x 16900 = 138,444,800.
+  EXPECT_DOUBLE_EQ(p.activations_checkpointed, 2147483648.0 + 138444800.0);
+  EXPECT_DOUBLE_EQ(item(p, "activations"), p.activations_checkpointed);
+  EXPECT_GT(p.activations_full, 10 * p.activations_checkpointed);
+  // ~54 GB: fits an 80 GB H100 as the study ran it (the gradient buckets are the biggest item).
+  EXPECT_LT(p.total(), 80e9);
+  EXPECT_GT(p.total(), 50e9);
+  EXPECT_EQ(p.biggest().name, "gradients");
+
+  // 8-way sharding x 16 replicas (the study's HSDP): everything per parameter / 8.
+  in.shard_size = 8;
+  auto s = prism::train::plan_memory(in);
+  EXPECT_DOUBLE_EQ(item(s, "parameters"), 16060522496.0 / 8);
+  EXPECT_DOUBLE_EQ(item(s, "gradients"), 32121044992.0 / 8);
+  EXPECT_DOUBLE_EQ(item(s, "master weights"), 32121044992.0 / 8);
+  EXPECT_DOUBLE_EQ(item(s, "optimizer state"), 2 * 32121044992.0 / 8);
+  // All-gather x 2 (bf16) + reduce-scatter x 2 (bf16 in, fp32 out) of the largest unit, the
+  // embedding: 128256 x 4096 = 525,336,576 parameters.
+  EXPECT_DOUBLE_EQ(item(s, "communication buffers"), 525336576.0 * (2 * 2 + 2 * 6));
+  EXPECT_LT(s.total(), p.total());
+}
+
+// The study's 24B model does not fit an 80 GB card with replicated parameters (issue 19's
+// motivation); the suggested layout shards them and fits.
+TEST(PlanStudy, MistralSmall24BNeedsParameterSharding) {
+  std::string dir;
+  auto cfg = study_config<prism::train::MidTrainConfig>("configs/mid/mistral-small-24b.yaml", kMistralSmall24B, dir);
+  auto in = prism::train::plan_input(cfg, CausalLM::read_config(dir), 128, "cuda");
+  prism::fs::remove_all(dir);
+  auto p = prism::train::plan_memory(in);
+  EXPECT_GT(p.total(), 80e9);
+  EXPECT_DOUBLE_EQ(item(p, "parameters"), 23572403200.0 * 2);
+  auto fix = prism::train::suggest_layout(in, 80e9);
+  ASSERT_TRUE(fix.has_value());
+  EXPECT_GT(fix->shard_size, 1);
+  EXPECT_LE(prism::train::plan_memory(*fix).total(), 80e9);
+  // The smallest: half the shard size does not fit with any checkpointing / micro-batch.
+  auto smaller = *fix;
+  smaller.shard_size /= 2;
+  smaller.activation_checkpointing = true;
+  smaller.micro_batch_rows = 1;
+  EXPECT_GT(prism::train::plan_memory(smaller).total(), 80e9);
+  EXPECT_NE(prism::train::layout_change(in, *fix).find("--set dist.shard_size="), std::string::npos);
+}
+
+// Per-rank bytes fall with the shard size for every study config (mid and rl) and every total
+// stays within sane bounds (more than the bf16 weights / shard, less than 20 bytes per parameter
+// plus the decode cache and activations).
+TEST(PlanStudy, EveryStudyConfigPlansAndShardingShrinksIt) {
+  const std::vector<std::pair<std::string, const char*>> models = {{"llama-3.1-8b", kLlama31_8B},
+                                                                   {"mistral-small-24b", kMistralSmall24B}};
+  for (const auto& [name, json] : models) {
+    for (const std::string job : {"mid", "rl"}) {
+      std::string dir;
+      prism::train::MemoryPlanInput in;
+      const std::string yaml = "configs/" + job + "/" + name + ".yaml";
+      if (job == "mid") {
+        auto cfg = study_config<prism::train::MidTrainConfig>(yaml, json, dir);
+        in = prism::train::plan_input(cfg, CausalLM::read_config(dir), 8, "cuda");
+      } else {
+        auto cfg = study_config<prism::rl::RlConfig>(yaml, json, dir);
+        in = prism::rl::plan_input(cfg, CausalLM::read_config(dir), 8, "cuda");
+        EXPECT_TRUE(in.reference_model) << yaml;  // kl.beta 0.05
+        EXPECT_EQ(in.decode_rows, cfg.rollout.slots + 1);
+        EXPECT_EQ(in.seq_len, cfg.train.micro_batch_tokens);
+      }
+      prism::fs::remove_all(dir);
+      // Shard size 1 is ZeRO-1 over all 8 ranks; from 2 on the optimizer state is split over the
+      // shard group only (HSDP), so the totals fall from 2 to 8, and 8 is below ZeRO-1.
+      const double zero1 = prism::train::plan_memory(in).total();
+      double last = 1e300;
+      for (int64_t s : {2, 4, 8}) {
+        in.shard_size = s;
+        const auto p = prism::train::plan_memory(in);
+        const double P = CausalLM::parameter_count(in.model);
+        EXPECT_LT(p.total(), last) << yaml << " shard " << s;
+        EXPECT_GT(p.total(), 18 * P / s) << yaml;
+        last = p.total();
+      }
+      EXPECT_LT(last, zero1) << yaml;
+    }
+  }
+}
+
+TEST(Plan, BadLayoutAndSizesAreRefusedNamingTheKey) {
+  auto in = input(config_from_json(kLlama), at::kFloat, 1, 128, false);
+  in.world_size = 6;
+  in.shard_size = 4;
+  try {
+    prism::train::plan_memory(in);
+    FAIL();
+  } catch (const prism::Error& e) {
+    EXPECT_EQ(std::string(e.what()), "dist.shard_size: the shard size must divide the world size (6 ranks) (expected a "
+                                     "divisor of 6, found 4)");
+  }
+  EXPECT_DOUBLE_EQ(prism::train::parse_byte_size("80GB", "k"), 80e9);
+  EXPECT_DOUBLE_EQ(prism::train::parse_byte_size("24GiB", "k"), 24.0 * 1024 * 1024 * 1024);
+  EXPECT_DOUBLE_EQ(prism::train::parse_byte_size("1000", "k"), 1000.0);
+  EXPECT_THROW(prism::train::parse_byte_size("80 gigs", "--device-memory"), prism::Error);
+}
+
+}  // namespace
