@@ -192,6 +192,9 @@ std::string JsonRecord::render(const std::string& tmpl) const {
     } else if (c == '}' && i + 1 < tmpl.size() && tmpl[i + 1] == '}') {
       out += '}';
       ++i;
+    } else if (c == '{' && i + 1 < tmpl.size() && tmpl[i + 1] == '}') {
+      out += "{}";  // no field has an empty name: this is LaTeX's "\boxed{}" of every study template
+      ++i;
     } else if (c == '{') {
       const size_t e = tmpl.find('}', i);
       if (e == std::string::npos)

@@ -84,6 +84,7 @@ TEST_F(Jsonl, RecordsWithBadLinesReportedByLine) {
     EXPECT_EQ(rec.text("a"), "2");
     EXPECT_EQ(rec.text("ok"), "true");
     EXPECT_EQ(rec.render("{q}\\n{a} {{x}}"), "1+1?\n2 {x}");
+    EXPECT_EQ(rec.render("{q} in \\boxed{}."), "1+1? in \\boxed{}.");  // the study templates' LaTeX
     ASSERT_TRUE(r.next(rec));
     EXPECT_EQ(rec.line(), 7);
     EXPECT_FALSE(rec.has("a"));  // null is absent

@@ -7,7 +7,8 @@
 // - micro-batching: the same rollouts packed 1 row per sample or all in one row give the same
 //   update (fp32, 1e-6);
 // - 2 ranks == 1 rank (the same global prompts, each rank rolling out half);
-// - kill -9 after a checkpoint, --resume auto: rewards, losses and weights identical bit for bit.
+// - kill -9 after a checkpoint, --resume auto: rewards, losses and weights identical bit for bit;
+// - in-loop evaluation: the logged pass@k equals `prism-train eval` of the checkpoint of that step.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -197,6 +198,41 @@ TEST_F(GrpoE2E, DynamicSamplingRefillsAndThePolyakReferenceIsCheckpointed) {
   // Polyak with alpha 0.5: every element of ref lies between the start and the policy's path; at
   // least its distance to the start is below the policy's.
   EXPECT_LT((r - s).norm().item<double>(), (p - s).norm().item<double>());
+}
+
+// The in-loop suite evaluation (eval.every / eval.suite / eval.limit): rows at every `every` steps
+// and the last, each equal to a standalone `prism-train eval` of the checkpoint written at that
+// step (the same samples, the same scores).
+TEST_F(GrpoE2E, InLoopEvalEqualsEvalOfTheCheckpoint) {
+  const auto src = prism::test::source_dir();
+  const auto suite = fs::join(g_root, "suite.yaml");
+  fs::write_file_atomic(suite, "benchmarks:\n  - {name: sevens, path: " + fs::join(src, "configs/rl/data/toy-sevens.jsonl") +
+                                   ", n: 4, temperature: 1.0, max_new_tokens: 6, ks: [1, 4]}\n"
+                                   "rewards:\n  math: {last_number_fallback: true, workers: 1}\n"
+                                   "  domains:\n    - {domain: math, verifier: math}\nslots: 16\n");
+  expect_ok(run({"inloop", {"train.steps=5", "checkpoint.every=2", "checkpoint.keep_last=0", "eval.every=2",
+                            "eval.suite=" + suite, "eval.limit=6"}}));
+  const auto pass1 = metric("inloop", "eval/sevens/pass@1"), macro = metric("inloop", "eval/macro_avg");
+  std::vector<int64_t> steps;
+  for (const auto& [st, v] : pass1) steps.push_back(st);
+  EXPECT_EQ(steps, (std::vector<int64_t>{2, 4, 5}));
+  EXPECT_GT(pass1.at(2) + pass1.at(4) + pass1.at(5), 0.0) << "all scores 0: the equalities below would be weak";
+  for (int64_t st : {2, 4, 5}) {
+    char ck[40];
+    std::snprintf(ck, sizeof ck, "checkpoints/step-%08lld/model", static_cast<long long>(st));
+    const auto ev = fs::join(g_root, "inloop_eval_" + std::to_string(st));
+    const auto log = ev + ".log";
+    auto pid = spawn({fs::join(prism::test::bin_dir(), "prism-train"), "eval", fs::join(out_dir("inloop"), ck), "--suite",
+                      suite, "--set", "benchmarks[0].limit=6", "--threads", "1", "-o", ev},
+                     {"OMP_NUM_THREADS=1"}, log);
+    expect_ok(wait_all({pid}, {log}, 300));
+    const auto in_loop = fs::join(out_dir("inloop"), "eval/step-" + std::to_string(st));
+    EXPECT_EQ(fs::read_file(fs::join(in_loop, "samples.jsonl")), fs::read_file(fs::join(ev, "samples.jsonl"))) << st;
+    auto rep = nlohmann::json::parse(fs::read_file(fs::join(ev, "report.json")));
+    EXPECT_EQ(rep["benchmarks"][0]["problems"].get<int64_t>(), 6);
+    EXPECT_EQ(pass1.at(st), rep["benchmarks"][0]["pass_at"]["1"].get<double>()) << st;
+    EXPECT_EQ(macro.at(st), rep["macro_avg"].get<double>()) << st;
+  }
 }
 
 }  // namespace

@@ -62,7 +62,8 @@ class JsonRecord {
   /// The value at `key` as text: strings as they are, numbers and booleans as JSON; throws when
   /// missing or null.
   std::string text(const std::string& key) const;
-  /// Fills a template: `{field}` becomes text(field), `{{` / `}}` are braces, `\n` / `\t` (two
+  /// Fills a template: `{field}` becomes text(field), `{{` / `}}` are braces, `{}` stays `{}`
+  /// (the `\boxed{}` of answer-format instructions), `\n` / `\t` (two
   /// characters, as shells pass them) are a newline / tab. Throws naming the missing field.
   std::string render(const std::string& tmpl) const;
   /// The record as compact JSON.
