@@ -14,7 +14,8 @@
 // Why recompute rather than keep the gradient from forward as linear_cross_entropy does: the
 // upstream gradient is per row and known only in backward (a policy-gradient loss multiplies each
 // token's log-prob by an advantage and a ratio that depends on it), and [N, V] softmax
-// probabilities are exactly what this op exists not to keep.
+// probabilities are exactly what this op exists not to keep. Where memory is not the constraint
+// (CPU), keep_logits_bytes lets forward keep the logits and backward skip the recompute GEMM.
 #include "prism/ops/linear_logprobs.h"
 
 #include <ATen/ATen.h>
@@ -45,6 +46,8 @@ void check_linear_logprobs_args(const at::Tensor& hidden, const at::Tensor& weig
                                  opts.chunk_tokens);
   PRISM_CHECK(opts.temperature > 0.0 && std::isfinite(opts.temperature),
               "linear_logprobs: temperature must be finite and > 0, got ", opts.temperature);
+  PRISM_CHECK(opts.keep_logits_bytes >= 0, "linear_logprobs: keep_logits_bytes must be >= 0 (0 = never), got ",
+              opts.keep_logits_bytes);
 }
 
 bool linear_logprobs_uses_kernel(const at::Tensor& hidden, const at::Tensor& weight, Impl impl) {
@@ -105,10 +108,11 @@ void bwd_step_aten(const at::Tensor& logits, const at::Tensor& labels, const at:
 
 struct Stats {
   at::Tensor logprob, entropy, lse;  // [N], fp32 (fp64 for fp64 inputs)
+  at::Tensor logits;                 // [N, V] in the inputs' dtype when kept for backward, else undefined
 };
 
 Stats chunked_forward(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,
-                      const LinearLogprobsOptions& o, bool use_kernel) {
+                      const LinearLogprobsOptions& o, bool use_kernel, bool keep_logits = false) {
   const auto h = hidden.contiguous();  // [N, D]
   const auto w = weight.contiguous();  // [V, D]
   const int64_t N = h.size(0), V = w.size(0);
@@ -116,11 +120,14 @@ Stats chunked_forward(const at::Tensor& hidden, const at::Tensor& weight, const 
   const auto stat_opts = h.options().dtype(compute_dtype(h));
   Stats st{at::empty({N}, stat_opts), at::empty({N}, stat_opts), at::empty({N}, stat_opts)};
   const int64_t chunk = detail::linear_head_chunk_rows(o.chunk_tokens, N, V, static_cast<int64_t>(h.element_size()));
-  auto buf = at::empty({std::min(chunk, N), V}, h.options());  // the only [*, V] tensor
+  // The only [*, V] tensor: one chunk, or all N rows when they are kept for backward (the chunk
+  // steps leave the logits as they are).
+  if (keep_logits) st.logits = at::empty({N, V}, h.options());
+  auto buf = keep_logits ? st.logits : at::empty({std::min(chunk, N), V}, h.options());
   const auto wt = w.t();
   for (int64_t s = 0; s < N; s += chunk) {
     const int64_t n = std::min(chunk, N - s);
-    auto lg = buf.narrow(0, 0, n);
+    auto lg = keep_logits ? buf.narrow(0, s, n) : buf.narrow(0, 0, n);
     at::mm_out(lg, h.narrow(0, s, n), wt);
     const auto lc = labels.narrow(0, s, n);
     const auto lp = st.logprob.narrow(0, s, n), ent = st.entropy.narrow(0, s, n), lse = st.lse.narrow(0, s, n);
@@ -140,7 +147,8 @@ struct Grads {
 
 Grads chunked_backward(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,
                        const at::Tensor& lse, const at::Tensor& entropy, const at::Tensor& g_lp, const at::Tensor& g_h,
-                       const LinearLogprobsOptions& o, bool use_kernel, bool need_dh, bool need_dw) {
+                       const LinearLogprobsOptions& o, bool use_kernel, bool need_dh, bool need_dw,
+                       const at::Tensor& kept_logits) {
   const auto h = hidden.contiguous();
   const auto w = weight.contiguous();
   const int64_t N = h.size(0), D = h.size(1), V = w.size(0);
@@ -161,7 +169,12 @@ Grads chunked_backward(const at::Tensor& hidden, const at::Tensor& weight, const
     const int64_t n = std::min(chunk, N - s);
     const auto hc = h.narrow(0, s, n);
     auto lg = buf.narrow(0, 0, n);
-    at::mm_out(lg, hc, wt);
+    // The chunk step turns lg into d(logits) in place: kept logits are copied, not overwritten, so
+    // a second backward (retain_graph) reads them intact.
+    if (kept_logits.defined())
+      lg.copy_(kept_logits.narrow(0, s, n));
+    else
+      at::mm_out(lg, hc, wt);
     const auto lc = labels.narrow(0, s, n);
     const auto lse_c = lse.narrow(0, s, n), ent_c = entropy.narrow(0, s, n);
     const auto gl = g_lp.defined() ? g_lp.narrow(0, s, n) : at::Tensor();
@@ -195,14 +208,14 @@ struct LinearLogprobsFn : torch::autograd::Function<LinearLogprobsFn> {
   // Returns {logprobs, entropy}, both differentiable w.r.t. hidden and weight.
   static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
                                const at::Tensor& labels, int64_t ignore_index, double logits_scaling,
-                               double temperature, int64_t chunk_tokens, bool use_kernel) {
+                               double temperature, int64_t chunk_tokens, bool use_kernel, bool keep_logits) {
     // An output nobody differentiates arrives as an undefined gradient, not a zero tensor: the
     // entropy term (and its [chunk, V] work) is skipped unless a loss uses the entropy.
     ctx->set_materialize_grads(false);
     const auto o = options(ignore_index, logits_scaling, temperature, chunk_tokens);
-    auto st = chunked_forward(hidden, weight, labels, o, use_kernel);
+    auto st = chunked_forward(hidden, weight, labels, o, use_kernel, keep_logits);
     // The saved entropy is a copy (N floats), so the caller may modify the returned one in place.
-    ctx->save_for_backward({hidden, weight, labels, st.lse, st.entropy.clone()});
+    ctx->save_for_backward({hidden, weight, labels, st.lse, st.entropy.clone(), st.logits});
     ctx->saved_data["ignore_index"] = ignore_index;
     ctx->saved_data["logits_scaling"] = logits_scaling;
     ctx->saved_data["temperature"] = temperature;
@@ -216,7 +229,7 @@ struct LinearLogprobsFn : torch::autograd::Function<LinearLogprobsFn> {
     // silently wrong, so a second derivative is refused rather than returned.
     PRISM_CHECK(!at::GradMode::is_enabled(),
                 "linear_logprobs: double backward (create_graph=true) is not supported; its backward is first order");
-    variable_list grads(8);  // one per forward argument; only hidden and weight are differentiable
+    variable_list grads(9);  // one per forward argument; only hidden and weight are differentiable
     const auto saved = ctx->get_saved_variables();
     const auto& hidden = saved[0];
     const auto cdt = compute_dtype(hidden);
@@ -227,7 +240,7 @@ struct LinearLogprobsFn : torch::autograd::Function<LinearLogprobsFn> {
     const auto o = options(ctx->saved_data["ignore_index"].toInt(), ctx->saved_data["logits_scaling"].toDouble(),
                            ctx->saved_data["temperature"].toDouble(), ctx->saved_data["chunk_tokens"].toInt());
     auto g = chunked_backward(hidden, saved[1], saved[2], saved[3], saved[4], g_lp, g_h, o,
-                              ctx->saved_data["use_kernel"].toBool(), need_dh, need_dw);
+                              ctx->saved_data["use_kernel"].toBool(), need_dh, need_dw, saved[5]);
     grads[0] = g.dh;
     grads[1] = g.dw;
     return grads;
@@ -245,8 +258,10 @@ LinearLogprobsResult linear_logprobs(const at::Tensor& hidden, const at::Tensor&
   const bool grad = at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad());
   LinearLogprobsResult r;
   if (grad) {
+    const int64_t logits_bytes = hidden.size(0) * weight.size(0) * static_cast<int64_t>(hidden.element_size());
+    const bool keep = opts.keep_logits_bytes > 0 && logits_bytes <= opts.keep_logits_bytes;
     auto out = LinearLogprobsFn::apply(hidden, weight, l, opts.ignore_index, opts.logits_scaling, opts.temperature,
-                                       opts.chunk_tokens, use_kernel);
+                                       opts.chunk_tokens, use_kernel, keep);
     r.logprobs = out[0];
     r.entropy = out[1];
   } else {

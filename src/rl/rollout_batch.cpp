@@ -80,6 +80,9 @@ TokenLogprobs token_logprobs(const models::CausalLM& model, const MicroBatch& mb
   auto out = model.forward(mb.input_ids.to(device), fo);
   ops::LinearLogprobsOptions lo;
   lo.logits_scaling = model.config().logits_scaling;
+  // On a CPU the head's GEMMs are the cost and memory is plentiful: keep up to 2 GiB of logits
+  // (32 rollouts of 128 tokens x a 49K vocab is 0.8 GB) so backward does not recompute them.
+  if (device.is_cpu()) lo.keep_logits_bytes = int64_t{2} << 30;
   auto hidden = out.last_hidden.reshape({-1, out.last_hidden.size(-1)});
   // Only the rows that predict a completion token go through the [rows, vocab] head: prompt rows
   // would cost the same three GEMMs each and contribute exact zeros.

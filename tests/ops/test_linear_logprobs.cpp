@@ -209,6 +209,39 @@ TEST(LinearLogprobs, ChunkedEqualsReferenceInFp32) {
   }
 }
 
+// keep_logits_bytes: forward keeps the [N, V] logits and backward reads them (3 GEMMs per chunk,
+// not 4). Same values and gradients against the float64 oracle; a budget one byte short falls back
+// to recomputing; a retained graph gives the same gradient twice (the kept logits are not
+// overwritten by the first backward).
+TEST(LinearLogprobs, KeptLogitsMatchOracleAndSurviveRepeatedBackward) {
+  at::manual_seed(11);
+  const int64_t N = 37, D = 24, V = 301;
+  auto h = at::randn({N, D}), w = at::randn({V, D}) * 0.3;
+  auto labels = random_labels(N, V);
+  auto g_lp = at::randn({N}), g_h = at::randn({N});
+  const int64_t bytes = N * V * 4;
+  for (int64_t budget : {bytes, bytes - 1}) {
+    for (int64_t chunk : {int64_t{0}, int64_t{8}}) {
+      SCOPED_TRACE(::testing::Message() << "budget " << budget << " chunk " << chunk);
+      auto o = opts(1.5, 0.8, chunk);
+      o.keep_logits_bytes = budget;
+      auto want = oracle(h, w, labels, o, g_lp, g_h, Use::kBoth);
+      auto got = run(h, w, labels, o, g_lp, g_h, Use::kBoth, Impl::kAuto);
+      EXPECT_TRUE(close_rel(got.logprobs, want.logprobs, 2e-6, 1e-7, "logprobs"));
+      EXPECT_TRUE(close_rel(got.entropy, want.entropy, 2e-6, 1e-7, "entropy"));
+      EXPECT_TRUE(close_rel(got.dh, want.dh, 2e-5, 1e-7, "d hidden"));
+      EXPECT_TRUE(close_rel(got.dw, want.dw, 2e-5, 1e-7, "d weight"));
+      auto hg = h.clone().requires_grad_(true);
+      auto r = linear_logprobs(hg, w, labels, o);
+      auto obj = (r.logprobs * g_lp).sum() + (r.entropy * g_h).sum();
+      obj.backward({}, /*retain_graph=*/true);
+      auto first = hg.grad().clone();
+      obj.backward();
+      EXPECT_TRUE(close_rel(hg.grad(), first * 2.0, 1e-6, 0, "two backwards"));
+    }
+  }
+}
+
 // bf16 / fp32: the chunked path's error against float64 (on the same rounded inputs) is at most
 // twice the reference's error in the same dtype.
 TEST(LinearLogprobs, LowPrecisionWithinTwiceReferenceError) {

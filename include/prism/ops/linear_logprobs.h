@@ -9,7 +9,8 @@
 // by its advantage and importance ratio). It recomputes each chunk's logits from hidden and weight
 // and turns them in place into d(logits) = c (g_lp (onehot - p) - g_H p (log p + H)), c = 1 /
 // (logits_scaling * temperature), followed by the two gradient GEMMs. One GEMM more than
-// linear_cross_entropy (4 per chunk), nothing [N, V]-sized kept between forward and backward.
+// linear_cross_entropy (4 per chunk), nothing [N, V]-sized kept between forward and backward —
+// unless keep_logits_bytes allows keeping the logits (3 GEMMs per chunk, for [N, V] of memory).
 //
 // Memory (N tokens, vocab V, hidden D): forward one [chunk, V] buffer in the inputs' dtype (plus an
 // fp32 copy on the ATen path) and three fp32 [N] vectors (log-probs, entropies, logsumexps: the
@@ -34,6 +35,11 @@ struct LinearLogprobsOptions {
   /// Tokens per chunk; 0 = automatic (about 256 MiB of logits per chunk, as linear_cross_entropy).
   /// Results do not depend on it beyond floating-point summation order.
   int64_t chunk_tokens = 0;
+  /// When a gradient is needed and the whole [N, V] logits take at most this many bytes, forward
+  /// keeps them and backward reads them instead of recomputing each chunk: 3 GEMMs per chunk instead
+  /// of 4 for N * V * element-size bytes held between forward and backward. 0 = never (the default:
+  /// on a GPU the memory is what this op exists to save; on a CPU the GEMM is the cost).
+  int64_t keep_logits_bytes = 0;
 };
 
 struct LinearLogprobsResult {
