@@ -466,13 +466,13 @@ TEST_F(MidE2E, SecondRunOnTheSameOutputDirIsRefused) {
 // (here model.device_memory) is refused before the model is loaded, in one line naming the
 // biggest item and a layout that fits.
 TEST_F(MidE2E, MemoryPlanIsLoggedAndARunThatCannotFitIsRefused) {
-  auto ok = start({"plan-ok", {"train.steps=1", "model.device_memory=8GB"}});
+  auto ok = start({"plan-ok", {"train.steps=2", "model.device_memory=8GB"}});
   ASSERT_EQ(wait_for(ok), 0) << read_log(ok);
   const auto log_ok = read_log(ok);
   EXPECT_NE(log_ok.find("memory plan per rank: llama"), std::string::npos) << log_ok;
   EXPECT_NE(log_ok.find("fits in 7.45 GiB"), std::string::npos) << log_ok;
   // tiny-llama fp32, 2 x 128 tokens: ~0.3 MiB of weights but ~2 MiB of activations and loss head.
-  auto no = start({"plan-refused", {"train.steps=1", "model.device_memory=1MB"}});
+  auto no = start({"plan-refused", {"train.steps=2", "model.device_memory=1MB"}});
   EXPECT_EQ(wait_for(no), 1);
   const auto log_no = read_log(no);
   EXPECT_NE(log_no.find("prism-train: error: " + fs::join(g_root, "mid.yaml") +

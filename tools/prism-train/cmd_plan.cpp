@@ -38,7 +38,8 @@ struct PlanOptions {
 // A GRPO config is the one with a top-level `rollout:` section.
 bool looks_like_rl(const std::string& path) {
   static const std::regex rollout(R"((^|\n)rollout\s*:)");
-  return std::regex_search(config::read_text_file(path), rollout);
+  // A missing file is reported by load_config like for every other job.
+  return fs::exists(path) && std::regex_search(fs::read_file(path), rollout);
 }
 
 // Where the job will run: model.device, with auto meaning a GPU (plans are made on login nodes).
