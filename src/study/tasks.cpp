@@ -48,7 +48,8 @@ class Rng {
   }
   template <class T>
   void shuffle(std::vector<T>& v) {
-    for (int64_t i = static_cast<int64_t>(v.size()) - 1; i > 0; --i) std::swap(v[static_cast<size_t>(i)], v[static_cast<size_t>(uniform(0, i))]);
+    for (int64_t i = static_cast<int64_t>(v.size()) - 1; i > 0; --i)
+      std::swap(v[static_cast<size_t>(i)], v[static_cast<size_t>(uniform(0, i))]);
   }
 
  private:
@@ -82,11 +83,11 @@ struct Person {
   const char* name;
   const char* pron;
 };
-const std::vector<Person> kPeople = {{"Mia", "she"}, {"Tom", "he"},  {"Ana", "she"}, {"Leo", "he"},  {"Ivy", "she"},
-                                     {"Sam", "he"},  {"Zoe", "she"}, {"Max", "he"},  {"Eva", "she"}, {"Ben", "he"},
+const std::vector<Person> kPeople = {{"Mia", "she"},  {"Tom", "he"},  {"Ana", "she"},  {"Leo", "he"},  {"Ivy", "she"},
+                                     {"Sam", "he"},   {"Zoe", "she"}, {"Max", "he"},   {"Eva", "she"}, {"Ben", "he"},
                                      {"Lily", "she"}, {"Omar", "he"}, {"Nina", "she"}, {"Ravi", "he"}};
-const std::vector<std::string> kItems = {"apples", "pens",  "coins", "stamps", "shells", "marbles", "cards",
-                                         "books",  "eggs",  "beads", "cups",   "stones", "kites",   "hats"};
+const std::vector<std::string> kItems = {"apples", "pens", "coins", "stamps", "shells", "marbles", "cards",
+                                         "books",  "eggs", "beads", "cups",   "stones", "kites",   "hats"};
 
 Problem make_math(Rng& rng, const MathTaskConfig& c) {
   const Person& who = rng.pick(kPeople);
@@ -232,16 +233,16 @@ struct Creature {
 
 std::vector<Creature> make_creatures(uint64_t seed, int64_t count) {
   Rng rng(seed, "science/creatures");
-  static const std::vector<std::string> onsets = {"b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t",
-                                                  "v", "z", "br", "gl", "kr", "pl", "sn", "tr", "sk", "dr"};
+  static const std::vector<std::string> onsets = {"b", "d", "f", "g",  "k",  "l",  "m",  "n",  "p",  "r",  "s",
+                                                  "t", "v", "z", "br", "gl", "kr", "pl", "sn", "tr", "sk", "dr"};
   static const std::vector<std::string> vowels = {"a", "e", "i", "o", "u", "oo", "ai"};
   static const std::vector<std::string> codas = {"", "n", "l", "r", "x", "k", "sh", "m"};
   std::set<std::string> used;
   std::vector<Creature> out;
   // Names are words that occur nowhere else in the text, so a fact can only come from its sentences.
   while (static_cast<int64_t>(out.size()) < count) {
-    std::string name = rng.pick(onsets) + rng.pick(vowels) + rng.pick(codas) + rng.pick(onsets) + rng.pick(vowels) +
-                       rng.pick(codas);
+    std::string name =
+        rng.pick(onsets) + rng.pick(vowels) + rng.pick(codas) + rng.pick(onsets) + rng.pick(vowels) + rng.pick(codas);
     if (name.size() < 5 || !used.insert(name).second) continue;
     Creature c;
     c.name = name;
@@ -313,8 +314,8 @@ Problem make_science(Rng& rng, const Creature& c, size_t a, int64_t choices) {
 // ---------------------------------------------------------------------------------------------
 // general text: fact paragraphs plus short everyday stories (the "web text" of this world).
 
-const std::vector<std::string> kPlaces = {"market", "library", "harbour", "garden", "station", "bakery", "school",
-                                          "museum", "farm",    "bridge"};
+const std::vector<std::string> kPlaces = {"market", "library", "harbour", "garden", "station",
+                                          "bakery", "school",  "museum",  "farm",   "bridge"};
 const std::vector<std::string> kWeather = {"it started to rain", "the sun came out", "a cold wind blew",
                                            "the sky turned grey", "snow began to fall"};
 
@@ -368,8 +369,8 @@ std::vector<Problem> draw_outside(const std::function<Problem()>& make, int64_t 
   while (static_cast<int64_t>(out.size()) < count) {
     Problem p = make();
     if (excluded.count(p.key)) {
-      PRISM_CHECK(++misses < 20000, "tasks: ", what, ": no problem outside the RL and test sets is left; raise ",
-                  knob, " or lower rl_prompts / test_prompts");
+      PRISM_CHECK(++misses < 20000, "tasks: ", what, ": no problem outside the RL and test sets is left; raise ", knob,
+                  " or lower rl_prompts / test_prompts");
       continue;
     }
     misses = 0;
@@ -456,8 +457,7 @@ std::string records(const std::vector<Problem>& ps, const std::string& domain, c
 
 void TaskConfig::validate() const {
   for (size_t i = 0; i < domains.size(); ++i)
-    for (size_t j = 0; j < i; ++j)
-      PRISM_CHECK(domains[i] != domains[j], "domains: '", domains[i], "' is listed twice");
+    for (size_t j = 0; j < i; ++j) PRISM_CHECK(domains[i] != domains[j], "domains: '", domains[i], "' is listed twice");
   if (std::find(domains.begin(), domains.end(), "science") != domains.end()) {
     const int64_t facts = 4 * science.creatures;
     PRISM_CHECK(test_prompts + rl_prompts < facts, "science.creatures: ", science.creatures, " creatures give ", facts,

@@ -157,14 +157,22 @@ TEST(StudyTasks, GoldSolutionsScoreCorrectAndWrongAnswersDoNot) {
 }
 
 TEST(StudyTasks, IndependentOracleAgreesAndSplitsAreDisjoint) {
-  TempDir d;
-  auto cfg = small_config();
-  cfg.math.max_steps = 3;  // every step kind and chain length the generator has
-  write_tasks(cfg, d.path);
-  const std::string cmd = "python3 " + fs::join(prism::test::source_dir(), "tests/study/oracle_tasks.py") + " " +
-                          d.path + " > " + d.path + "/oracle.txt 2>&1";
-  const int rc = std::system(cmd.c_str());
-  EXPECT_EQ(rc, 0) << fs::read_file(d.path + "/oracle.txt");
+  auto longer = small_config();
+  longer.math.max_steps = 3;  // every step kind and chain length the generator has
+  // A crowded problem space (a few hundred math chains, 64 lists per snippet kind): a split that
+  // did not exclude test and RL problems from mid-training would leak hundreds of them here.
+  auto crowded = small_config();
+  crowded.math.max_operand = 5;
+  crowded.math.min_steps = 1;
+  crowded.code.max_value = 3;
+  crowded.mid_docs = 1000;
+  for (const auto& cfg : {longer, crowded}) {
+    TempDir d;
+    write_tasks(cfg, d.path);
+    const std::string cmd = "python3 " + fs::join(prism::test::source_dir(), "tests/study/oracle_tasks.py") + " " +
+                            d.path + " > " + d.path + "/oracle.txt 2>&1";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << fs::read_file(d.path + "/oracle.txt");
+  }
 }
 
 TEST(StudyTasks, OracleCatchesAWrongAnswer) {
@@ -202,17 +210,20 @@ std::string error_of(const std::string& yaml) {
   return "no error";
 }
 
-TEST(StudyTasks, BadConfigNamesFileLineAndKey) {
+// prism::config names the file and the key path (the line only for non-finite numbers).
+TEST(StudyTasks, BadConfigNamesFileAndKey) {
   EXPECT_EQ(error_of("tasks:\n  seed: 1\n  math:\n    max_operand: 1\n"),
-            "study.yaml:4: tasks.math.max_operand: expected a number in [2, 1000], got 1");
-  const auto unknown = error_of("tasks:\n  mid_doc: 3\n");
-  EXPECT_NE(unknown.find("study.yaml:2"), std::string::npos) << unknown;
-  EXPECT_NE(unknown.find("tasks.mid_doc"), std::string::npos) << unknown;
+            "study.yaml: tasks.math.max_operand: expected an integer in [2, 1000], got 1");
+  EXPECT_EQ(error_of("tasks:\n  mid_doc: 3\n"), "study.yaml: tasks.mid_doc: unknown key (did you mean 'mid_docs'?)");
   const auto domain = error_of("tasks:\n  domains: [math, poetry]\n");
-  EXPECT_NE(domain.find("tasks.domains"), std::string::npos) << domain;
+  EXPECT_NE(domain.find("study.yaml: tasks.domains"), std::string::npos) << domain;
   EXPECT_NE(domain.find("poetry"), std::string::npos) << domain;
-  const auto facts = error_of("tasks:\n  rl_prompts: 300\n  science: {creatures: 50}\n");
-  EXPECT_NE(facts.find("tasks.science.creatures: 50 creatures give 200 facts"), std::string::npos) << facts;
+  EXPECT_EQ(error_of("tasks:\n  domains: [math, math]\n"), "study.yaml: tasks: domains: 'math' is listed twice");
+  EXPECT_EQ(error_of("tasks:\n  rl_prompts: 300\n  science: {creatures: 50}\n"),
+            "study.yaml: tasks: science.creatures: 50 creatures give 200 facts, fewer than test_prompts + rl_prompts + "
+            "1 = 365 (the mid-training documents need facts of their own)");
+  EXPECT_EQ(error_of("tasks:\n  math: {min_steps: 3, max_steps: 2}\n"),
+            "study.yaml: tasks.math: min_steps (3) must be <= max_steps (2)");
 }
 
 TEST(StudyTasks, ProblemSpaceTooSmallNamesTheKnob) {

@@ -30,7 +30,7 @@ struct MathTaskConfig {
   int64_t max_operand = 20;  ///< operands are drawn from [1, max_operand] (multipliers from [2, 3])
   int64_t min_steps = 2;     ///< operations per problem, drawn from [min_steps, max_steps]
   int64_t max_steps = 2;
-  bool multiply = true;      ///< allow "doubles / triples" steps
+  bool multiply = true;  ///< allow "doubles / triples" steps
   void visit(config::Visitor& v) {
     using namespace config;
     v.field("max_operand", max_operand, range(2, 1000), "operands are drawn from [1, max_operand]");
@@ -68,12 +68,12 @@ struct ScienceTaskConfig {
 struct TaskConfig {
   int64_t seed = 0;
   std::vector<std::string> domains{"math", "code", "science"};
-  int64_t general_stories = 400;    ///< general-text stories (besides the fact documents)
-  int64_t heldout_docs = 100;       ///< held-out general-text documents (retention loss)
-  int64_t mid_docs = 1500;          ///< mid-training documents per domain (worked solutions)
-  int64_t rl_prompts = 192;         ///< RL prompts per domain
-  int64_t test_prompts = 64;        ///< test prompts per domain
-  int64_t general_worked = 0;       ///< worked problems per domain mixed into the general text
+  int64_t general_stories = 400;  ///< general-text stories (besides the fact documents)
+  int64_t heldout_docs = 100;     ///< held-out general-text documents (retention loss)
+  int64_t mid_docs = 1500;        ///< mid-training documents per domain (worked solutions)
+  int64_t rl_prompts = 192;       ///< RL prompts per domain
+  int64_t test_prompts = 64;      ///< test prompts per domain
+  int64_t general_worked = 0;     ///< worked problems per domain mixed into the general text
   MathTaskConfig math;
   CodeTaskConfig code;
   ScienceTaskConfig science;
@@ -97,13 +97,13 @@ struct TaskConfig {
 
 /// Paths written by write_tasks (all under its out_dir).
 struct TaskFiles {
-  std::string general_train;                ///< general/train.jsonl: {"text"} per document
-  std::string general_heldout;              ///< general/heldout.jsonl
-  std::vector<std::string> domains;         ///< in TaskConfig::domains order
-  std::vector<std::string> mid_train;       ///< mid/<domain>.jsonl: {"text"} worked solutions
-  std::vector<std::string> mid_heldout;     ///< mid/<domain>.heldout.jsonl: held-out worked solutions
-  std::vector<std::string> rl_prompts;      ///< rl/<domain>.jsonl: prompt records
-  std::vector<std::string> test_prompts;    ///< test/<domain>.jsonl: prompt records
+  std::string general_train;              ///< general/train.jsonl: {"text"} per document
+  std::string general_heldout;            ///< general/heldout.jsonl
+  std::vector<std::string> domains;       ///< in TaskConfig::domains order
+  std::vector<std::string> mid_train;     ///< mid/<domain>.jsonl: {"text"} worked solutions
+  std::vector<std::string> mid_heldout;   ///< mid/<domain>.heldout.jsonl: held-out worked solutions
+  std::vector<std::string> rl_prompts;    ///< rl/<domain>.jsonl: prompt records
+  std::vector<std::string> test_prompts;  ///< test/<domain>.jsonl: prompt records
 };
 
 /// Generates every file from cfg.seed into out_dir (created; existing files replaced, each written to
