@@ -203,6 +203,7 @@ struct Case {
   c10::ScalarType dtype;
   int64_t rows, seq;
   bool ckpt;
+  double tolerance;  // the 10 %; dense models are counted tensor by tensor and held to 3 %
 };
 
 class PlanVsMeasured : public ::testing::TestWithParam<Case> {};
@@ -216,22 +217,22 @@ TEST_P(PlanVsMeasured, WithinTenPercent) {
   const double planned = plan.total();
   std::printf("[plan] %-28s planned %10.2f MiB measured %10.2f MiB (%+.1f %%)\n", c.name, planned / 1048576.0,
               m.peak / 1048576.0, 100.0 * (planned - m.peak) / m.peak);
-  EXPECT_NEAR(planned / m.peak, 1.0, 0.10) << prism::train::format_plan(plan, 0);
+  EXPECT_NEAR(planned / m.peak, 1.0, c.tolerance) << prism::train::format_plan(plan, 0);
 }
 
 const std::string kLlama = llama_json(256, 768, 4, 8, 4, 4096);
 
 INSTANTIATE_TEST_SUITE_P(
     Small, PlanVsMeasured,
-    ::testing::Values(Case{"llama_fp32", kLlama, at::kFloat, 1, 512, false},
-                      Case{"llama_fp32_ckpt", kLlama, at::kFloat, 1, 512, true},
-                      Case{"llama_fp32_2x1024", kLlama, at::kFloat, 2, 1024, false},
-                      Case{"llama_bf16", kLlama, at::kBFloat16, 1, 512, false},
-                      Case{"llama_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true},
-                      Case{"llama_mha_fp32", llama_json(384, 1024, 3, 6, 6, 8192), at::kFloat, 1, 768, false},
-                      Case{"hybrid_fp32", hybrid_json(), at::kFloat, 1, 512, false},
-                      Case{"hybrid_fp32_ckpt", hybrid_json(), at::kFloat, 1, 512, true},
-                      Case{"hybrid_bf16", hybrid_json(), at::kBFloat16, 1, 512, false}),
+    ::testing::Values(Case{"llama_fp32", kLlama, at::kFloat, 1, 512, false, 0.03},
+                      Case{"llama_fp32_ckpt", kLlama, at::kFloat, 1, 512, true, 0.03},
+                      Case{"llama_fp32_2x1024", kLlama, at::kFloat, 2, 1024, false, 0.03},
+                      Case{"llama_bf16", kLlama, at::kBFloat16, 1, 512, false, 0.03},
+                      Case{"llama_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true, 0.03},
+                      Case{"llama_mha_fp32", llama_json(384, 1024, 3, 6, 6, 8192), at::kFloat, 1, 768, false, 0.03},
+                      Case{"hybrid_fp32", hybrid_json(), at::kFloat, 1, 512, false, 0.10},
+                      Case{"hybrid_fp32_ckpt", hybrid_json(), at::kFloat, 1, 512, true, 0.10},
+                      Case{"hybrid_bf16", hybrid_json(), at::kBFloat16, 1, 512, false, 0.10}),
     [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
 }  // namespace
@@ -292,16 +293,19 @@ TEST(PlanStudy, Llama31_8B_MidMatchesHandArithmetic) {
   EXPECT_GT(p.total(), 50e9);
   EXPECT_EQ(p.biggest().name, "gradients");
 
-  // 8-way sharding x 16 replicas (the study's HSDP): everything per parameter / 8.
+  // 8-way sharding x 16 replicas (the study's HSDP), as optimizer.cpp's ParamSharding lays it out:
+  // the decoder layers (32 x 218,112,000 = 6,979,584,000 parameters) are sharded / 8 between
+  // uses; the root unit (embedding + lm head 2 x 128256 x 4096 + final norm 4096 = 1,050,677,248)
+  // stays gathered and its fp32 gradient buffer lives through backward.
   in.shard_size = 8;
   auto s = prism::train::plan_memory(in);
-  EXPECT_DOUBLE_EQ(item(s, "parameters"), 16060522496.0 / 8);
-  EXPECT_DOUBLE_EQ(item(s, "gradients"), 32121044992.0 / 8);
+  EXPECT_DOUBLE_EQ(item(s, "parameters"), 1050677248.0 * 2 + 6979584000.0 * 2 / 8);
+  EXPECT_DOUBLE_EQ(item(s, "gradients"), 32121044992.0 / 8 + 1050677248.0 * 4);
   EXPECT_DOUBLE_EQ(item(s, "master weights"), 32121044992.0 / 8);
   EXPECT_DOUBLE_EQ(item(s, "optimizer state"), 2 * 32121044992.0 / 8);
-  // All-gather x 2 (bf16) + reduce-scatter x 2 (bf16 in, fp32 out) of the largest unit, the
-  // embedding: 128256 x 4096 = 525,336,576 parameters.
-  EXPECT_DOUBLE_EQ(item(s, "communication buffers"), 525336576.0 * (2 * 2 + 2 * 6));
+  // Two gathered layers (bf16) and two reduce-scatters in flight (the layer's fp32 gradient and
+  // its fp32 piece / 8): 218,112,000 x (2 x 2 + 2 x (4 + 4 / 8)).
+  EXPECT_DOUBLE_EQ(item(s, "communication buffers"), 218112000.0 * 13);
   EXPECT_LT(s.total(), p.total());
 }
 
