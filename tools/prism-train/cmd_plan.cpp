@@ -96,9 +96,10 @@ int cmd_plan(const PlanOptions& o) {
   std::cout << "device memory: " << train::format_bytes(device_bytes) << " (" << source << ")\n";
   const auto fix = train::suggest_layout(in, device_bytes);
   if (!fix) {
-    std::cout << "no layout fits on " << in.world_size
-              << " ranks (shard sizes up to the world size, activation checkpointing, smaller micro-batches); "
-                 "plan with more ranks: --world-size N\n";
+    std::cout << "no layout fits on " << in.world_size << " ranks ("
+              << (rl ? "ZeRO-1 (GRPO refuses parameter sharding for now), activation checkpointing, fewer decode slots"
+                     : "shard sizes up to the world size, activation checkpointing, smaller micro-batches")
+              << " were tried); plan with more ranks: --world-size N\n";
   } else {
     std::cout << "smallest layout that fits: " << train::layout_change(in, *fix) << "\n";
     if (train::layout_change(in, *fix) != "the configured layout")
