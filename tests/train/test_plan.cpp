@@ -389,3 +389,36 @@ TEST(Plan, BadLayoutAndSizesAreRefusedNamingTheKey) {
 }
 
 }  // namespace
+
+namespace {
+
+// `prism-train plan` end to end: exit 4 and the study's 8 x 16 HSDP suggested for the 24B model on
+// 128 ranks of 80 GB; exit 0 and "the configured layout" once that layout is set.
+TEST(PlanCli, SuggestsTheStudyLayoutForThe24BModelAndExitsByFit) {
+  auto dir = prism::test::make_temp_dir("plan-cli");
+  prism::fs::write_file_atomic(dir + "/config.json", kMistralSmall24B);
+  const std::string base = prism::fs::join(prism::test::bin_dir(), "prism-train") + " plan --config " +
+                           prism::fs::join(prism::test::source_dir(), "configs/mid/mistral-small-24b.yaml") +
+                           " --set model.path=" + dir + " --world-size 128";
+  auto run = [](const std::string& cmd, std::string& out) {
+    FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+    char buf[4096];
+    out.clear();
+    while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
+    const int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  };
+  std::string out;
+  EXPECT_EQ(run(base + " --device-memory 80GB", out), 4) << out;
+  EXPECT_NE(out.find("does NOT fit in 74.51 GiB"), std::string::npos) << out;
+  EXPECT_NE(out.find("smallest layout that fits: --set dist.shard_size=8 --set dist.replicate_size=16\n"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(run(base + " --device-memory 80GB --set dist.shard_size=8 --set dist.replicate_size=16", out), 0) << out;
+  EXPECT_NE(out.find("smallest layout that fits: the configured layout"), std::string::npos) << out;
+  EXPECT_EQ(run(base + " --device-memory 80gigs", out), 1) << out;
+  EXPECT_NE(out.find("prism-train: error: --device-memory: invalid size"), std::string::npos) << out;
+  prism::fs::remove_all(dir);
+}
+
+}  // namespace
