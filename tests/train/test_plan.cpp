@@ -18,6 +18,7 @@
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
 #include "prism/models/causal_lm.h"
+#include "prism/models/decode_state.h"
 #include "prism/ops/linear_cross_entropy.h"
 #include "prism/rl/grpo.h"
 #include "prism/train/model_setup.h"
@@ -419,6 +420,38 @@ TEST(PlanCli, SuggestsTheStudyLayoutForThe24BModelAndExitsByFit) {
   EXPECT_EQ(run(base + " --device-memory 80gigs", out), 1) << out;
   EXPECT_NE(out.find("prism-train: error: --device-memory: invalid size"), std::string::npos) << out;
   prism::fs::remove_all(dir);
+}
+
+}  // namespace
+
+namespace {
+
+// The decode-cache line against what a DecodeState of the same rows and length allocates (a
+// hybrid: KV for the attention layer, conv inputs and fp32 SSM states for the Mamba2 layers), and
+// against the arithmetic for the study's RL config of Llama-3.1-8B.
+TEST(PlanDecodeCache, EqualsTheDecodeStateAndTheHandArithmetic) {
+  auto in = input(config_from_json(hybrid_json()), at::kFloat, 1, 128, false);
+  in.decode_rows = 3;
+  in.decode_length = 100;
+  prism::models::LoadOptions lo;
+  lo.dtype = at::kFloat;
+  auto model = CausalLM::from_config(in.model, lo);
+  prism::models::DecodeState st(*model, 3, 100);
+  EXPECT_DOUBLE_EQ(item(prism::train::plan_memory(in), "decode cache"), static_cast<double>(st.bytes()));
+  // 1 attention layer: 2 x 2 KV heads x 32 x 100 x 4 B; 3 Mamba2 layers: conv 640 x 3 x 4 B + SSM
+  // 16 x 32 x 64 x 4 B; per row, 3 rows.
+  EXPECT_DOUBLE_EQ(static_cast<double>(st.bytes()), 3.0 * (2 * 2 * 32 * 100 * 4 + 3 * (640 * 3 * 4 + 16 * 32 * 64 * 4)));
+
+  std::string dir;
+  auto cfg = study_config<prism::rl::RlConfig>("configs/rl/llama-3.1-8b.yaml", kLlama31_8B, dir);
+  auto rl = prism::rl::plan_input(cfg, CausalLM::read_config(dir), 8, "cuda");
+  prism::fs::remove_all(dir);
+  // 256 slots + the prefix row, 16,384 tokens (train.micro_batch_tokens), 32 layers x K and V x
+  // 8 KV heads x 128 x 2 B: 514 GiB, the plan's biggest item by far.
+  const auto p = prism::train::plan_memory(rl);
+  EXPECT_DOUBLE_EQ(item(p, "decode cache"), 257.0 * 16384 * 32 * 2 * 8 * 128 * 2);
+  EXPECT_DOUBLE_EQ(item(p, "reference model"), 16060522496.0);
+  EXPECT_EQ(p.biggest().name, "decode cache");
 }
 
 }  // namespace
