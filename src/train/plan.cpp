@@ -26,10 +26,14 @@ constexpr double kF32 = 4.0;
 
 const char* dtype_label(c10::ScalarType t) {
   switch (t) {
-    case c10::ScalarType::BFloat16: return "bf16";
-    case c10::ScalarType::Half: return "fp16";
-    case c10::ScalarType::Double: return "fp64";
-    default: return "fp32";
+    case c10::ScalarType::BFloat16:
+      return "bf16";
+    case c10::ScalarType::Half:
+      return "fp16";
+    case c10::ScalarType::Double:
+      return "fp64";
+    default:
+      return "fp32";
   }
 }
 
@@ -43,9 +47,9 @@ std::string num(double x) {
 // demand; the root unit (embeddings, final norm, lm head) stays gathered.
 struct Units {
   double total = 0;
-  double root = 0;           // elements outside the decoder layers
-  double largest_layer = 0;  // elements of the largest decoder layer
-  double largest_matrix = 0; // elements of the largest single weight (its gradient is materialised once)
+  double root = 0;            // elements outside the decoder layers
+  double largest_layer = 0;   // elements of the largest decoder layer
+  double largest_matrix = 0;  // elements of the largest single weight (its gradient is materialised once)
 };
 
 Units units(const ModelConfig& c) {
@@ -63,10 +67,10 @@ Units units(const ModelConfig& c) {
   const double vd = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
   const double D = static_cast<double>(c.hidden_size);
   const double F = static_cast<double>(c.intermediate_size);
-  const double mat = std::max({vd, D * F * (c.mlp == models::MlpKind::kFusedSwiGLU ? 2.0 : 1.0),
-                               D * static_cast<double>(c.num_heads * c.head_dim),
-                               D * static_cast<double>(2 * c.mamba.inner() + 2 * c.mamba.n_groups * c.mamba.state_size +
-                                                       c.mamba.num_heads)});
+  const double mat = std::max(
+      {vd, D * F * (c.mlp == models::MlpKind::kFusedSwiGLU ? 2.0 : 1.0),
+       D * static_cast<double>(c.num_heads * c.head_dim),
+       D * static_cast<double>(2 * c.mamba.inner() + 2 * c.mamba.n_groups * c.mamba.state_size + c.mamba.num_heads)});
   u.largest_matrix = mat;
   return u;
 }
@@ -109,7 +113,7 @@ double block_bytes_per_token(const MemoryPlanInput& in, BlockKind kind, int64_t 
       const double GN = static_cast<double>(m.n_groups * m.state_size), C = static_cast<double>(m.conv_dim());
       const double Q = static_cast<double>(m.chunk_size), P = static_cast<double>(m.head_dim);
       const double state = H * P * static_cast<double>(m.state_size) / Q;  // chunk states per token
-      b += e * (2 * I + 2 * GN + H);  // in_proj output (z, xBC, dt)
+      b += e * (2 * I + 2 * GN + H);                                       // in_proj output (z, xBC, dt)
       if (in.cuda) {
         // Conv kernel: input and output; scan kernel: fp32 y and the chunk states; gated norm and out_proj inputs.
         b += 2 * e * C + 2 * kF32 * I + 2 * kF32 * state + 2 * e * I;
@@ -133,10 +137,10 @@ double block_bytes_per_token(const MemoryPlanInput& in, BlockKind kind, int64_t 
 }
 
 struct Activations {
-  double saved = 0;     // kept from forward to backward over all layers
-  double one_layer = 0; // the largest layer's saved tensors (recomputed under checkpointing)
-  double working = 0;   // largest transient on top of `saved` (loss head or backward of a layer)
-  double head = 0;      // the lm head's chunked loss (part of `working` or of the peak)
+  double saved = 0;      // kept from forward to backward over all layers
+  double one_layer = 0;  // the largest layer's saved tensors (recomputed under checkpointing)
+  double working = 0;    // largest transient on top of `saved` (loss head or backward of a layer)
+  double head = 0;       // the lm head's chunked loss (part of `working` or of the peak)
   std::string head_detail;
 };
 
@@ -167,8 +171,8 @@ Activations activations(const MemoryPlanInput& in, bool checkpointing, const Uni
   const double logits = chunk_rows * V * (e + (in.cuda ? 0 : 2 * kF32));
   const double dw = V * D * (e + (e < kF32 ? kF32 : 0));
   a.head = T * D * e + dw + logits;
-  a.head_detail = str("logits ", num(chunk_rows), " x ", num(V), " + dH ", num(T), " x ", num(D), " + dW ", num(V), " x ",
-                      num(D));
+  a.head_detail =
+      str("logits ", num(chunk_rows), " x ", num(V), " + dH ", num(T), " x ", num(D), " + dW ", num(V), " x ", num(D));
   // Backward of one layer: the incoming and outgoing hidden gradients, the gradients of the
   // widest intermediates (three at a time) and one weight gradient before the hook moves it into
   // the fp32 bucket; under checkpointing also the recomputed layer's saved tensors.
@@ -210,10 +214,15 @@ std::string format_bytes(double bytes) {
 }
 
 double parse_byte_size(const std::string& s, const std::string& key) {
-  static const std::vector<std::pair<std::string, double>> units = {
-      {"KiB", 1024.0}, {"MiB", 1024.0 * 1024}, {"GiB", 1024.0 * 1024 * 1024}, {"TiB", 1024.0 * 1024 * 1024 * 1024},
-      {"KB", 1e3},     {"MB", 1e6},            {"GB", 1e9},                   {"TB", 1e12},
-      {"B", 1.0}};
+  static const std::vector<std::pair<std::string, double>> units = {{"KiB", 1024.0},
+                                                                    {"MiB", 1024.0 * 1024},
+                                                                    {"GiB", 1024.0 * 1024 * 1024},
+                                                                    {"TiB", 1024.0 * 1024 * 1024 * 1024},
+                                                                    {"KB", 1e3},
+                                                                    {"MB", 1e6},
+                                                                    {"GB", 1e9},
+                                                                    {"TB", 1e12},
+                                                                    {"B", 1.0}};
   double mult = 1.0;
   std::string digits = s;
   for (const auto& [u, m] : units) {
@@ -255,15 +264,16 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     // The root unit stays gathered; the layers' shards (fp32: the master copy itself) between uses.
     const double layers = P - u.root;
     p.items.push_back({"parameters", u.root * e + (e == kF32 ? 0.0 : layers * e / S),
-                       str(num(u.root), " x ", e, " B (", dt, ", embeddings / lm head, gathered) + ", num(layers), " x ",
-                           e, " B / ", num(S), e == kF32 ? " (= master)" : "")});
+                       str(num(u.root), " x ", e, " B (", dt, ", embeddings / lm head, gathered) + ", num(layers),
+                           " x ", e, " B / ", num(S), e == kF32 ? " (= master)" : "")});
   } else {
     p.items.push_back({"parameters", P * e, str(num(P), " x ", e, " B (", dt, ")")});
   }
   // fp32 parameters on one rank are their own master copy (optimizer.cpp aliases them).
   const bool aliased = !sharded && e == kF32 && opt_split == 1;
   p.items.push_back({"master weights", aliased ? 0.0 : P * kF32 / opt_split,
-                     aliased ? "fp32 parameters are the master copy" : str(num(P), " x 4 B / ", num(opt_split), " (", split_name, ")")});
+                     aliased ? "fp32 parameters are the master copy"
+                             : str(num(P), " x 4 B / ", num(opt_split), " (", split_name, ")")});
   if (sharded) {
     // The root unit's fp32 buffer lives through backward (lm head first, embedding last).
     p.items.push_back({"gradients", P * kF32 / S + u.root * kF32,
@@ -272,10 +282,12 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   } else {
     // The fp32 buckets hold the whole gradient; ZeRO-1 adds the reduced piece it owns.
     const double piece = opt_split > 1 ? P * kF32 / opt_split : 0.0;
-    p.items.push_back({"gradients", P * kF32 + piece,
-                       str(num(P), " x 4 B (fp32 buckets)", piece > 0 ? str(" + the owned piece / ", num(opt_split)) : "")});
+    p.items.push_back(
+        {"gradients", P * kF32 + piece,
+         str(num(P), " x 4 B (fp32 buckets)", piece > 0 ? str(" + the owned piece / ", num(opt_split)) : "")});
   }
-  p.items.push_back({"optimizer state", 2 * P * kF32 / opt_split, str("AdamW 2 x ", num(P), " x 4 B / ", num(opt_split))});
+  p.items.push_back(
+      {"optimizer state", 2 * P * kF32 / opt_split, str("AdamW 2 x ", num(P), " x 4 B / ", num(opt_split))});
   const Activations full = activations(in, false, u), ckpt = activations(in, true, u);
   p.activations_full = full.saved;
   p.activations_checkpointed = ckpt.saved;

@@ -9,10 +9,10 @@
 #include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
 
-#include <mutex>
-#include <unordered_map>
 #include <cmath>
 #include <cstdio>
+#include <mutex>
+#include <unordered_map>
 
 #include "prism/core/config.h"
 #include "prism/core/error.h"
@@ -223,18 +223,18 @@ TEST_P(PlanVsMeasured, WithinTenPercent) {
 
 const std::string kLlama = llama_json(256, 768, 4, 8, 4, 4096);
 
-INSTANTIATE_TEST_SUITE_P(
-    Small, PlanVsMeasured,
-    ::testing::Values(Case{"llama_fp32", kLlama, at::kFloat, 1, 512, false, 0.03},
-                      Case{"llama_fp32_ckpt", kLlama, at::kFloat, 1, 512, true, 0.03},
-                      Case{"llama_fp32_2x1024", kLlama, at::kFloat, 2, 1024, false, 0.03},
-                      Case{"llama_bf16", kLlama, at::kBFloat16, 1, 512, false, 0.03},
-                      Case{"llama_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true, 0.03},
-                      Case{"llama_mha_fp32", llama_json(384, 1024, 3, 6, 6, 8192), at::kFloat, 1, 768, false, 0.03},
-                      Case{"hybrid_fp32", hybrid_json(), at::kFloat, 1, 512, false, 0.10},
-                      Case{"hybrid_fp32_ckpt", hybrid_json(), at::kFloat, 1, 512, true, 0.10},
-                      Case{"hybrid_bf16", hybrid_json(), at::kBFloat16, 1, 512, false, 0.10}),
-    [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+INSTANTIATE_TEST_SUITE_P(Small, PlanVsMeasured,
+                         ::testing::Values(Case{"llama_fp32", kLlama, at::kFloat, 1, 512, false, 0.03},
+                                           Case{"llama_fp32_ckpt", kLlama, at::kFloat, 1, 512, true, 0.03},
+                                           Case{"llama_fp32_2x1024", kLlama, at::kFloat, 2, 1024, false, 0.03},
+                                           Case{"llama_bf16", kLlama, at::kBFloat16, 1, 512, false, 0.03},
+                                           Case{"llama_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true, 0.03},
+                                           Case{"llama_mha_fp32", llama_json(384, 1024, 3, 6, 6, 8192), at::kFloat, 1,
+                                                768, false, 0.03},
+                                           Case{"hybrid_fp32", hybrid_json(), at::kFloat, 1, 512, false, 0.10},
+                                           Case{"hybrid_fp32_ckpt", hybrid_json(), at::kFloat, 1, 512, true, 0.10},
+                                           Case{"hybrid_bf16", hybrid_json(), at::kBFloat16, 1, 512, false, 0.10}),
+                         [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
 }  // namespace
 
@@ -278,11 +278,11 @@ TEST(PlanStudy, Llama31_8B_MidMatchesHandArithmetic) {
   EXPECT_EQ(in.micro_batch_rows, 1);
   EXPECT_TRUE(in.activation_checkpointing);
   auto p = prism::train::plan_memory(in);
-  EXPECT_DOUBLE_EQ(item(p, "parameters"), 16060522496.0);                 // P x 2 B (bf16)
-  EXPECT_DOUBLE_EQ(item(p, "master weights"), 250945664.0);               // P x 4 B / 128
-  EXPECT_DOUBLE_EQ(item(p, "gradients"), 32121044992.0 + 250945664.0);    // P x 4 B buckets + owned piece
-  EXPECT_DOUBLE_EQ(item(p, "optimizer state"), 501891328.0);              // 2 x P x 4 B / 128
-  EXPECT_DOUBLE_EQ(item(p, "communication buffers"), 0.0);                // reduced in place
+  EXPECT_DOUBLE_EQ(item(p, "parameters"), 16060522496.0);               // P x 2 B (bf16)
+  EXPECT_DOUBLE_EQ(item(p, "master weights"), 250945664.0);             // P x 4 B / 128
+  EXPECT_DOUBLE_EQ(item(p, "gradients"), 32121044992.0 + 250945664.0);  // P x 4 B buckets + owned piece
+  EXPECT_DOUBLE_EQ(item(p, "optimizer state"), 501891328.0);            // 2 x P x 4 B / 128
+  EXPECT_DOUBLE_EQ(item(p, "communication buffers"), 0.0);              // reduced in place
   // Checkpointed: 32 layer inputs of 8192 x 4096 bf16 = 2,147,483,648, plus RoPE cos/sin
   // (2 x 128 x 2 B) and the final norm (input, output: 2 x 4096 x 2 B; rstd 4 B) per token:
   // 8192 x 16900 = 138,444,800.
@@ -380,8 +380,9 @@ TEST(Plan, BadLayoutAndSizesAreRefusedNamingTheKey) {
     prism::train::plan_memory(in);
     FAIL();
   } catch (const prism::Error& e) {
-    EXPECT_EQ(std::string(e.what()), "dist.shard_size: the shard size must divide the world size (6 ranks) (expected a "
-                                     "divisor of 6, found 4)");
+    EXPECT_EQ(std::string(e.what()),
+              "dist.shard_size: the shard size must divide the world size (6 ranks) (expected a "
+              "divisor of 6, found 4)");
   }
   EXPECT_DOUBLE_EQ(prism::train::parse_byte_size("80GB", "k"), 80e9);
   EXPECT_DOUBLE_EQ(prism::train::parse_byte_size("24GiB", "k"), 24.0 * 1024 * 1024 * 1024);
@@ -440,7 +441,8 @@ TEST(PlanDecodeCache, EqualsTheDecodeStateAndTheHandArithmetic) {
   EXPECT_DOUBLE_EQ(item(prism::train::plan_memory(in), "decode cache"), static_cast<double>(st.bytes()));
   // 1 attention layer: 2 x 2 KV heads x 32 x 100 x 4 B; 3 Mamba2 layers: conv 640 x 3 x 4 B + SSM
   // 16 x 32 x 64 x 4 B; per row, 3 rows.
-  EXPECT_DOUBLE_EQ(static_cast<double>(st.bytes()), 3.0 * (2 * 2 * 32 * 100 * 4 + 3 * (640 * 3 * 4 + 16 * 32 * 64 * 4)));
+  EXPECT_DOUBLE_EQ(static_cast<double>(st.bytes()),
+                   3.0 * (2 * 2 * 32 * 100 * 4 + 3 * (640 * 3 * 4 + 16 * 32 * 64 * 4)));
 
   std::string dir;
   auto cfg = study_config<prism::rl::RlConfig>("configs/rl/llama-3.1-8b.yaml", kLlama31_8B, dir);
