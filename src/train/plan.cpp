@@ -26,10 +26,14 @@ constexpr double kF32 = 4.0;
 
 const char* dtype_label(c10::ScalarType t) {
   switch (t) {
-    case c10::ScalarType::BFloat16: return "bf16";
-    case c10::ScalarType::Half: return "fp16";
-    case c10::ScalarType::Double: return "fp64";
-    default: return "fp32";
+    case c10::ScalarType::BFloat16:
+      return "bf16";
+    case c10::ScalarType::Half:
+      return "fp16";
+    case c10::ScalarType::Double:
+      return "fp64";
+    default:
+      return "fp32";
   }
 }
 
@@ -39,13 +43,13 @@ std::string num(double x) {
   return buf;
 }
 
-// Parameters of each "unit" FSDP gathers at once: every decoder layer, the embedding and the
-// lm head (tied: one matrix).
+// Parameter sharding's units (optimizer.cpp ParamSharding): every decoder layer is gathered on
+// demand; the root unit (embeddings, final norm, lm head) stays gathered.
 struct Units {
   double total = 0;
-  double largest = 0;        // elements of the largest unit
-  double largest_layer = 0;  // elements of the largest decoder layer
-  double largest_matrix = 0; // elements of the largest single weight (its gradient is materialised once)
+  double root = 0;            // elements outside the decoder layers
+  double largest_layer = 0;   // elements of the largest decoder layer
+  double largest_matrix = 0;  // elements of the largest single weight (its gradient is materialised once)
 };
 
 Units units(const ModelConfig& c) {
@@ -54,19 +58,19 @@ Units units(const ModelConfig& c) {
   ModelConfig base = c;
   base.layers.clear();
   const double outside = models::CausalLM::parameter_count(base);
+  u.root = outside;
   for (const auto& layer : c.layers) {
     ModelConfig one = base;
     one.layers = {layer};
     u.largest_layer = std::max(u.largest_layer, models::CausalLM::parameter_count(one) - outside);
   }
   const double vd = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
-  u.largest = std::max(u.largest_layer, vd);
   const double D = static_cast<double>(c.hidden_size);
   const double F = static_cast<double>(c.intermediate_size);
-  const double mat = std::max({vd, D * F * (c.mlp == models::MlpKind::kFusedSwiGLU ? 2.0 : 1.0),
-                               D * static_cast<double>(c.num_heads * c.head_dim),
-                               D * static_cast<double>(2 * c.mamba.inner() + 2 * c.mamba.n_groups * c.mamba.state_size +
-                                                       c.mamba.num_heads)});
+  const double mat = std::max(
+      {vd, D * F * (c.mlp == models::MlpKind::kFusedSwiGLU ? 2.0 : 1.0),
+       D * static_cast<double>(c.num_heads * c.head_dim),
+       D * static_cast<double>(2 * c.mamba.inner() + 2 * c.mamba.n_groups * c.mamba.state_size + c.mamba.num_heads)});
   u.largest_matrix = mat;
   return u;
 }
@@ -109,7 +113,7 @@ double block_bytes_per_token(const MemoryPlanInput& in, BlockKind kind, int64_t 
       const double GN = static_cast<double>(m.n_groups * m.state_size), C = static_cast<double>(m.conv_dim());
       const double Q = static_cast<double>(m.chunk_size), P = static_cast<double>(m.head_dim);
       const double state = H * P * static_cast<double>(m.state_size) / Q;  // chunk states per token
-      b += e * (2 * I + 2 * GN + H);  // in_proj output (z, xBC, dt)
+      b += e * (2 * I + 2 * GN + H);                                       // in_proj output (z, xBC, dt)
       if (in.cuda) {
         // Conv kernel: input and output; scan kernel: fp32 y and the chunk states; gated norm and out_proj inputs.
         b += 2 * e * C + 2 * kF32 * I + 2 * kF32 * state + 2 * e * I;
@@ -133,10 +137,10 @@ double block_bytes_per_token(const MemoryPlanInput& in, BlockKind kind, int64_t 
 }
 
 struct Activations {
-  double saved = 0;     // kept from forward to backward over all layers
-  double one_layer = 0; // the largest layer's saved tensors (recomputed under checkpointing)
-  double working = 0;   // largest transient on top of `saved` (loss head or backward of a layer)
-  double head = 0;      // the lm head's chunked loss (part of `working` or of the peak)
+  double saved = 0;      // kept from forward to backward over all layers
+  double one_layer = 0;  // the largest layer's saved tensors (recomputed under checkpointing)
+  double working = 0;    // largest transient on top of `saved` (loss head or backward of a layer)
+  double head = 0;       // the lm head's chunked loss (part of `working` or of the peak)
   std::string head_detail;
 };
 
@@ -167,8 +171,8 @@ Activations activations(const MemoryPlanInput& in, bool checkpointing, const Uni
   const double logits = chunk_rows * V * (e + (in.cuda ? 0 : 2 * kF32));
   const double dw = V * D * (e + (e < kF32 ? kF32 : 0));
   a.head = T * D * e + dw + logits;
-  a.head_detail = str("logits ", num(chunk_rows), " x ", num(V), " + dH ", num(T), " x ", num(D), " + dW ", num(V), " x ",
-                      num(D));
+  a.head_detail =
+      str("logits ", num(chunk_rows), " x ", num(V), " + dH ", num(T), " x ", num(D), " + dW ", num(V), " x ", num(D));
   // Backward of one layer: the incoming and outgoing hidden gradients, the gradients of the
   // widest intermediates (three at a time) and one weight gradient before the hook moves it into
   // the fp32 bucket; under checkpointing also the recomputed layer's saved tensors.
@@ -210,10 +214,15 @@ std::string format_bytes(double bytes) {
 }
 
 double parse_byte_size(const std::string& s, const std::string& key) {
-  static const std::vector<std::pair<std::string, double>> units = {
-      {"KiB", 1024.0}, {"MiB", 1024.0 * 1024}, {"GiB", 1024.0 * 1024 * 1024}, {"TiB", 1024.0 * 1024 * 1024 * 1024},
-      {"KB", 1e3},     {"MB", 1e6},            {"GB", 1e9},                   {"TB", 1e12},
-      {"B", 1.0}};
+  static const std::vector<std::pair<std::string, double>> units = {{"KiB", 1024.0},
+                                                                    {"MiB", 1024.0 * 1024},
+                                                                    {"GiB", 1024.0 * 1024 * 1024},
+                                                                    {"TiB", 1024.0 * 1024 * 1024 * 1024},
+                                                                    {"KB", 1e3},
+                                                                    {"MB", 1e6},
+                                                                    {"GB", 1e9},
+                                                                    {"TB", 1e12},
+                                                                    {"B", 1.0}};
   double mult = 1.0;
   std::string digits = s;
   for (const auto& [u, m] : units) {
@@ -251,20 +260,34 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   // and replicate it across groups); without parameter sharding ZeRO-1 splits it over the world.
   const double opt_split = sharded ? S : (in.zero1 ? W : 1.0);
   const std::string split_name = sharded ? "shard_size" : (in.zero1 && W > 1 ? "world, ZeRO-1" : "not sharded");
-  p.items.push_back({"parameters", P * e / S, str(num(P), " x ", e, " B (", dt, ") / ", num(S))});
+  if (sharded) {
+    // The root unit stays gathered; the layers' shards (fp32: the master copy itself) between uses.
+    const double layers = P - u.root;
+    p.items.push_back({"parameters", u.root * e + (e == kF32 ? 0.0 : layers * e / S),
+                       str(num(u.root), " x ", e, " B (", dt, ", embeddings / lm head, gathered) + ", num(layers),
+                           " x ", e, " B / ", num(S), e == kF32 ? " (= master)" : "")});
+  } else {
+    p.items.push_back({"parameters", P * e, str(num(P), " x ", e, " B (", dt, ")")});
+  }
   // fp32 parameters on one rank are their own master copy (optimizer.cpp aliases them).
   const bool aliased = !sharded && e == kF32 && opt_split == 1;
   p.items.push_back({"master weights", aliased ? 0.0 : P * kF32 / opt_split,
-                     aliased ? "fp32 parameters are the master copy" : str(num(P), " x 4 B / ", num(opt_split), " (", split_name, ")")});
+                     aliased ? "fp32 parameters are the master copy"
+                             : str(num(P), " x 4 B / ", num(opt_split), " (", split_name, ")")});
   if (sharded) {
-    p.items.push_back({"gradients", P * kF32 / S, str(num(P), " x 4 B / ", num(S), " (sharded fp32 accumulators)")});
+    // The root unit's fp32 buffer lives through backward (lm head first, embedding last).
+    p.items.push_back({"gradients", P * kF32 / S + u.root * kF32,
+                       str(num(P), " x 4 B / ", num(S), " (sharded fp32 accumulators) + ", num(u.root),
+                           " x 4 B (the root unit's buffer in backward)")});
   } else {
     // The fp32 buckets hold the whole gradient; ZeRO-1 adds the reduced piece it owns.
     const double piece = opt_split > 1 ? P * kF32 / opt_split : 0.0;
-    p.items.push_back({"gradients", P * kF32 + piece,
-                       str(num(P), " x 4 B (fp32 buckets)", piece > 0 ? str(" + the owned piece / ", num(opt_split)) : "")});
+    p.items.push_back(
+        {"gradients", P * kF32 + piece,
+         str(num(P), " x 4 B (fp32 buckets)", piece > 0 ? str(" + the owned piece / ", num(opt_split)) : "")});
   }
-  p.items.push_back({"optimizer state", 2 * P * kF32 / opt_split, str("AdamW 2 x ", num(P), " x 4 B / ", num(opt_split))});
+  p.items.push_back(
+      {"optimizer state", 2 * P * kF32 / opt_split, str("AdamW 2 x ", num(P), " x 4 B / ", num(opt_split))});
   const Activations full = activations(in, false, u), ckpt = activations(in, true, u);
   p.activations_full = full.saved;
   p.activations_checkpointed = ckpt.saved;
@@ -277,10 +300,11 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
   p.items.push_back({"loss head + backward", act.working,
                      act.head >= bw ? str("lm head chunked loss: ", act.head_detail) : "backward of one layer"});
   if (sharded) {
-    // All-gather of the current and the prefetched unit (compute dtype), reduce-scatter of one
-    // unit's gradient (compute dtype in, fp32 out) overlapped with the next.
-    p.items.push_back({"communication buffers", 2 * u.largest * e + 2 * u.largest * (e + kF32),
-                       str("2 x all-gather + 2 x reduce-scatter of the largest unit (", num(u.largest), " params)")});
+    // The gathered current and prefetched layer (compute dtype) and two reduce-scatters in flight
+    // (the layer's fp32 gradient and the fp32 piece it reduces into).
+    const double L = u.largest_layer;
+    p.items.push_back({"communication buffers", 2 * L * e + 2 * (L * kF32 + L * kF32 / S),
+                       str("2 gathered layers + 2 reduce-scatters in flight (", num(L), " params per layer)")});
   } else {
     p.items.push_back({"communication buffers", 0.0, "none: the fp32 buckets are reduced in place"});
   }
@@ -306,7 +330,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
                        str(in.decode_rows, " rows x ", in.decode_length, " tokens (KV, conv, SSM state)")});
   }
   if (in.reference_model)
-    p.items.push_back({"reference model", P * e / S, str("frozen ", num(P), " x ", e, " B / ", num(S), " (kl.beta > 0)")});
+    p.items.push_back({"reference model", P * e, str("frozen ", num(P), " x ", e, " B, not sharded (kl.beta > 0)")});
   return p;
 }
 
@@ -337,7 +361,10 @@ std::string format_plan(const MemoryPlan& plan, double device_bytes) {
 
 std::optional<MemoryPlanInput> suggest_layout(const MemoryPlanInput& in, double device_bytes) {
   auto fits = [&](const MemoryPlanInput& x) { return plan_memory(x).total() <= device_bytes; };
-  for (int64_t s = 1; s <= in.world_size; s *= 2) {
+  // GRPO refuses parameter sharding for now (its ranks run different numbers of forwards, and
+  // sharded layers are gathered collectively): only ZeRO-1 layouts are suggested for it.
+  const int64_t max_shard = in.job == "rl" ? 1 : in.world_size;
+  for (int64_t s = 1; s <= max_shard; s *= 2) {
     if (in.world_size % s != 0) continue;
     MemoryPlanInput x = in;
     x.shard_size = s;

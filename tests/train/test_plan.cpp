@@ -9,15 +9,16 @@
 #include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
 
-#include <mutex>
-#include <unordered_map>
 #include <cmath>
 #include <cstdio>
+#include <mutex>
+#include <unordered_map>
 
 #include "prism/core/config.h"
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
 #include "prism/models/causal_lm.h"
+#include "prism/models/decode_state.h"
 #include "prism/ops/linear_cross_entropy.h"
 #include "prism/rl/grpo.h"
 #include "prism/train/model_setup.h"
@@ -203,6 +204,7 @@ struct Case {
   c10::ScalarType dtype;
   int64_t rows, seq;
   bool ckpt;
+  double tolerance;  // the 10 %; dense models are counted tensor by tensor and held to 3 %
 };
 
 class PlanVsMeasured : public ::testing::TestWithParam<Case> {};
@@ -216,23 +218,23 @@ TEST_P(PlanVsMeasured, WithinTenPercent) {
   const double planned = plan.total();
   std::printf("[plan] %-28s planned %10.2f MiB measured %10.2f MiB (%+.1f %%)\n", c.name, planned / 1048576.0,
               m.peak / 1048576.0, 100.0 * (planned - m.peak) / m.peak);
-  EXPECT_NEAR(planned / m.peak, 1.0, 0.10) << prism::train::format_plan(plan, 0);
+  EXPECT_NEAR(planned / m.peak, 1.0, c.tolerance) << prism::train::format_plan(plan, 0);
 }
 
 const std::string kLlama = llama_json(256, 768, 4, 8, 4, 4096);
 
-INSTANTIATE_TEST_SUITE_P(
-    Small, PlanVsMeasured,
-    ::testing::Values(Case{"llama_fp32", kLlama, at::kFloat, 1, 512, false},
-                      Case{"llama_fp32_ckpt", kLlama, at::kFloat, 1, 512, true},
-                      Case{"llama_fp32_2x1024", kLlama, at::kFloat, 2, 1024, false},
-                      Case{"llama_bf16", kLlama, at::kBFloat16, 1, 512, false},
-                      Case{"llama_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true},
-                      Case{"llama_mha_fp32", llama_json(384, 1024, 3, 6, 6, 8192), at::kFloat, 1, 768, false},
-                      Case{"hybrid_fp32", hybrid_json(), at::kFloat, 1, 512, false},
-                      Case{"hybrid_fp32_ckpt", hybrid_json(), at::kFloat, 1, 512, true},
-                      Case{"hybrid_bf16", hybrid_json(), at::kBFloat16, 1, 512, false}),
-    [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+INSTANTIATE_TEST_SUITE_P(Small, PlanVsMeasured,
+                         ::testing::Values(Case{"llama_fp32", kLlama, at::kFloat, 1, 512, false, 0.03},
+                                           Case{"llama_fp32_ckpt", kLlama, at::kFloat, 1, 512, true, 0.03},
+                                           Case{"llama_fp32_2x1024", kLlama, at::kFloat, 2, 1024, false, 0.03},
+                                           Case{"llama_bf16", kLlama, at::kBFloat16, 1, 512, false, 0.03},
+                                           Case{"llama_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true, 0.03},
+                                           Case{"llama_mha_fp32", llama_json(384, 1024, 3, 6, 6, 8192), at::kFloat, 1,
+                                                768, false, 0.03},
+                                           Case{"hybrid_fp32", hybrid_json(), at::kFloat, 1, 512, false, 0.10},
+                                           Case{"hybrid_fp32_ckpt", hybrid_json(), at::kFloat, 1, 512, true, 0.10},
+                                           Case{"hybrid_bf16", hybrid_json(), at::kBFloat16, 1, 512, false, 0.10}),
+                         [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
 }  // namespace
 
@@ -276,11 +278,11 @@ TEST(PlanStudy, Llama31_8B_MidMatchesHandArithmetic) {
   EXPECT_EQ(in.micro_batch_rows, 1);
   EXPECT_TRUE(in.activation_checkpointing);
   auto p = prism::train::plan_memory(in);
-  EXPECT_DOUBLE_EQ(item(p, "parameters"), 16060522496.0);                 // P x 2 B (bf16)
-  EXPECT_DOUBLE_EQ(item(p, "master weights"), 250945664.0);               // P x 4 B / 128
-  EXPECT_DOUBLE_EQ(item(p, "gradients"), 32121044992.0 + 250945664.0);    // P x 4 B buckets + owned piece
-  EXPECT_DOUBLE_EQ(item(p, "optimizer state"), 501891328.0);              // 2 x P x 4 B / 128
-  EXPECT_DOUBLE_EQ(item(p, "communication buffers"), 0.0);                // reduced in place
+  EXPECT_DOUBLE_EQ(item(p, "parameters"), 16060522496.0);               // P x 2 B (bf16)
+  EXPECT_DOUBLE_EQ(item(p, "master weights"), 250945664.0);             // P x 4 B / 128
+  EXPECT_DOUBLE_EQ(item(p, "gradients"), 32121044992.0 + 250945664.0);  // P x 4 B buckets + owned piece
+  EXPECT_DOUBLE_EQ(item(p, "optimizer state"), 501891328.0);            // 2 x P x 4 B / 128
+  EXPECT_DOUBLE_EQ(item(p, "communication buffers"), 0.0);              // reduced in place
   // Checkpointed: 32 layer inputs of 8192 x 4096 bf16 = 2,147,483,648, plus RoPE cos/sin
   // (2 x 128 x 2 B) and the final norm (input, output: 2 x 4096 x 2 B; rstd 4 B) per token:
   // 8192 x 16900 = 138,444,800.
@@ -292,16 +294,19 @@ TEST(PlanStudy, Llama31_8B_MidMatchesHandArithmetic) {
   EXPECT_GT(p.total(), 50e9);
   EXPECT_EQ(p.biggest().name, "gradients");
 
-  // 8-way sharding x 16 replicas (the study's HSDP): everything per parameter / 8.
+  // 8-way sharding x 16 replicas (the study's HSDP), as optimizer.cpp's ParamSharding lays it out:
+  // the decoder layers (32 x 218,112,000 = 6,979,584,000 parameters) are sharded / 8 between
+  // uses; the root unit (embedding + lm head 2 x 128256 x 4096 + final norm 4096 = 1,050,677,248)
+  // stays gathered and its fp32 gradient buffer lives through backward.
   in.shard_size = 8;
   auto s = prism::train::plan_memory(in);
-  EXPECT_DOUBLE_EQ(item(s, "parameters"), 16060522496.0 / 8);
-  EXPECT_DOUBLE_EQ(item(s, "gradients"), 32121044992.0 / 8);
+  EXPECT_DOUBLE_EQ(item(s, "parameters"), 1050677248.0 * 2 + 6979584000.0 * 2 / 8);
+  EXPECT_DOUBLE_EQ(item(s, "gradients"), 32121044992.0 / 8 + 1050677248.0 * 4);
   EXPECT_DOUBLE_EQ(item(s, "master weights"), 32121044992.0 / 8);
   EXPECT_DOUBLE_EQ(item(s, "optimizer state"), 2 * 32121044992.0 / 8);
-  // All-gather x 2 (bf16) + reduce-scatter x 2 (bf16 in, fp32 out) of the largest unit, the
-  // embedding: 128256 x 4096 = 525,336,576 parameters.
-  EXPECT_DOUBLE_EQ(item(s, "communication buffers"), 525336576.0 * (2 * 2 + 2 * 6));
+  // Two gathered layers (bf16) and two reduce-scatters in flight (the layer's fp32 gradient and
+  // its fp32 piece / 8): 218,112,000 x (2 x 2 + 2 x (4 + 4 / 8)).
+  EXPECT_DOUBLE_EQ(item(s, "communication buffers"), 218112000.0 * 13);
   EXPECT_LT(s.total(), p.total());
 }
 
@@ -375,13 +380,80 @@ TEST(Plan, BadLayoutAndSizesAreRefusedNamingTheKey) {
     prism::train::plan_memory(in);
     FAIL();
   } catch (const prism::Error& e) {
-    EXPECT_EQ(std::string(e.what()), "dist.shard_size: the shard size must divide the world size (6 ranks) (expected a "
-                                     "divisor of 6, found 4)");
+    EXPECT_EQ(std::string(e.what()),
+              "dist.shard_size: the shard size must divide the world size (6 ranks) (expected a "
+              "divisor of 6, found 4)");
   }
   EXPECT_DOUBLE_EQ(prism::train::parse_byte_size("80GB", "k"), 80e9);
   EXPECT_DOUBLE_EQ(prism::train::parse_byte_size("24GiB", "k"), 24.0 * 1024 * 1024 * 1024);
   EXPECT_DOUBLE_EQ(prism::train::parse_byte_size("1000", "k"), 1000.0);
   EXPECT_THROW(prism::train::parse_byte_size("80 gigs", "--device-memory"), prism::Error);
+}
+
+}  // namespace
+
+namespace {
+
+// `prism-train plan` end to end: exit 4 and the study's 8 x 16 HSDP suggested for the 24B model on
+// 128 ranks of 80 GB; exit 0 and "the configured layout" once that layout is set.
+TEST(PlanCli, SuggestsTheStudyLayoutForThe24BModelAndExitsByFit) {
+  auto dir = prism::test::make_temp_dir("plan-cli");
+  prism::fs::write_file_atomic(dir + "/config.json", kMistralSmall24B);
+  const std::string base = prism::fs::join(prism::test::bin_dir(), "prism-train") + " plan --config " +
+                           prism::fs::join(prism::test::source_dir(), "configs/mid/mistral-small-24b.yaml") +
+                           " --set model.path=" + dir + " --world-size 128";
+  auto run = [](const std::string& cmd, std::string& out) {
+    FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+    char buf[4096];
+    out.clear();
+    while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
+    const int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  };
+  std::string out;
+  EXPECT_EQ(run(base + " --device-memory 80GB", out), 4) << out;
+  EXPECT_NE(out.find("does NOT fit in 74.51 GiB"), std::string::npos) << out;
+  EXPECT_NE(out.find("smallest layout that fits: --set dist.shard_size=8 --set dist.replicate_size=16\n"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(run(base + " --device-memory 80GB --set dist.shard_size=8 --set dist.replicate_size=16", out), 0) << out;
+  EXPECT_NE(out.find("smallest layout that fits: the configured layout"), std::string::npos) << out;
+  EXPECT_EQ(run(base + " --device-memory 80gigs", out), 1) << out;
+  EXPECT_NE(out.find("prism-train: error: --device-memory: invalid size"), std::string::npos) << out;
+  prism::fs::remove_all(dir);
+}
+
+}  // namespace
+
+namespace {
+
+// The decode-cache line against what a DecodeState of the same rows and length allocates (a
+// hybrid: KV for the attention layer, conv inputs and fp32 SSM states for the Mamba2 layers), and
+// against the arithmetic for the study's RL config of Llama-3.1-8B.
+TEST(PlanDecodeCache, EqualsTheDecodeStateAndTheHandArithmetic) {
+  auto in = input(config_from_json(hybrid_json()), at::kFloat, 1, 128, false);
+  in.decode_rows = 3;
+  in.decode_length = 100;
+  prism::models::LoadOptions lo;
+  lo.dtype = at::kFloat;
+  auto model = CausalLM::from_config(in.model, lo);
+  prism::models::DecodeState st(*model, 3, 100);
+  EXPECT_DOUBLE_EQ(item(prism::train::plan_memory(in), "decode cache"), static_cast<double>(st.bytes()));
+  // 1 attention layer: 2 x 2 KV heads x 32 x 100 x 4 B; 3 Mamba2 layers: conv 640 x 3 x 4 B + SSM
+  // 16 x 32 x 64 x 4 B; per row, 3 rows.
+  EXPECT_DOUBLE_EQ(static_cast<double>(st.bytes()),
+                   3.0 * (2 * 2 * 32 * 100 * 4 + 3 * (640 * 3 * 4 + 16 * 32 * 64 * 4)));
+
+  std::string dir;
+  auto cfg = study_config<prism::rl::RlConfig>("configs/rl/llama-3.1-8b.yaml", kLlama31_8B, dir);
+  auto rl = prism::rl::plan_input(cfg, CausalLM::read_config(dir), 8, "cuda");
+  prism::fs::remove_all(dir);
+  // 256 slots + the prefix row, 16,384 tokens (train.micro_batch_tokens), 32 layers x K and V x
+  // 8 KV heads x 128 x 2 B: 514 GiB, the plan's biggest item by far.
+  const auto p = prism::train::plan_memory(rl);
+  EXPECT_DOUBLE_EQ(item(p, "decode cache"), 257.0 * 16384 * 32 * 2 * 8 * 128 * 2);
+  EXPECT_DOUBLE_EQ(item(p, "reference model"), 16060522496.0);
+  EXPECT_EQ(p.biggest().name, "decode cache");
 }
 
 }  // namespace

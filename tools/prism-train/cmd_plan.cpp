@@ -96,9 +96,10 @@ int cmd_plan(const PlanOptions& o) {
   std::cout << "device memory: " << train::format_bytes(device_bytes) << " (" << source << ")\n";
   const auto fix = train::suggest_layout(in, device_bytes);
   if (!fix) {
-    std::cout << "no layout fits on " << in.world_size
-              << " ranks (shard sizes up to the world size, activation checkpointing, smaller micro-batches); "
-                 "plan with more ranks: --world-size N\n";
+    std::cout << "no layout fits on " << in.world_size << " ranks ("
+              << (rl ? "ZeRO-1 (GRPO refuses parameter sharding for now), activation checkpointing, fewer decode slots"
+                     : "shard sizes up to the world size, activation checkpointing, smaller micro-batches")
+              << " were tried); plan with more ranks: --world-size N\n";
   } else {
     std::cout << "smallest layout that fits: " << train::layout_change(in, *fix) << "\n";
     if (train::layout_change(in, *fix) != "the configured layout")
@@ -111,9 +112,10 @@ int cmd_plan(const PlanOptions& o) {
 
 void register_plan_commands(CLI::App& app, Commands& cmds) {
   auto o = std::make_shared<PlanOptions>();
-  auto* s = app.add_subcommand("plan", "Per-rank memory plan of a mid or rl config: parameters, gradients, optimizer "
-                                       "state, activations, buffers, decode cache; whether it fits; the smallest "
-                                       "layout that does (reads config.json only)");
+  auto* s = app.add_subcommand("plan",
+                               "Per-rank memory plan of a mid or rl config: parameters, gradients, optimizer "
+                               "state, activations, buffers, decode cache; whether it fits; the smallest "
+                               "layout that does (reads config.json only)");
   s->footer("Exit status: 0 the configured layout fits, 4 it does not, 1 error.");
   s->add_option("--config,-c", o->config_path, "YAML config (configs/mid/*.yaml or configs/rl/*.yaml)")->required();
   s->add_option("--set", o->sets, "Override a key: --set dist.shard_size=8 (repeatable)");

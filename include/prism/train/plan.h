@@ -37,32 +37,32 @@ namespace prism::train {
 struct MemoryPlanInput {
   models::ModelConfig model;
   c10::ScalarType dtype = c10::ScalarType::BFloat16;  ///< parameter / activation dtype
-  bool cuda = false;              ///< CUDA: prism's kernels' activations; else the ATen reference ops (CPU)
-  int64_t world_size = 1;         ///< data-parallel ranks
-  int64_t shard_size = 1;         ///< parameter-sharding group (FSDP / HSDP); 1: parameters replicated
-  bool zero1 = true;              ///< shard_size 1: master weights and moments sharded over the world
-  double bucket_mb = 25;          ///< gradient bucket size (fp32 MiB)
+  bool cuda = false;       ///< CUDA: prism's kernels' activations; else the ATen reference ops (CPU)
+  int64_t world_size = 1;  ///< data-parallel ranks
+  int64_t shard_size = 1;  ///< parameter-sharding group (FSDP / HSDP); 1: parameters replicated
+  bool zero1 = true;       ///< shard_size 1: master weights and moments sharded over the world
+  double bucket_mb = 25;   ///< gradient bucket size (fp32 MiB)
   bool activation_checkpointing = false;
-  int64_t micro_batch_rows = 1;   ///< rows per micro-batch (mid: data.micro_batch_size; GRPO: 1 packed row)
-  int64_t seq_len = 0;            ///< tokens per row (a micro-batch is packed into one row of rows x seq_len)
+  int64_t micro_batch_rows = 1;        ///< rows per micro-batch (mid: data.micro_batch_size; GRPO: 1 packed row)
+  int64_t seq_len = 0;                 ///< tokens per row (a micro-batch is packed into one row of rows x seq_len)
   bool optimizer_update_check = true;  ///< train.max_update_ratio > 0: the update-size guard's temporaries
   // GRPO only.
-  int64_t decode_rows = 0;        ///< DecodeState rows: rollout.slots + the engine's prefix row
-  int64_t decode_length = 0;      ///< DecodeState max length (prompt + completion)
-  bool reference_model = false;   ///< kl.beta > 0: a frozen copy of the policy
-  std::string job = "mid";        ///< "mid" | "rl", for the messages
+  int64_t decode_rows = 0;       ///< DecodeState rows: rollout.slots + the engine's prefix row
+  int64_t decode_length = 0;     ///< DecodeState max length (prompt + completion)
+  bool reference_model = false;  ///< kl.beta > 0: a frozen copy of the policy
+  std::string job = "mid";       ///< "mid" | "rl", for the messages
 };
 
 /// One line of the plan: bytes per rank.
 struct MemoryItem {
-  std::string name;    ///< e.g. "parameters", "activations"
+  std::string name;  ///< e.g. "parameters", "activations"
   double bytes = 0;
   std::string detail;  ///< the arithmetic, e.g. "8.03e9 x 2 B (bf16) / 1"
 };
 
 struct MemoryPlan {
   MemoryPlanInput input;
-  std::vector<MemoryItem> items;  ///< all per rank; their sum is the planned peak
+  std::vector<MemoryItem> items;        ///< all per rank; their sum is the planned peak
   double activations_full = 0;          ///< activation bytes of one micro-batch without checkpointing
   double activations_checkpointed = 0;  ///< ... with activation checkpointing
   double total() const;
