@@ -40,6 +40,10 @@ class CheckpointSet {
   std::vector<std::string> unused_;
 };
 
+/// dst = Σ_k coeffs[k] · srcs[k] (same numel, any floating dtypes, any shapes), accumulated in fp64
+/// in chunks of 4M elements and rounded once to dst's dtype: memory beyond dst is one 32 MB chunk.
+void accumulate_into(at::Tensor dst, const std::vector<at::Tensor>& srcs, const std::vector<double>& coeffs);
+
 /// Reads one element range of a tensor in any floating dtype as fp64.
 void load_as_double(const at::Tensor& t, int64_t begin, int64_t count, double* out);
 

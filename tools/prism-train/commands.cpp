@@ -76,28 +76,6 @@ std::vector<int64_t> parse_ids(const std::string& s) {
   return v;
 }
 
-uint64_t parse_size(const std::string& s) {
-  // Decimal units as huggingface_hub: 5GB = 5e9 bytes; KiB/MiB/GiB binary.
-  static const std::vector<std::pair<std::string, uint64_t>> units = {
-      {"KiB", 1ULL << 10}, {"MiB", 1ULL << 20}, {"GiB", 1ULL << 30}, {"KB", 1000ULL},
-      {"MB", 1000000ULL},  {"GB", 1000000000ULL}, {"B", 1ULL}};
-  for (const auto& [u, m] : units) {
-    if (s.size() > u.size() && s.compare(s.size() - u.size(), u.size(), u) == 0) {
-      try {
-        return static_cast<uint64_t>(std::stod(s.substr(0, s.size() - u.size())) * m);
-      } catch (const std::exception&) {
-        break;
-      }
-    }
-  }
-  try {
-    size_t pos = 0;
-    auto v = std::stoull(s, &pos);
-    if (pos == s.size()) return v;
-  } catch (const std::exception&) {
-  }
-  throw Error("invalid size", key_context("", "--shard-size", "e.g. 5GB, 500MB, 20KB", s));
-}
 
 std::string human_bytes(uint64_t b) {
   std::ostringstream os;
@@ -202,7 +180,7 @@ int cmd_save(const Options& o) {
   models::LoadOptions lo;
   lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
   auto model = models::CausalLM::from_pretrained(o.model_dir, lo);
-  model->save_pretrained(o.out_dir, parse_size(o.shard_size));
+  model->save_pretrained(o.out_dir, parse_size(o.shard_size, "--shard-size"));
   std::cerr << "saved " << model->num_parameters() << " parameters to " << o.out_dir << "\n";
   return 0;
 }
@@ -340,6 +318,29 @@ int cmd_export(const Options& o) {
 
 }  // namespace
 
+uint64_t parse_size(const std::string& s, const std::string& key) {
+  // Decimal units as huggingface_hub: 5GB = 5e9 bytes; KiB/MiB/GiB binary.
+  static const std::vector<std::pair<std::string, uint64_t>> units = {
+      {"KiB", 1ULL << 10}, {"MiB", 1ULL << 20}, {"GiB", 1ULL << 30}, {"KB", 1000ULL},
+      {"MB", 1000000ULL},  {"GB", 1000000000ULL}, {"B", 1ULL}};
+  for (const auto& [u, m] : units) {
+    if (s.size() > u.size() && s.compare(s.size() - u.size(), u.size(), u) == 0) {
+      try {
+        return static_cast<uint64_t>(std::stod(s.substr(0, s.size() - u.size())) * m);
+      } catch (const std::exception&) {
+        break;
+      }
+    }
+  }
+  try {
+    size_t pos = 0;
+    auto v = std::stoull(s, &pos);
+    if (pos == s.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error("invalid size", key_context("", key, "e.g. 5GB, 500MB, 20KB", s));
+}
+
 Commands::Commands() : opts_(std::make_unique<Options>()) {}
 Commands::~Commands() = default;
 
@@ -435,6 +436,7 @@ void Commands::register_all(CLI::App& app) {
   register_analyze_commands(app, *this);
   register_eval_commands(app, *this);
   register_rl_commands(app, *this);
+  register_merge_commands(app, *this);
 }
 
 int Commands::run_selected() {

@@ -3,6 +3,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
+#include <string>
+
 #include <functional>
 #include <memory>
 #include <vector>
@@ -43,5 +46,10 @@ void register_generate_commands(CLI::App& app, Commands& cmds);
 void register_analyze_commands(CLI::App& app, Commands& cmds);
 void register_eval_commands(CLI::App& app, Commands& cmds);     // cmd_eval.cpp: `eval`
 void register_rl_commands(CLI::App& app, Commands& cmds);       // cmd_rl.cpp: `rl`
+void register_merge_commands(CLI::App& app, Commands& cmds);    // cmd_merge.cpp: `merge`
+
+/// Bytes of "5GB" (decimal, as huggingface_hub), "500MiB" (binary), "20KB" or a plain count;
+/// an error naming `key` otherwise.
+uint64_t parse_size(const std::string& s, const std::string& key);
 
 }  // namespace prism::cli
