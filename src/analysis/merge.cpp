@@ -54,23 +54,26 @@ MergeResult merge_checkpoints(const std::vector<std::string>& checkpoints, const
                               const std::string& output, const MergeOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   if (checkpoints.size() < 2)
-    throw Error("a merge needs at least two checkpoints", key_context("", "checkpoints", ">= 2", str(checkpoints.size())));
+    throw Error("a merge needs at least two checkpoints",
+                key_context("", "checkpoints", ">= 2", str(checkpoints.size())));
   if (weights.size() != checkpoints.size())
-    throw Error("one weight per checkpoint", key_context("", "weights", str(checkpoints.size(), " weights"),
-                                                        str(weights.size())));
+    throw Error("one weight per checkpoint",
+                key_context("", "weights", str(checkpoints.size(), " weights"), str(weights.size())));
   double sum = 0;
   for (size_t i = 0; i < weights.size(); ++i) {
     if (!std::isfinite(weights[i]))
-      throw Error("weights must be finite numbers", key_context("", str("weights[", i, "]"), "a finite number",
-                                                               str(weights[i])));
+      throw Error("weights must be finite numbers",
+                  key_context("", str("weights[", i, "]"), "a finite number", str(weights[i])));
     sum += weights[i];
   }
   if (std::abs(sum - 1.0) > 1e-9)
-    log::warn(str("merge: the weights sum to ", sum, ", not 1: the result is scaled (an extrapolation, not an interpolation)"));
+    log::warn(str("merge: the weights sum to ", sum,
+                  ", not 1: the result is scaled (an extrapolation, not an interpolation)"));
 
   const std::string out = fs::absolute(output);
   if (out.empty() || fs::exists(out))
-    throw Error("the merge output already exists (choose a new directory)", key_context(out, "output", "a new path", ""));
+    throw Error("the merge output already exists (choose a new directory)",
+                key_context(out, "output", "a new path", ""));
   std::vector<std::string> dirs;
   for (const auto& c : checkpoints) dirs.push_back(resolve_hf_dir(c));
 
@@ -80,9 +83,8 @@ MergeResult merge_checkpoints(const std::vector<std::string>& checkpoints, const
   for (size_t k = 1; k < dirs.size(); ++k) {
     const auto cfg = models::CausalLM::read_config(dirs[k]);
     if (cfg.model_type != ref_cfg.model_type)
-      throw Error("model_type differs from the first checkpoint's", key_context(fs::join(dirs[k], "config.json"),
-                                                                                "model_type", ref_cfg.model_type,
-                                                                                cfg.model_type));
+      throw Error("model_type differs from the first checkpoint's",
+                  key_context(fs::join(dirs[k], "config.json"), "model_type", ref_cfg.model_type, cfg.model_type));
   }
   CheckpointSet set(dirs);
   const auto& ref = set.reader(0);
@@ -106,7 +108,8 @@ MergeResult merge_checkpoints(const std::vector<std::string>& checkpoints, const
     for (size_t k = 0; k < set.size(); ++k) {
       const auto& r = set.reader(k);
       if (!r.contains(name))
-        throw Error("tensor of the first checkpoint is missing", ErrorContext{set.dir(k), "", name, "present", "absent"});
+        throw Error("tensor of the first checkpoint is missing",
+                    ErrorContext{set.dir(k), "", name, "present", "absent"});
       const auto& info = r.info(name);
       if (info.shape != info0.shape)
         throw Error("shape differs from the first checkpoint's",
@@ -128,8 +131,9 @@ MergeResult merge_checkpoints(const std::vector<std::string>& checkpoints, const
     it.shard = shard_index.at(ref.file_of(it.stored[0]));
     it.begin = ref.info(it.stored[0]).begin;
   }
-  std::stable_sort(items.begin(), items.end(),
-                   [](const Item& a, const Item& b) { return std::tie(a.shard, a.begin) < std::tie(b.shard, b.begin); });
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    return std::tie(a.shard, a.begin) < std::tie(b.shard, b.begin);
+  });
 
   // Non-floating tensors are compared now, not while writing (they are small: ids, masks).
   for (const auto& it : items) {
@@ -137,8 +141,9 @@ MergeResult merge_checkpoints(const std::vector<std::string>& checkpoints, const
     const at::Tensor a = ref.get(it.stored[0]);
     for (size_t k = 1; k < set.size(); ++k)
       if (!at::equal(a, set.reader(k).get(it.stored[k])))
-        throw Error("non-floating tensor differs between checkpoints (it cannot be interpolated)",
-                    ErrorContext{set.reader(k).file_of(it.stored[k]), "", it.stored[k], "equal to the first's", "different"});
+        throw Error(
+            "non-floating tensor differs between checkpoints (it cannot be interpolated)",
+            ErrorContext{set.reader(k).file_of(it.stored[k]), "", it.stored[k], "equal to the first's", "different"});
   }
 
   std::vector<io::TensorSpec> specs;

@@ -146,7 +146,8 @@ void MixtureConfig::validate() const {
     throw Error("overlapping chunks need bfd packing (concat streams documents across rows)",
                 key_context("", "split_overlap", "0 with packing: concat", str(split_overlap)));
   if (split_overlap >= seq_len)
-    throw Error("chunks must advance", key_context("", "split_overlap", str("< seq_len (", seq_len, ")"), str(split_overlap)));
+    throw Error("chunks must advance",
+                key_context("", "split_overlap", str("< seq_len (", seq_len, ")"), str(split_overlap)));
 }
 
 std::vector<double> MixtureConfig::normalized_weights() const {

@@ -517,7 +517,8 @@ void save_safetensors(const std::string& path, const std::vector<TensorSpec>& sp
 
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata) {
-  save_safetensors(path, specs_of(path, tensors), [&](size_t i) { return tensors[i].second; }, metadata);
+  save_safetensors(
+      path, specs_of(path, tensors), [&](size_t i) { return tensors[i].second; }, metadata);
 }
 
 std::vector<std::string> save_sharded(const std::string& dir, const std::vector<TensorSpec>& specs,
@@ -586,7 +587,8 @@ std::vector<std::string> save_sharded(const std::string& dir, const std::vector<
       weight_map[specs[i].name] = name;
     }
     const auto& members = shards[s];
-    save_safetensors(prism::fs::join(dir, name), part, [&](size_t k) { return source(members[k]); }, options.metadata);
+    save_safetensors(
+        prism::fs::join(dir, name), part, [&](size_t k) { return source(members[k]); }, options.metadata);
     written.push_back(std::move(name));
   }
   if (num_shards > 1) {
@@ -608,7 +610,8 @@ std::vector<std::string> save_sharded(const std::string& dir, const std::vector<
 
 std::vector<std::string> save_sharded(const std::string& dir, const NamedTensors& tensors,
                                       const ShardOptions& options) {
-  return save_sharded(dir, specs_of(dir, tensors), [&](size_t i) { return tensors[i].second; }, options);
+  return save_sharded(
+      dir, specs_of(dir, tensors), [&](size_t i) { return tensors[i].second; }, options);
 }
 
 }  // namespace prism::io

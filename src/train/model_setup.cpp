@@ -85,8 +85,9 @@ std::vector<bool> trainable_mask(const models::CausalLM& model, const std::vecto
     }
     if (!any)
       throw Error("selects no parameter of this model",
-                  key_context("", where, "all, a kind (embedding attention mlp mamba2 norm lm_head) or a regex "
-                                         "matching a parameter name",
+                  key_context("", where,
+                              "all, a kind (embedding attention mlp mamba2 norm lm_head) or a regex "
+                              "matching a parameter name",
                               sel));
   }
   return mask;

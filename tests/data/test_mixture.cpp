@@ -193,7 +193,7 @@ TEST_F(Mixture, BfdOverlappingChunksByHand) {
   MixtureLoader l2(c, 0, 1);
   b = l2.next();
   EXPECT_EQ(vec(b.input_ids), (std::vector<int64_t>{10, 11, 12, 13, 12, 13, 14, 15, 14, 15, 16, 17, 16, 17, 18, 19,  //
-                                                    18, 19, 1, 0}));
+                                                    18, 19, 1,  0}));
 
   // Resume inside a window with overlapping chunks continues the same stream; another overlap is refused.
   c.split_overlap = 1;

@@ -75,7 +75,8 @@ TEST(MidConfigs, LongContextConfigsMatchTable17) {
     EXPECT_EQ(cfg.data.eos_id, mid.data.eos_id);
   }
   EXPECT_EQ(n, 7);
-  auto mix = prism::config::load_config<prism::data::MixtureConfig>(prism::fs::join(src, "configs/mixtures/longctx.yaml"));
+  auto mix =
+      prism::config::load_config<prism::data::MixtureConfig>(prism::fs::join(src, "configs/mixtures/longctx.yaml"));
   EXPECT_EQ(mix.packing, "bfd");
   EXPECT_GT(mix.split_overlap, 0);
   EXPECT_EQ(mix.seq_len, 131072);

@@ -80,8 +80,8 @@ MergeConfig resolve(const MergeCliOptions& o) {
   std::vector<std::string> paths = o.checkpoints;
   if (pair) {
     if (o.base.empty() || o.into.empty())
-      throw Error("--base and --into go together", key_context("", o.base.empty() ? "--base" : "--into", "a checkpoint",
-                                                               "nothing"));
+      throw Error("--base and --into go together",
+                  key_context("", o.base.empty() ? "--base" : "--into", "a checkpoint", "nothing"));
     paths = {o.base, o.into};
   }
   if (o.weights.size() != paths.size())
@@ -130,8 +130,9 @@ void register_merge_commands(CLI::App& app, Commands& cmds) {
       "  prism-train merge --base BASE --into MID --weights 0.15,0.85 -o OUT\n"
       "  prism-train merge A B C --weights 0.5,0.3,0.2 -o OUT      (A is the reference)\n"
       "  prism-train merge --config configs/longctx/merge-granite-3.3-8b.yaml");
-  s->add_option("checkpoints", o->checkpoints, "Checkpoints (HF directories or training checkpoints); the first is "
-                                               "the reference: names, dtypes, shards, tokenizer/config files")
+  s->add_option("checkpoints", o->checkpoints,
+                "Checkpoints (HF directories or training checkpoints); the first is "
+                "the reference: names, dtypes, shards, tokenizer/config files")
       ->check(CLI::ExistingDirectory);
   s->add_option("--base", o->base, "Base checkpoint (first weight)")->check(CLI::ExistingDirectory);
   s->add_option("--into", o->into, "Checkpoint merged into (second weight; the reference)")

@@ -76,7 +76,6 @@ std::vector<int64_t> parse_ids(const std::string& s) {
   return v;
 }
 
-
 std::string human_bytes(uint64_t b) {
   std::ostringstream os;
   os << std::fixed << std::setprecision(2);
@@ -321,7 +320,7 @@ int cmd_export(const Options& o) {
 uint64_t parse_size(const std::string& s, const std::string& key) {
   // Decimal units as huggingface_hub: 5GB = 5e9 bytes; KiB/MiB/GiB binary.
   static const std::vector<std::pair<std::string, uint64_t>> units = {
-      {"KiB", 1ULL << 10}, {"MiB", 1ULL << 20}, {"GiB", 1ULL << 30}, {"KB", 1000ULL},
+      {"KiB", 1ULL << 10}, {"MiB", 1ULL << 20},   {"GiB", 1ULL << 30}, {"KB", 1000ULL},
       {"MB", 1000000ULL},  {"GB", 1000000000ULL}, {"B", 1ULL}};
   for (const auto& [u, m] : units) {
     if (s.size() > u.size() && s.compare(s.size() - u.size(), u.size(), u) == 0) {

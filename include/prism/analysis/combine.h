@@ -30,9 +30,9 @@ struct MergeOptions {
 };
 
 struct MergeResult {
-  std::string output;              ///< the absolute output directory
+  std::string output;  ///< the absolute output directory
   size_t tensors = 0;
-  uint64_t bytes = 0;              ///< tensor bytes written
+  uint64_t bytes = 0;  ///< tensor bytes written
   uint64_t largest_tensor_bytes = 0;
   std::vector<std::string> files;  ///< written safetensors shards (and index), then copied files
   double seconds = 0;
