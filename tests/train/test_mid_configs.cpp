@@ -68,7 +68,7 @@ TEST(MidConfigs, LongContextConfigsMatchTable17) {
     EXPECT_EQ(cfg.schedule.min_lr_ratio, 0.0);
     EXPECT_EQ(cfg.model.dtype, prism::train::Dtype::kBf16);
     EXPECT_TRUE(cfg.model.activation_checkpointing);
-    EXPECT_EQ(cfg.data.mixture, "configs/mixtures/longctx.yaml");
+    EXPECT_EQ(cfg.data.mixture, "configs/mixtures/prism-longctx.yaml");
     // The same eos id as the model's mid-training config.
     auto mid = prism::config::load_config<prism::train::MidTrainConfig>(
         prism::fs::join(src, "configs/mid/" + model + ".yaml"));
@@ -76,7 +76,7 @@ TEST(MidConfigs, LongContextConfigsMatchTable17) {
   }
   EXPECT_EQ(n, 7);
   auto mix =
-      prism::config::load_config<prism::data::MixtureConfig>(prism::fs::join(src, "configs/mixtures/longctx.yaml"));
+      prism::config::load_config<prism::data::MixtureConfig>(prism::fs::join(src, "configs/mixtures/prism-longctx.yaml"));
   EXPECT_EQ(mix.packing, "bfd");
   EXPECT_GT(mix.split_overlap, 0);
   EXPECT_EQ(mix.seq_len, 131072);

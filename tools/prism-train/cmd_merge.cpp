@@ -18,34 +18,6 @@
 namespace prism::cli {
 namespace {
 
-struct MergeInput {
-  std::string path;
-  double weight = 0;
-  void visit(config::Visitor& v) {
-    using namespace config;
-    v.field("path", path, required() & non_empty(), "HF directory or training checkpoint (holding model/)");
-    v.field("weight", weight, required(), "coefficient of this checkpoint in the sum");
-  }
-  bool operator==(const MergeInput&) const = default;
-};
-
-/// configs/longctx/merge-*.yaml.
-struct MergeConfig {
-  std::vector<MergeInput> checkpoints;
-  std::string output;
-  std::string shard_size;
-
-  void visit(config::Visitor& v) {
-    using namespace config;
-    v.field("checkpoints", checkpoints, required() & non_empty(),
-            "checkpoints and weights; the first is the reference (tensor names, dtypes, shards, tokenizer and "
-            "config files)");
-    v.field("output", output, required() & non_empty(), "new HF directory (must not exist)");
-    v.field("shard_size", shard_size, "max shard size (5GB, 500MB …); empty: the reference's shard layout");
-  }
-  bool operator==(const MergeConfig&) const = default;
-};
-
 struct MergeCliOptions {
   std::string config_path;
   std::vector<std::string> sets;
@@ -58,7 +30,7 @@ struct MergeCliOptions {
 };
 
 // The merge described by the command line: a --config file, --base/--into, or positional checkpoints.
-MergeConfig resolve(const MergeCliOptions& o) {
+analysis::MergeConfig resolve(const MergeCliOptions& o) {
   const bool pair = !o.base.empty() || !o.into.empty();
   const int forms = (!o.config_path.empty()) + pair + (!o.checkpoints.empty());
   if (forms != 1)
@@ -67,13 +39,13 @@ MergeConfig resolve(const MergeCliOptions& o) {
   if (!o.config_path.empty()) {
     if (!o.weights.empty())
       throw Error("the weights of a --config merge are in its file", key_context(o.config_path, "--weights"));
-    auto cfg = config::load_config<MergeConfig>(o.config_path, o.sets);
+    auto cfg = config::load_config<analysis::MergeConfig>(o.config_path, o.sets);
     if (!o.output.empty()) cfg.output = o.output;
     if (!o.shard_size.empty()) cfg.shard_size = o.shard_size;
     return cfg;
   }
   if (!o.sets.empty()) throw Error("--set needs --config", key_context("", "--set"));
-  MergeConfig cfg;
+  analysis::MergeConfig cfg;
   cfg.output = o.output;
   cfg.shard_size = o.shard_size;
   if (cfg.output.empty()) throw Error("no output directory", key_context("", "--output", "-o DIR", "nothing"));
@@ -95,7 +67,7 @@ MergeConfig resolve(const MergeCliOptions& o) {
 }
 
 int cmd_merge(const MergeCliOptions& o) {
-  const MergeConfig cfg = resolve(o);
+  const analysis::MergeConfig cfg = resolve(o);
   if (o.print_config) {
     std::cout << config::dump_config(cfg);
     return 0;

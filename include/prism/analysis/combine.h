@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "prism/core/config.h"
 #include "prism/models/causal_lm.h"
 
 namespace prism::analysis {
@@ -20,6 +21,34 @@ namespace prism::analysis {
 std::unique_ptr<models::CausalLM> load_combination(const std::vector<std::string>& checkpoints,
                                                    const std::vector<double>& coeffs,
                                                    const models::LoadOptions& opts = {});
+
+struct MergeInput {
+  std::string path;
+  double weight = 0;
+  void visit(config::Visitor& v) {
+    using namespace config;
+    v.field("path", path, required() & non_empty(), "HF directory or training checkpoint (holding model/)");
+    v.field("weight", weight, required(), "coefficient of this checkpoint in the sum");
+  }
+  bool operator==(const MergeInput&) const = default;
+};
+
+/// A merge recipe as YAML (configs/longctx/merge-*.yaml; `prism-train merge --config`).
+struct MergeConfig {
+  std::vector<MergeInput> checkpoints;
+  std::string output;
+  std::string shard_size;
+
+  void visit(config::Visitor& v) {
+    using namespace config;
+    v.field("checkpoints", checkpoints, required() & non_empty(),
+            "checkpoints and weights; the first is the reference (tensor names, dtypes, shards, tokenizer and "
+            "config files)");
+    v.field("output", output, required() & non_empty(), "new HF directory (must not exist)");
+    v.field("shard_size", shard_size, "max shard size (5GB, 500MB …); empty: the reference's shard layout");
+  }
+  bool operator==(const MergeConfig&) const = default;
+};
 
 struct MergeOptions {
   /// 0: the first checkpoint's shard layout (same tensors in the same files); else greedy shards
