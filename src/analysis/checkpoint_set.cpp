@@ -82,6 +82,22 @@ std::vector<size_t> CheckpointSet::file_order() const {
   return order;
 }
 
+void accumulate_into(at::Tensor dst, const std::vector<at::Tensor>& srcs, const std::vector<double>& coeffs) {
+  PRISM_CHECK(srcs.size() == coeffs.size(), "accumulate_into: ", srcs.size(), " tensors but ", coeffs.size(),
+              " coefficients");
+  constexpr int64_t kChunk = 1 << 22;  // fp64 accumulator of 32 MB
+  at::Tensor flat = dst.view({-1});
+  std::vector<at::Tensor> src;
+  for (const auto& s : srcs) src.push_back(s.reshape({-1}));
+  const int64_t n = flat.numel();
+  for (int64_t b = 0; b < n; b += kChunk) {
+    const int64_t m = std::min(kChunk, n - b);
+    at::Tensor acc = at::zeros({m}, at::TensorOptions().dtype(at::kDouble).device(dst.device()));
+    for (size_t k = 0; k < src.size(); ++k) acc.add_(src[k].narrow(0, b, m).to(acc.device(), at::kDouble), coeffs[k]);
+    flat.narrow(0, b, m).copy_(acc);
+  }
+}
+
 void load_as_double(const at::Tensor& t, int64_t begin, int64_t count, double* out) {
   const void* base = t.data_ptr();
   switch (t.scalar_type()) {

@@ -45,6 +45,10 @@ class CheckpointSet {
 /// the directory (and --tokenizer) when there is none.
 std::unique_ptr<io::Tokenizer> load_tokenizer(const std::string& model_dir, const std::string& override_path = "");
 
+/// dst = Σ_k coeffs[k] · srcs[k] (same numel, any floating dtypes, any shapes), accumulated in fp64
+/// in chunks of 4M elements and rounded once to dst's dtype: memory beyond dst is one 32 MB chunk.
+void accumulate_into(at::Tensor dst, const std::vector<at::Tensor>& srcs, const std::vector<double>& coeffs);
+
 /// Reads one element range of a tensor in any floating dtype as fp64.
 void load_as_double(const at::Tensor& t, int64_t begin, int64_t count, double* out);
 

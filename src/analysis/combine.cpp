@@ -24,19 +24,11 @@ std::unique_ptr<models::CausalLM> load_combination(const std::vector<std::string
   std::map<std::string, at::Tensor> live;
   for (const auto& [name, t] : model->named_parameters()) live.emplace(name, t);
   at::NoGradGuard no_grad;
-  constexpr int64_t kChunk = 1 << 22;  // fp64 accumulator of 32 MB
   for (size_t i : set.file_order()) {
     const auto& p = set.parameters()[i];
-    at::Tensor dst = live.at(p.info.name).view({-1});
     std::vector<at::Tensor> src;
-    for (size_t k = 0; k < set.size(); ++k) src.push_back(set.reader(k).get(p.stored[k]).view({-1}));
-    const int64_t n = dst.numel();
-    for (int64_t b = 0; b < n; b += kChunk) {
-      const int64_t m = std::min(kChunk, n - b);
-      at::Tensor acc = at::zeros({m}, at::kDouble);
-      for (size_t k = 0; k < src.size(); ++k) acc.add_(src[k].narrow(0, b, m).to(at::kDouble), coeffs[k]);
-      dst.narrow(0, b, m).copy_(acc);
-    }
+    for (size_t k = 0; k < set.size(); ++k) src.push_back(set.reader(k).get(p.stored[k]));
+    accumulate_into(live.at(p.info.name), src, coeffs);
     for (size_t k = 0; k < set.size(); ++k) set.reader(k).release(p.stored[k]);
   }
   return model;

@@ -142,6 +142,12 @@ void MixtureConfig::validate() const {
       throw Error("source names must be unique",
                   key_context("", str("sources[", i, "].name"), "a new name", "\"" + sources[i].name + "\" again"));
   }
+  if (split_overlap > 0 && packing != "bfd")
+    throw Error("overlapping chunks need bfd packing (concat streams documents across rows)",
+                key_context("", "split_overlap", "0 with packing: concat", str(split_overlap)));
+  if (split_overlap >= seq_len)
+    throw Error("chunks must advance",
+                key_context("", "split_overlap", str("< seq_len (", seq_len, ")"), str(split_overlap)));
 }
 
 std::vector<double> MixtureConfig::normalized_weights() const {
@@ -166,6 +172,8 @@ std::string to_json(const MixtureState& st) {
   j["carry_source"] = st.carry_source;
   j["carry_doc"] = st.carry_doc;
   j["carry_offset"] = st.carry_offset;
+  j["split_overlap"] = st.split_overlap;
+  j["min_doc_tokens"] = st.min_doc_tokens;
   j["sources"] = nlohmann::json::array();
   for (const auto& c : st.sources) {
     j["sources"].push_back({{"name", c.name},
@@ -210,6 +218,8 @@ MixtureState mixture_state_from_json(const std::string& text) {
   st.carry_source = json_get<int64_t>(j, "carry_source", "");
   st.carry_doc = json_get<int64_t>(j, "carry_doc", "");
   st.carry_offset = json_get<int64_t>(j, "carry_offset", "");
+  if (j.contains("split_overlap")) st.split_overlap = json_get<int64_t>(j, "split_overlap", "");
+  if (j.contains("min_doc_tokens")) st.min_doc_tokens = json_get<int64_t>(j, "min_doc_tokens", "");
   auto srcs = json_get<nlohmann::json>(j, "sources", "");
   if (!srcs.is_array()) throw Error("must be a list", key_context("<mixture state>", "sources"));
   for (size_t i = 0; i < srcs.size(); ++i) {
@@ -279,7 +289,9 @@ struct MixtureLoader::Impl {
       }
       int64_t d = static_cast<int64_t>(src.perm(static_cast<uint64_t>(src.position++)));
       int64_t len = src.doc_len(d);
-      if (len == 0) continue;  // empty documents contribute nothing (a source has >= 1 token)
+      // Empty documents contribute nothing; short ones are filtered (min_doc_tokens). The
+      // constructor made sure every source has a document that passes, so this ends.
+      if (len == 0 || len < cfg.min_doc_tokens) continue;
       src.realized += len;
       total_realized += len;
       return {best, d};
@@ -307,7 +319,8 @@ struct MixtureLoader::Impl {
   }
 
   // Gathers documents for bfd_window_rows rows, splits those longer than seq_len into
-  // seq_len chunks, and packs the pieces best-fit-decreasing into rows.
+  // seq_len chunks (starting every seq_len - split_overlap tokens), and packs the pieces
+  // best-fit-decreasing into rows.
   void build_window() {
     window_anchor = snapshot();
     std::vector<Piece> pieces;
@@ -315,7 +328,11 @@ struct MixtureLoader::Impl {
     for (int64_t gathered = 0; gathered < target;) {
       auto [s, d] = draw();
       int64_t sl = seg_len(sources[s].doc_len(d));
-      for (int64_t b = 0; b < sl; b += seq_len) pieces.push_back({s, d, b, std::min(sl, b + seq_len), sl});
+      const int64_t stride = seq_len - cfg.split_overlap;
+      for (int64_t b = 0;; b += stride) {
+        pieces.push_back({s, d, b, std::min(sl, b + seq_len), sl});
+        if (b + seq_len >= sl) break;
+      }
       gathered += sl;
     }
     std::vector<int64_t> lengths;
@@ -342,6 +359,8 @@ struct MixtureLoader::Impl {
     st.seed = cfg.seed;
     st.seq_len = seq_len;
     st.packing = cfg.packing;
+    st.split_overlap = cfg.split_overlap;
+    st.min_doc_tokens = cfg.min_doc_tokens;
     st.rows = rows;
     for (const Source& s : sources)
       st.sources.push_back({s.name, s.num_docs, s.num_tokens, s.epoch, s.position, s.realized});
@@ -432,6 +451,13 @@ MixtureLoader::MixtureLoader(const MixtureConfig& cfg, int rank, int world_size)
     }
     if (src.num_tokens == 0)
       throw Error(str("source '", ms.name, "' has no tokens"), key_context("", key, "at least one token", ms.path));
+    if (cfg.min_doc_tokens > 1) {
+      bool any = false;
+      for (int64_t d = 0; d < src.num_docs && !any; ++d) any = src.doc_len(d) >= cfg.min_doc_tokens;
+      if (!any)
+        throw Error(str("source '", ms.name, "' has no document of min_doc_tokens or more"),
+                    key_context("", "min_doc_tokens", str("<= its longest document"), str(cfg.min_doc_tokens)));
+    }
     src.reset_perm(static_cast<uint64_t>(cfg.seed));
     m.sources.push_back(std::move(src));
   }
@@ -489,6 +515,12 @@ void MixtureLoader::restore(const MixtureState& st) {
     throw Error("saved with another seq_len", key_context(ctx, "seq_len", str(m.seq_len), str(st.seq_len)));
   if (st.packing != m.cfg.packing)
     throw Error("saved with another packing", key_context(ctx, "packing", m.cfg.packing, st.packing));
+  if (st.split_overlap != m.cfg.split_overlap)
+    throw Error("saved with another split_overlap",
+                key_context(ctx, "split_overlap", str(m.cfg.split_overlap), str(st.split_overlap)));
+  if (st.min_doc_tokens != m.cfg.min_doc_tokens)
+    throw Error("saved with another min_doc_tokens",
+                key_context(ctx, "min_doc_tokens", str(m.cfg.min_doc_tokens), str(st.min_doc_tokens)));
   if (st.sources.size() != m.sources.size())
     throw Error("saved with another number of sources",
                 key_context(ctx, "sources", str(m.sources.size()), str(st.sources.size())));

@@ -411,34 +411,56 @@ std::vector<std::string> CheckpointReader::files() const {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-void save_safetensors(const std::string& path, const NamedTensors& tensors,
+namespace {
+
+// The spec (name, dtype, shape) of each of `tensors`, refusing what cannot be written.
+std::vector<TensorSpec> specs_of(const std::string& where, const NamedTensors& tensors) {
+  std::vector<TensorSpec> specs;
+  specs.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) {
+    if (!t.defined()) throw Error("tensor is undefined", ctx(where, "", name));
+    specs.push_back({name, t.scalar_type(), t.sizes().vec()});
+  }
+  return specs;
+}
+
+uint64_t spec_nbytes(const TensorSpec& s) {
+  uint64_t n = c10::elementSize(s.dtype);
+  for (int64_t d : s.shape) n *= static_cast<uint64_t>(d);
+  return n;
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path, const std::vector<TensorSpec>& specs, const TensorSource& source,
                       const std::map<std::string, std::string>& metadata) {
   struct Entry {
-    const std::string* name;
-    at::Tensor data;  // CPU contiguous
+    size_t index;
     std::string dtype;
     int rank;
   };
   std::vector<Entry> entries;
-  entries.reserve(tensors.size());
+  entries.reserve(specs.size());
   std::set<std::string_view> seen;
-  for (const auto& [name, t] : tensors) {
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const auto& name = specs[i].name;
     if (name == "__metadata__") throw Error("\"__metadata__\" is reserved and cannot name a tensor", ctx(path, "", name));
     if (!seen.insert(name).second) throw Error("duplicate tensor name", ctx(path, "", name));
-    if (!t.defined()) throw Error("tensor is undefined", ctx(path, "", name));
     std::string dtype;
     try {
-      dtype = scalar_type_to_safetensors(t.scalar_type());
+      dtype = scalar_type_to_safetensors(specs[i].dtype);
     } catch (const Error& e) {
-      throw Error(e.message(), ctx(path, "", name, "a dtype safetensors can store", c10::toString(t.scalar_type())));
+      throw Error(e.message(), ctx(path, "", name, "a dtype safetensors can store", c10::toString(specs[i].dtype)));
     }
+    for (int64_t d : specs[i].shape)
+      if (d < 0) throw Error("negative dimension", ctx(path, "", name));
     const int rank = detail::safetensors_dtype_rank(dtype);
-    entries.push_back({&name, to_writable(t, path, name), std::move(dtype), rank});
+    entries.push_back({i, std::move(dtype), rank});
   }
   // The official writer's order (see safetensors_dtype_rank): wider dtypes first, then by name.
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+  std::sort(entries.begin(), entries.end(), [&](const Entry& a, const Entry& b) {
     if (a.rank != b.rank) return a.rank > b.rank;
-    return *a.name < *b.name;
+    return specs[a.index].name < specs[b.index].name;
   });
 
   // Assembled by hand (nlohmann only escapes the strings) so that the layout is the reference
@@ -458,9 +480,10 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
     }
     uint64_t offset = 0;
     for (const auto& e : entries) {
-      const uint64_t n = tensor_nbytes(e.data);
-      text += quote(*e.name) + ":{\"dtype\":\"" + e.dtype + "\",\"shape\":[";
-      for (int64_t d = 0; d < e.data.dim(); ++d) text += (d ? "," : "") + std::to_string(e.data.size(d));
+      const auto& s = specs[e.index];
+      const uint64_t n = spec_nbytes(s);
+      text += quote(s.name) + ":{\"dtype\":\"" + e.dtype + "\",\"shape\":[";
+      for (size_t d = 0; d < s.shape.size(); ++d) text += (d ? "," : "") + std::to_string(s.shape[d]);
       text += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + n) + "]},";
       offset += n;
     }
@@ -478,44 +501,72 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   for (int i = 0; i < 8; ++i) prefix[i] = static_cast<uint8_t>(n >> (8 * i));
   f.write(prefix, 8);
   f.write(text.data(), text.size());
-  for (const auto& e : entries) f.write(e.data.data_ptr(), static_cast<size_t>(tensor_nbytes(e.data)));
+  // The header is fixed before any data is asked for, so each tensor is produced, written and
+  // dropped in turn: a streamed save holds one tensor at a time.
+  for (const auto& e : entries) {
+    const auto& s = specs[e.index];
+    at::Tensor data = to_writable(source(e.index), path, s.name);
+    if (data.scalar_type() != s.dtype || data.sizes().vec() != s.shape)
+      throw Error("produced tensor differs from its declared dtype/shape",
+                  ctx(path, "", s.name, prism::str(s.dtype, " ", c10::IntArrayRef(s.shape)),
+                      prism::str(data.scalar_type(), " ", data.sizes())));
+    f.write(data.data_ptr(), static_cast<size_t>(tensor_nbytes(data)));
+  }
   f.commit();
 }
 
-std::vector<std::string> save_sharded(const std::string& dir, const NamedTensors& tensors,
-                                      const ShardOptions& options) {
+void save_safetensors(const std::string& path, const NamedTensors& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  save_safetensors(
+      path, specs_of(path, tensors), [&](size_t i) { return tensors[i].second; }, metadata);
+}
+
+std::vector<std::string> save_sharded(const std::string& dir, const std::vector<TensorSpec>& specs,
+                                      const TensorSource& source, const ShardOptions& options) {
   if (!prism::fs::is_directory(dir)) throw Error("output directory does not exist", ctx(dir));
   if (options.prefix.empty() || options.prefix.find('/') != std::string::npos)
     throw Error("shard prefix must be a plain file name", ctx(dir, "prefix", "", "", options.prefix));
   {
     std::set<std::string_view> seen;
-    for (const auto& [name, t] : tensors)
-      if (!seen.insert(name).second) throw Error("duplicate tensor name", ctx(dir, "", name));
+    for (const auto& s : specs)
+      if (!seen.insert(s.name).second) throw Error("duplicate tensor name", ctx(dir, "", s.name));
   }
 
-  // Greedy packing in the given order (huggingface_hub's rule, minus its reordering of
-  // oversized tensors): start a new shard when the next tensor would overflow the current one.
   std::vector<std::vector<size_t>> shards;
-  std::vector<size_t> current;
-  uint64_t current_bytes = 0, total_bytes = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const auto& t = tensors[i].second;
-    const uint64_t n = t.defined() ? tensor_nbytes(t) : 0;
-    total_bytes += n;
-    if (!current.empty() && (n > options.max_shard_bytes || current_bytes + n > options.max_shard_bytes)) {
-      shards.push_back(std::move(current));
-      current.clear();
-      current_bytes = 0;
+  uint64_t total_bytes = 0;
+  for (const auto& s : specs) total_bytes += spec_nbytes(s);
+  if (!options.shard_of.empty()) {
+    if (options.shard_of.size() != specs.size())
+      throw Error(str("shard_of has ", options.shard_of.size(), " entries for ", specs.size(), " tensors"), ctx(dir));
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const size_t s = options.shard_of[i];
+      if (s >= shards.size()) shards.resize(s + 1);
+      shards[s].push_back(i);
     }
-    current.push_back(i);
-    current_bytes += n;
-    if (n > options.max_shard_bytes) {  // oversized: alone in its shard
-      shards.push_back(std::move(current));
-      current.clear();
-      current_bytes = 0;
+    for (size_t s = 0; s < shards.size(); ++s)
+      if (shards[s].empty()) throw Error(str("shard_of leaves shard ", s, " empty"), ctx(dir));
+  } else {
+    // Greedy packing in the given order (huggingface_hub's rule, minus its reordering of
+    // oversized tensors): start a new shard when the next tensor would overflow the current one.
+    std::vector<size_t> current;
+    uint64_t current_bytes = 0;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const uint64_t n = spec_nbytes(specs[i]);
+      if (!current.empty() && (n > options.max_shard_bytes || current_bytes + n > options.max_shard_bytes)) {
+        shards.push_back(std::move(current));
+        current.clear();
+        current_bytes = 0;
+      }
+      current.push_back(i);
+      current_bytes += n;
+      if (n > options.max_shard_bytes) {  // oversized: alone in its shard
+        shards.push_back(std::move(current));
+        current.clear();
+        current_bytes = 0;
+      }
     }
+    if (!current.empty() || shards.empty()) shards.push_back(std::move(current));
   }
-  if (!current.empty() || shards.empty()) shards.push_back(std::move(current));
 
   std::vector<std::string> written;
   const size_t num_shards = shards.size();
@@ -529,13 +580,15 @@ std::vector<std::string> save_sharded(const std::string& dir, const NamedTensors
       };
       name = options.prefix + "-" + pad5(s + 1) + "-of-" + pad5(num_shards) + ".safetensors";
     }
-    NamedTensors part;
+    std::vector<TensorSpec> part;
     part.reserve(shards[s].size());
     for (size_t i : shards[s]) {
-      part.push_back(tensors[i]);
-      weight_map[tensors[i].first] = name;
+      part.push_back(specs[i]);
+      weight_map[specs[i].name] = name;
     }
-    save_safetensors(prism::fs::join(dir, name), part, options.metadata);
+    const auto& members = shards[s];
+    save_safetensors(
+        prism::fs::join(dir, name), part, [&](size_t k) { return source(members[k]); }, options.metadata);
     written.push_back(std::move(name));
   }
   if (num_shards > 1) {
@@ -553,6 +606,12 @@ std::vector<std::string> save_sharded(const std::string& dir, const NamedTensors
     if (!keep.count(name) && is_own_output(name, options.prefix) && prism::fs::is_regular_file(p)) ::unlink(p.c_str());
   }
   return written;
+}
+
+std::vector<std::string> save_sharded(const std::string& dir, const NamedTensors& tensors,
+                                      const ShardOptions& options) {
+  return save_sharded(
+      dir, specs_of(dir, tensors), [&](size_t i) { return tensors[i].second; }, options);
 }
 
 }  // namespace prism::io

@@ -174,7 +174,7 @@ struct GrpoLoop {
                   key("rollout.max_new_tokens", str("below ", ctx_len), std::to_string(cfg.rollout.max_new_tokens)));
     prompts = std::make_unique<PromptSet>(cfg.data, *tokenizer, max_prompt);
     impl = cfg.model.kernels == train::Kernels::kReference ? ops::Impl::kReference : ops::Impl::kAuto;
-    opt = train::make_optimizer(*model, *ctx, cfg.optimizer);
+    opt = train::make_optimizer(*model, *ctx, cfg.optimizer, train::trainable_mask(*model, cfg.train.trainable));
     runner = std::make_unique<train::StepRunner>(*ctx, *opt,
                                                  train::StepOptions{cfg.optimizer.max_grad_norm, cfg.train.max_update_ratio});
     if (!resume_dir.empty()) {

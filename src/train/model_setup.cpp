@@ -4,8 +4,13 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <functional>
+#include <map>
+#include <regex>
 
+#include "prism/core/error.h"
 #include "prism/core/fs.h"
+#include "prism/core/log.h"
 #include "prism/models/causal_lm.h"
 #include "prism/models/memory.h"
 #include "prism/runtime/runtime.h"
@@ -45,8 +50,74 @@ std::vector<bool> decay_mask(const models::CausalLM& model, const std::vector<st
   return decay;
 }
 
-std::unique_ptr<DistributedAdamW> make_optimizer(models::CausalLM& model, RunContext& ctx, const OptimizerConfig& cfg) {
-  return std::make_unique<DistributedAdamW>(model.named_parameters(), decay_mask(model, cfg.no_decay), ctx.comm(), cfg);
+std::vector<bool> trainable_mask(const models::CausalLM& model, const std::vector<std::string>& selectors,
+                                 const std::string& key) {
+  static const std::vector<std::string> kKinds = {"embedding", "attention", "mlp", "mamba2", "norm", "lm_head"};
+  const auto infos = model.parameter_infos();
+  std::map<std::string, const models::ParameterInfo*> by_name;
+  for (const auto& i : infos) by_name.emplace(i.name, &i);
+  const auto& params = model.named_parameters();
+  if (selectors.empty()) throw Error("no parameter selected", key_context("", key, "all, a kind or a regex", "[]"));
+  std::vector<bool> mask(params.size(), false);
+  for (size_t s = 0; s < selectors.size(); ++s) {
+    const std::string& sel = selectors[s];
+    const std::string where = str(key, "[", s, "]");
+    std::function<bool(const std::string&, const models::ParameterInfo&)> pick;
+    if (sel == "all") {
+      pick = [](const std::string&, const models::ParameterInfo&) { return true; };
+    } else if (std::find(kKinds.begin(), kKinds.end(), sel) != kKinds.end()) {
+      pick = [sel](const std::string&, const models::ParameterInfo& i) { return i.kind == sel; };
+    } else {
+      std::regex re;
+      try {
+        re = std::regex(sel, std::regex::ECMAScript);
+      } catch (const std::regex_error& e) {
+        throw Error(str("not a valid regex (", e.what(), ")"),
+                    key_context("", where, "all, a parameter kind or an ECMAScript regex", sel));
+      }
+      pick = [re](const std::string& name, const models::ParameterInfo&) { return std::regex_search(name, re); };
+    }
+    bool any = false;
+    for (size_t p = 0; p < params.size(); ++p) {
+      auto it = by_name.find(params[p].first);
+      PRISM_CHECK(it != by_name.end(), "trainable_mask: parameter '", params[p].first, "' has no ParameterInfo");
+      if (pick(params[p].first, *it->second)) mask[p] = any = true;
+    }
+    if (!any)
+      throw Error("selects no parameter of this model",
+                  key_context("", where,
+                              "all, a kind (embedding attention mlp mamba2 norm lm_head) or a regex "
+                              "matching a parameter name",
+                              sel));
+  }
+  return mask;
+}
+
+std::unique_ptr<DistributedAdamW> make_optimizer(models::CausalLM& model, RunContext& ctx, const OptimizerConfig& cfg,
+                                                 const std::vector<bool>& trainable) {
+  const auto& params = model.named_parameters();
+  const auto decay = decay_mask(model, cfg.no_decay);
+  if (trainable.empty()) return std::make_unique<DistributedAdamW>(params, decay, ctx.comm(), cfg);
+  PRISM_CHECK(trainable.size() == params.size(), "make_optimizer: ", trainable.size(), " trainable flags for ",
+              params.size(), " parameters");
+  std::vector<std::pair<std::string, at::Tensor>> live;
+  std::vector<bool> live_decay;
+  int64_t n_train = 0, n_all = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    n_all += params[i].second.numel();
+    if (trainable[i]) {
+      live.push_back(params[i]);
+      live_decay.push_back(decay[i]);
+      n_train += params[i].second.numel();
+    } else {
+      params[i].second.requires_grad_(false);
+    }
+  }
+  if (ctx.is_main())
+    log::info(str("trainable: ", n_train, " of ", n_all, " parameters (", 100.0 * static_cast<double>(n_train) / n_all,
+                  " %) in ", live.size(), " of ", params.size(), " tensors; the others are frozen (no gradient, no ",
+                  "optimizer state)"));
+  return std::make_unique<DistributedAdamW>(live, live_decay, ctx.comm(), cfg);
 }
 
 std::string first_nonfinite_parameter(const models::CausalLM& model) {

@@ -435,8 +435,10 @@ void DistributedAdamW::load(const std::string& dir) {
       return it->second;
     };
     if (get("layout") != I.layout)
-      throw Error("optimizer state was saved for a different model (parameter names or sizes differ)",
-                  key_context(files[fi], "__metadata__.layout"));
+      throw Error(
+          "optimizer state was saved for a different model (parameter names or sizes differ; did train.trainable "
+          "change?)",
+          key_context(files[fi], "__metadata__.layout"));
     const int64_t s = std::stoll(get("step"));
     PRISM_CHECK(step < 0 || s == step, files[fi], ": step ", s, " differs from the other optimizer shards (", step, ")");
     step = s;

@@ -231,7 +231,7 @@ struct MidLoop {
     // Token ids the embedding cannot hold are refused now, naming the shards, not inside step 1.
     loader->check_model_vocab(model->config().vocab_size, resume_dir.empty() ? cfg.model.path : resume_dir);
     check_model_fits_data();
-    opt = make_optimizer(*model, *ctx, cfg.optimizer);
+    opt = make_optimizer(*model, *ctx, cfg.optimizer, trainable_mask(*model, cfg.train.trainable));
     runner = std::make_unique<StepRunner>(*ctx, *opt, StepOptions{cfg.optimizer.max_grad_norm, cfg.train.max_update_ratio});
     if (!resume_dir.empty()) {
       state = ckpt->load(resume_dir, *opt);

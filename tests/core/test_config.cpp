@@ -18,6 +18,7 @@
 #include <map>
 #include <sstream>
 
+#include "prism/analysis/combine.h"
 #include "prism/core/config.h"
 #include "prism/core/error.h"
 #include "prism/core/run_config.h"
@@ -545,6 +546,8 @@ TEST(ConfigFiles, EveryFileUnderConfigsParsesAndRoundTrips) {
       {"rl/", &check_config_file<prism::rl::RlConfig>},            // configs/rl/*.yaml
       {"eval/", &check_config_file<prism::eval::SuiteConfig>},     // configs/eval/*.yaml
       {"rewards/", &check_config_file<prism::rewards::RewardsConfig>},  // configs/rewards/*.yaml
+      {"longctx/lc-", &check_config_file<prism::train::MidTrainConfig>},   // configs/longctx/lc-*.yaml
+      {"longctx/merge-", &check_config_file<prism::analysis::MergeConfig>},  // configs/longctx/merge-*.yaml
   };
   int checked = 0;
   for (const auto& entry : fs::recursive_directory_iterator(fs::path(src) / "configs")) {

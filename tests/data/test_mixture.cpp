@@ -162,6 +162,109 @@ TEST_F(Mixture, BfdPadsRows) {
   EXPECT_EQ(b.max_seqlen, 5);
 }
 
+// split_overlap: one document 10..19 + EOS (11 tokens), seq_len 4, overlap 1 -> chunks start every
+// 3 tokens: [0, 4) [3, 7) [6, 10) [9, 11) = 10 11 12 13 | 13 14 15 16 | 16 17 18 19 | 19 EOS.
+// bfd_window_rows 2 gathers exactly this document (11 >= 8). Decreasing 4 4 4 2 (ties in order):
+// three full rows, then the 2-token tail in a fourth row padded with pad_id 0.
+TEST_F(Mixture, BfdOverlappingChunksByHand) {
+  MixtureConfig c;
+  c.sources = {{"a", write_source("a", {{10, 11, 12, 13, 14, 15, 16, 17, 18, 19}}), 1}};
+  c.seq_len = 4;
+  c.batch_size = 4;
+  c.eos_id = kEos;
+  c.pad_id = 0;
+  c.packing = "bfd";
+  c.bfd_window_rows = 2;
+  c.split_overlap = 1;
+  MixtureLoader l(c, 0, 1);
+  Batch b = l.next();
+  EXPECT_EQ(vec(b.input_ids), (std::vector<int64_t>{10, 11, 12, 13, /**/ 13, 14, 15, 16, /**/ 16, 17, 18, 19,  //
+                                                    19, 1, 0, 0}));
+  // Each chunk's last label is the document's next token (the first of the next chunk's new ones).
+  EXPECT_EQ(vec(b.labels), (std::vector<int64_t>{11, 12, 13, 14, /**/ 14, 15, 16, 17, /**/ 17, 18, 19, 1,  //
+                                                 1, -100, -100, -100}));
+  EXPECT_EQ(vec(b.position_ids), (std::vector<int64_t>{0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 0, 1}));
+  EXPECT_EQ(vec(b.cu_seqlens), (std::vector<int64_t>{0, 4, 8, 12, 14, 16}));
+  EXPECT_EQ(l.realized_tokens(), std::vector<int64_t>{10});  // document tokens, not chunk tokens
+
+  // Overlap 2 (stride 2): [0, 4) [2, 6) [4, 8) [6, 10) [8, 11): the last chunk is 18 19 EOS.
+  c.split_overlap = 2;
+  c.batch_size = 5;
+  MixtureLoader l2(c, 0, 1);
+  b = l2.next();
+  EXPECT_EQ(vec(b.input_ids), (std::vector<int64_t>{10, 11, 12, 13, 12, 13, 14, 15, 14, 15, 16, 17, 16, 17, 18, 19,  //
+                                                    18, 19, 1,  0}));
+
+  // Resume inside a window with overlapping chunks continues the same stream; another overlap is refused.
+  c.split_overlap = 1;
+  c.batch_size = 1;
+  MixtureLoader a(c, 0, 1), straight(c, 0, 1);
+  a.next();
+  straight.next();
+  const auto st = a.state();
+  EXPECT_EQ(st.split_overlap, 1);
+  MixtureLoader resumed(c, 0, 1);
+  resumed.restore(prism::data::mixture_state_from_json(prism::data::to_json(st)));
+  for (int i = 0; i < 6; ++i) expect_same(resumed.next(), straight.next());
+  c.split_overlap = 2;
+  MixtureLoader other(c, 0, 1);
+  try {
+    other.restore(st);
+    FAIL();
+  } catch (const prism::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("split_overlap"), std::string::npos) << e.what();
+  }
+}
+
+// min_doc_tokens: documents 10 11 (2), 20..24 (5), 30 (1), 40..43 (4); with 4 only the 5- and
+// 4-token ones are drawn (in the epoch's permuted order), and the realized count is theirs.
+TEST_F(Mixture, ShortDocumentsAreSkipped) {
+  MixtureConfig c;
+  c.sources = {{"a", write_source("a", {{10, 11}, {20, 21, 22, 23, 24}, {30}, {40, 41, 42, 43}}), 1}};
+  c.seq_len = 4;
+  c.batch_size = 5;  // 20 tokens: (5 + 1) + (4 + 1) = 11 per epoch
+  c.eos_id = kEos;
+  c.min_doc_tokens = 4;
+  MixtureLoader l(c, 0, 1);
+  Batch b = l.next();
+  std::multiset<int64_t> seen;
+  for (int64_t t : vec(b.input_ids)) seen.insert(t);
+  for (int64_t t : {10, 11, 30}) EXPECT_EQ(seen.count(t), 0u) << t;
+  EXPECT_GT(seen.count(20), 0u);
+  EXPECT_GT(seen.count(40), 0u);
+  // 20 tokens need four draws whatever the order: two of each kept document, 2 x (5 + 4).
+  EXPECT_EQ(l.realized_tokens()[0], 18);
+  EXPECT_EQ(l.state().min_doc_tokens, 4);
+  c.min_doc_tokens = 6;  // no document is long enough
+  try {
+    MixtureLoader bad(c, 0, 1);
+    FAIL();
+  } catch (const prism::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("min_doc_tokens"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(Mixture, SplitOverlapNeedsBfdAndMustBeBelowSeqLen) {
+  MixtureConfig c;
+  c.sources = {{"a", write_source("a", {{10, 11, 12}}), 1}};
+  c.seq_len = 4;
+  c.eos_id = kEos;
+  c.split_overlap = 1;  // concat
+  for (int64_t overlap : {1, 4, 5}) {
+    c.packing = overlap == 1 ? "concat" : "bfd";
+    c.split_overlap = overlap;
+    try {
+      MixtureLoader l(c, 0, 1);
+      FAIL() << overlap;
+    } catch (const prism::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("split_overlap"), std::string::npos) << e.what();
+    }
+  }
+  c.split_overlap = 3;  // the largest that advances (stride 1)
+  MixtureLoader ok(c, 0, 1);
+  EXPECT_EQ(ok.next().input_ids.size(1), 4);
+}
+
 // Each epoch visits every document exactly once, in a permuted order that changes per epoch.
 TEST_F(Mixture, EpochsVisitEveryDocumentOnce) {
   Docs docs;

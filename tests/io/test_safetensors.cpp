@@ -472,6 +472,47 @@ TEST(SafetensorsWrite, NoTemporaryFilesRemain) {
   EXPECT_FALSE(fs::exists(dir / "b.safetensors"));
 }
 
+// The streamed writers: headers from declared specs, each tensor produced once when its bytes are
+// due; the files equal the in-memory writers' byte for byte.
+TEST(SafetensorsWrite, StreamedEqualsInMemoryAndAsksForEachTensorOnce) {
+  TmpDir dir;
+  const auto tensors = every_dtype();
+  std::vector<TensorSpec> specs;
+  for (const auto& [n, t] : tensors) specs.push_back({n, t.scalar_type(), t.sizes().vec()});
+  std::vector<int> calls(tensors.size(), 0);
+  auto source = [&](size_t i) {
+    ++calls[i];
+    return tensors[i].second;
+  };
+  save_safetensors(dir / "mem.safetensors", tensors, {{"k", "v"}});
+  save_safetensors(dir / "stream.safetensors", specs, source, {{"k", "v"}});
+  EXPECT_EQ(read_bytes(dir / "mem.safetensors"), read_bytes(dir / "stream.safetensors"));
+  for (size_t i = 0; i < calls.size(); ++i) EXPECT_EQ(calls[i], 1) << tensors[i].first;
+
+  // An explicit shard assignment (a merge keeps its reference's layout): shard 1 first in the list.
+  fs::create_directories(dir / "sharded");
+  ShardOptions so;
+  so.shard_of.assign(specs.size(), 0);
+  so.shard_of[0] = 1;
+  so.shard_of[3] = 1;
+  const auto written = save_sharded(dir / "sharded", specs, source, so);
+  ASSERT_EQ(written.size(), 3u);
+  auto index = json::parse(read_bytes(dir / "sharded/model.safetensors.index.json"));
+  for (size_t i = 0; i < specs.size(); ++i)
+    EXPECT_EQ(index["weight_map"][specs[i].name], so.shard_of[i] == 1 ? written[1] : written[0]) << specs[i].name;
+  CheckpointReader r(dir / "sharded");
+  for (const auto& [n, t] : tensors) EXPECT_TRUE(same_bytes(r.get(n), t)) << n;
+
+  // A produced tensor that is not what its spec declared is refused, naming it; nothing is left.
+  auto bad = [&](size_t i) { return i == 2 ? at::zeros({1}, specs[2].dtype) : tensors[i].second; };
+  auto msg = error_of([&] { save_safetensors(dir / "bad.safetensors", specs, bad); });
+  EXPECT_TRUE(contains(msg, "tensor '" + specs[2].name + "'") && contains(msg, "declared")) << msg;
+  EXPECT_FALSE(fs::exists(dir / "bad.safetensors"));
+  so.shard_of.assign(specs.size(), 2);  // shards 0 and 1 would be empty
+  msg = error_of([&] { save_sharded(dir / "sharded", specs, source, so); });
+  EXPECT_TRUE(contains(msg, "empty")) << msg;
+}
+
 // ------------------------------------------------------------------------------------------------
 // Sharded checkpoints
 

@@ -79,6 +79,62 @@ TEST(ModelSetup, DecayMaskFollowsNoDecayKinds) {
   }
 }
 
+// train.trainable: kinds from the model's own ParameterInfo, regexes on names, the union of a list;
+// a selector that matches nothing or does not parse names its list entry.
+TEST(ModelSetup, TrainableMaskSelectsKindsAndNames) {
+  models::LoadOptions lo;
+  lo.device = "meta";
+  auto m = models::CausalLM::from_config(
+      models::CausalLM::read_config(fs::join(test::source_dir(), "configs/tiny/llama-tiny")), lo);
+  const auto& ps = m->named_parameters();
+  auto attn = trainable_mask(*m, {"attention"});
+  auto all = trainable_mask(*m, {"all"});
+  auto mixed = trainable_mask(*m, {"mlp", "^model\\.layers\\.1\\.input_layernorm"});
+  int n_attn = 0;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const std::string& n = ps[i].first;
+    const bool is_attn = n.find(".self_attn.") != std::string::npos;  // q/k/v/o_proj
+    EXPECT_EQ(attn[i], is_attn) << n;
+    EXPECT_TRUE(all[i]) << n;
+    EXPECT_EQ(mixed[i], n.find(".mlp.") != std::string::npos || n == "model.layers.1.input_layernorm.weight") << n;
+    n_attn += is_attn;
+  }
+  EXPECT_EQ(n_attn, 8);  // 2 layers x q, k, v, o (no biases)
+  auto expect_error = [&](const std::vector<std::string>& sel, const std::string& needle) {
+    try {
+      trainable_mask(*m, sel);
+      FAIL() << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error({"attention", "mamba2"}, "train.trainable[1]");  // a dense model has no Mamba2 block
+  expect_error({"layers\\.7\\."}, "train.trainable[0]");
+  expect_error({"q_proj("}, "not a valid regex");
+  expect_error({}, "train.trainable");
+}
+
+// Frozen parameters are left out of the optimizer: no requires_grad, no buckets, no state.
+TEST(ModelSetup, FrozenParametersGetNoGradientAndNoOptimizerState) {
+  models::LoadOptions lo;
+  lo.dtype = at::kFloat;
+  auto m = models::CausalLM::from_pretrained(fs::join(test::source_dir(), "configs/tiny/llama-tiny"), lo);
+  std::unique_ptr<RunContext> ctx = RunContext::create("cpu", {}, 1);
+  OptimizerConfig oc;
+  int64_t n_attn = 0;
+  const auto mask = trainable_mask(*m, {"attention"});
+  for (size_t i = 0; i < mask.size(); ++i)
+    if (mask[i]) n_attn += m->named_parameters()[i].second.numel();
+  auto opt = make_optimizer(*m, *ctx, oc, mask);
+  for (size_t i = 0; i < mask.size(); ++i)
+    EXPECT_EQ(m->named_parameters()[i].second.requires_grad(), mask[i]) << m->named_parameters()[i].first;
+  // fp32 on one rank: gradient buffer + two moments (the parameters are their own master copy),
+  // padded to 64 elements per bucket; nothing for the frozen ones.
+  EXPECT_GE(opt->state_bytes(), 12 * n_attn);
+  EXPECT_LT(opt->state_bytes(), 12 * (n_attn + 64 * 16));
+  EXPECT_LT(n_attn * 3, m->num_parameters());
+}
+
 // A linear model (loss = sum(c * w)) whose gradients are known: the runner divides by the global
 // normaliser, sums the micro-batches, and skips non-finite and absurd steps untouched.
 struct LinearFixture {

@@ -79,10 +79,6 @@ std::vector<int64_t> parse_ids(const std::string& s) {
   return v;
 }
 
-uint64_t parse_size(const std::string& s) {
-  return static_cast<uint64_t>(train::parse_byte_size(s, "--shard-size"));
-}
-
 std::string human_bytes(uint64_t b) {
   std::ostringstream os;
   os << std::fixed << std::setprecision(2);
@@ -186,7 +182,7 @@ int cmd_save(const Options& o) {
   models::LoadOptions lo;
   lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
   auto model = models::CausalLM::from_pretrained(o.model_dir, lo);
-  model->save_pretrained(o.out_dir, parse_size(o.shard_size));
+  model->save_pretrained(o.out_dir, parse_size(o.shard_size, "--shard-size"));
   std::cerr << "saved " << model->num_parameters() << " parameters to " << o.out_dir << "\n";
   return 0;
 }
@@ -341,6 +337,10 @@ int cmd_export(const Options& o) {
 
 }  // namespace
 
+uint64_t parse_size(const std::string& s, const std::string& key) {
+  return static_cast<uint64_t>(train::parse_byte_size(s, key));
+}
+
 Commands::Commands() : opts_(std::make_unique<Options>()) {}
 Commands::~Commands() = default;
 
@@ -437,6 +437,7 @@ void Commands::register_all(CLI::App& app) {
   register_eval_commands(app, *this);
   register_rl_commands(app, *this);
   register_plan_commands(app, *this);
+  register_merge_commands(app, *this);
 }
 
 int Commands::run_selected() {

@@ -3,6 +3,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
+#include <string>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -49,9 +52,14 @@ void register_analyze_commands(CLI::App& app, Commands& cmds);
 void register_eval_commands(CLI::App& app, Commands& cmds);     // cmd_eval.cpp: `eval`
 void register_rl_commands(CLI::App& app, Commands& cmds);       // cmd_rl.cpp: `rl`
 void register_plan_commands(CLI::App& app, Commands& cmds);     // cmd_plan.cpp: `plan`
+void register_merge_commands(CLI::App& app, Commands& cmds);    // cmd_merge.cpp: `merge`
 
 /// `prism-train study tasks` (cmd_study_tasks.cpp; cmd_study.cpp parses the config and calls it):
 /// writes the generated task files of `cfg` under `out_dir`, prints what it wrote, returns 0.
 int run_study_tasks(const study::TaskConfig& cfg, const std::string& out_dir);
+
+/// Bytes of "5GB" (decimal, as huggingface_hub), "500MiB" (binary), "20KB" or a plain count;
+/// an error naming `key` otherwise.
+uint64_t parse_size(const std::string& s, const std::string& key);
 
 }  // namespace prism::cli

@@ -55,6 +55,13 @@ struct MixtureConfig {
   bool append_eos = true;              ///< false: the shards already end documents with EOS
   int64_t pad_id = -1;                 ///< fills the tail of bfd rows; -1: eos_id
   int64_t bfd_window_rows = 64;        ///< bfd: documents are gathered for this many rows, then packed
+  /// bfd: a document longer than seq_len is cut into seq_len chunks that start every
+  /// seq_len - split_overlap tokens, so each chunk but the first repeats the previous one's last
+  /// split_overlap tokens as context (the study's long-context data, paper Table 18). 0: disjoint.
+  int64_t split_overlap = 0;
+  /// Documents with fewer tokens are skipped (the study filters short samples out of its
+  /// long-context data); 0: only empty documents are skipped.
+  int64_t min_doc_tokens = 0;
 
   void visit(config::Visitor& v) {
     v.field("sources", sources, config::non_empty(), "the corpora and their token shares");
@@ -68,8 +75,12 @@ struct MixtureConfig {
     v.field("pad_id", pad_id, config::at_least(-1), "padding token id for bfd rows (-1: eos_id)");
     v.field("bfd_window_rows", bfd_window_rows, config::positive(),
             "bfd: rows' worth of documents packed together (larger packs tighter)");
+    v.field("split_overlap", split_overlap, config::non_negative(),
+            "bfd: documents longer than seq_len become seq_len chunks overlapping by this many tokens (< seq_len)");
+    v.field("min_doc_tokens", min_doc_tokens, config::non_negative(),
+            "skip documents shorter than this many tokens (0: keep all non-empty ones)");
   }
-  /// Cross-field rules: unique source names.
+  /// Cross-field rules: unique source names; split_overlap < seq_len and only with bfd.
   void validate() const;
   /// Weights divided by their sum.
   std::vector<double> normalized_weights() const;
@@ -113,6 +124,8 @@ struct MixtureState {
   int64_t carry_source = -1;
   int64_t carry_doc = -1;
   int64_t carry_offset = 0;
+  int64_t split_overlap = 0;   ///< the config's; bfd windows depend on it (absent in older states: 0)
+  int64_t min_doc_tokens = 0;  ///< the config's; the stream depends on it (absent in older states: 0)
 };
 
 std::string to_json(const MixtureState& state);

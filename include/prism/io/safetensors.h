@@ -52,6 +52,8 @@ size_t safetensors_dtype_size(const std::string& dtype);
 #ifndef PRISM_IO_SAFETENSORS_NO_TORCH
 #include <ATen/core/Tensor.h>
 
+#include <functional>
+
 namespace prism::io {
 
 /// safetensors dtype <-> ATen scalar type ("BF16" <-> at::kBFloat16, "F8_E4M3" <-> Float8_e4m3fn …).
@@ -116,6 +118,18 @@ class CheckpointReader {
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
+/// A tensor declared before its data exists: a streamed save writes the header from these, then
+/// asks for each tensor's data only when its bytes are due.
+struct TensorSpec {
+  std::string name;
+  c10::ScalarType dtype;
+  std::vector<int64_t> shape;
+};
+/// Produces the data of specs[i] (that dtype and shape, any device/layout). A streamed save calls
+/// it once per tensor, in file order, and drops the result before the next call, so the peak is
+/// one tensor whatever the checkpoint size.
+using TensorSource = std::function<at::Tensor(size_t i)>;
+
 /// Writes one safetensors file atomically (`path.tmp.<pid>`, fsync, rename). Tensors are written
 /// contiguous, little-endian, ordered as the official writer does (descending dtype, then name,
 /// so every tensor is naturally aligned), header padded with spaces to 8 bytes; with at most one
@@ -123,11 +137,18 @@ using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 /// accepted (copied to CPU contiguous). "__metadata__" is written only when `metadata` is non-empty.
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata = {});
+/// The same file, streamed: the tensors' data come from `source` one at a time (TensorSource).
+/// A produced tensor whose dtype or shape differs from its spec is an error naming it.
+void save_safetensors(const std::string& path, const std::vector<TensorSpec>& specs, const TensorSource& source,
+                      const std::map<std::string, std::string>& metadata = {});
 
 struct ShardOptions {
   uint64_t max_shard_bytes = 5'000'000'000ULL;  ///< HF default "5GB" (decimal)
   std::map<std::string, std::string> metadata = {{"format", "pt"}};
   std::string prefix = "model";                 ///< file names: <prefix>.safetensors or <prefix>-0000i-of-0000N
+  /// When non-empty: the 0-based shard of each tensor (e.g. to keep another checkpoint's layout);
+  /// max_shard_bytes is then ignored. Every shard from 0 to the largest must get a tensor.
+  std::vector<size_t> shard_of;
 };
 
 /// Writes `tensors` into directory `dir` (which must exist) as `model.safetensors` when they fit
@@ -141,6 +162,9 @@ struct ShardOptions {
 /// CausalLM::save_pretrained does). Returns the written file names (shards, then the index if any).
 std::vector<std::string> save_sharded(const std::string& dir, const NamedTensors& tensors,
                                       const ShardOptions& options = {});
+/// The same directory, streamed (TensorSource): one tensor in memory at a time.
+std::vector<std::string> save_sharded(const std::string& dir, const std::vector<TensorSpec>& specs,
+                                      const TensorSource& source, const ShardOptions& options = {});
 
 }  // namespace prism::io
 #endif  // PRISM_IO_SAFETENSORS_NO_TORCH

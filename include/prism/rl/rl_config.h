@@ -168,6 +168,7 @@ struct RlTrainSection {
   double max_update_ratio = 0;
   int64_t log_every = 1;
   int64_t threads = 0;
+  std::vector<std::string> trainable{"all"};  ///< parameters trained (train/model_setup.h trainable_mask)
 
   void visit(config::Visitor& v) {
     using namespace config;
@@ -181,6 +182,9 @@ struct RlTrainSection {
     v.field("max_update_ratio", max_update_ratio, non_negative(), "skip an update larger than this x the weights (0: off)");
     v.field("log_every", log_every, positive(), "steps between metric lines");
     v.field("threads", threads, non_negative(), "CPU threads per rank (0: cores / ranks on this node)");
+    v.field("trainable", trainable, non_empty(),
+            "parameters to train, the rest frozen: all, a kind (attention, mlp, mamba2, embedding, norm, lm_head) "
+            "or a regex searched in parameter names; a list selects the union");
   }
   bool operator==(const RlTrainSection&) const = default;
 };

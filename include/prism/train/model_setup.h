@@ -37,8 +37,21 @@ std::unique_ptr<models::CausalLM> load_model(const ModelSection& model, const c1
 /// decay[i]: whether named_parameters()[i] gets weight decay (its kind is not in `no_decay`).
 std::vector<bool> decay_mask(const models::CausalLM& model, const std::vector<std::string>& no_decay);
 
-/// DistributedAdamW over the model's live parameters, sharded over the context's ranks.
-std::unique_ptr<DistributedAdamW> make_optimizer(models::CausalLM& model, RunContext& ctx, const OptimizerConfig& cfg);
+/// trainable[i]: whether named_parameters()[i] is trained under `selectors` (the `train.trainable`
+/// list). Each entry is `all`, a parameter kind of models::ParameterInfo (`attention` = q/k/v/o
+/// projections and their biases; `mlp`, `mamba2`, `embedding`, `norm`, `lm_head`), or else an
+/// ECMAScript regex searched in the parameter's HF name (`layers\.(2[4-9]|3[01])\.`); a parameter
+/// is trained when any entry selects it. An entry that selects nothing, or a bad regex, is an error
+/// naming `key` and the entry.
+std::vector<bool> trainable_mask(const models::CausalLM& model, const std::vector<std::string>& selectors,
+                                 const std::string& key = "train.trainable");
+
+/// DistributedAdamW over the model's trainable parameters (`trainable` as from trainable_mask;
+/// empty: all), sharded over the context's ranks. Frozen parameters get requires_grad = false, so
+/// autograd computes no gradient for them, and no gradient bucket, master copy or moments; the
+/// counts are logged on rank 0.
+std::unique_ptr<DistributedAdamW> make_optimizer(models::CausalLM& model, RunContext& ctx, const OptimizerConfig& cfg,
+                                                 const std::vector<bool>& trainable = {});
 
 /// Name of the first parameter holding NaN/inf, or "" when every weight is finite.
 std::string first_nonfinite_parameter(const models::CausalLM& model);

@@ -42,6 +42,7 @@ struct MidTrainSection {
   int64_t log_every = 1;
   int64_t threads = 0;                    ///< CPU intra-op threads per rank (0: cores / local ranks)
   double max_update_ratio = 1.0;          ///< skip a step whose update norm exceeds this x the weight norm (0: off)
+  std::vector<std::string> trainable{"all"};  ///< parameters trained (model_setup.h trainable_mask); others frozen
 
   void visit(config::Visitor& v) {
     using namespace config;
@@ -55,6 +56,9 @@ struct MidTrainSection {
     v.field("max_update_ratio", max_update_ratio, non_negative(),
             "skip a step whose AdamW update would move the weights by more than this fraction of their norm "
             "(||delta w|| / ||w||, all parameters; 0: off); such steps count as non-finite ones");
+    v.field("trainable", trainable, non_empty(),
+            "parameters to train, the rest frozen (no gradient, no optimizer state): all, a kind (attention, mlp, "
+            "mamba2, embedding, norm, lm_head) or a regex searched in parameter names; a list selects the union");
   }
   bool operator==(const MidTrainSection&) const = default;
 };
