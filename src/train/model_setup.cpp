@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <map>
 
 #include "prism/core/fs.h"
 #include "prism/models/causal_lm.h"
@@ -46,7 +47,25 @@ std::vector<bool> decay_mask(const models::CausalLM& model, const std::vector<st
 }
 
 std::unique_ptr<DistributedAdamW> make_optimizer(models::CausalLM& model, RunContext& ctx, const OptimizerConfig& cfg) {
-  return std::make_unique<DistributedAdamW>(model.named_parameters(), decay_mask(model, cfg.no_decay), ctx.comm(), cfg);
+  ParamSharding sh;
+  if (ctx.shard_size() > 1) {
+    sh.shard = ctx.shard_comm();
+    sh.gather = ctx.gather_comm();
+    sh.replicate = ctx.replicate_comm();
+    // Units: one per decoder layer (what the model's layer hooks bracket); the rest is the root.
+    std::map<std::string, size_t> index;
+    const auto& ps = model.named_parameters();
+    for (size_t i = 0; i < ps.size(); ++i) index[ps[i].first] = i;
+    sh.units.resize(model.config().layers.size());
+    for (const auto& info : model.parameter_infos()) {
+      auto it = index.find(info.name);
+      if (info.layer >= 0 && it != index.end()) sh.units[static_cast<size_t>(info.layer)].push_back(it->second);
+    }
+  }
+  auto opt = std::make_unique<DistributedAdamW>(model.named_parameters(), decay_mask(model, cfg.no_decay), ctx.comm(),
+                                                cfg, std::move(sh));
+  model.set_layer_hooks(opt->layer_hooks());
+  return opt;
 }
 
 std::string first_nonfinite_parameter(const models::CausalLM& model) {

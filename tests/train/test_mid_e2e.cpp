@@ -282,6 +282,61 @@ TEST_F(MidE2E, ResumeWithAnotherWorldSize) {
   expect_same_weights(fs::join(out_dir("ws_straight"), "final"), fs::join(out_dir("ws_mixed"), "final"), 1e-6);
 }
 
+// #19 parameter sharding (ZeRO-3 / FSDP, HSDP) == one unsharded rank: the same global batch of 4
+// rows split over ranks and micro-batches, with accumulation and activation checkpointing.
+TEST_F(MidE2E, ShardedParametersEqualOneRank) {
+  const std::vector<std::string> common{"train.steps=6", "data.micro_batch_size=1"};
+  auto with = [&](std::vector<std::string> extra) {
+    auto v = common;
+    v.insert(v.end(), extra.begin(), extra.end());
+    return v;
+  };
+  ASSERT_EQ(run({"fsdp_base", with({"train.grad_accum=4"})}), 0);
+  ASSERT_EQ(run({"fsdp_s2", with({"train.grad_accum=2", "dist.shard_size=2", "model.activation_checkpointing=true"}),
+                 {}, 2}),
+            0);
+  ASSERT_EQ(run({"fsdp_s4", with({"train.grad_accum=1", "dist.shard_size=4"}), {}, 4}), 0);
+  ASSERT_EQ(run({"fsdp_h22", with({"train.grad_accum=1", "dist.shard_size=2", "dist.replicate_size=2",
+                                    "model.activation_checkpointing=true"}),
+                 {}, 4}),
+            0);
+  auto a = losses("fsdp_base");
+  ASSERT_EQ(a.size(), 6u);
+  for (const std::string other : {"fsdp_s2", "fsdp_s4", "fsdp_h22"}) {
+    SCOPED_TRACE(other);
+    auto b = losses(other);
+    ASSERT_EQ(b.size(), 6u);
+    for (const auto& [s, v] : a) EXPECT_NEAR(b[s], v, 1e-6 * std::abs(v)) << "step " << s;
+    expect_same_weights(fs::join(out_dir("fsdp_base"), "final"), fs::join(out_dir(other), "final"), 1e-6);
+  }
+  // Optimizer state is sharded over the shard group only; HSDP replicas do not write copies.
+  const auto ck = fs::join(out_dir("fsdp_h22"), "checkpoints/step-00000006");
+  EXPECT_TRUE(fs::exists(fs::join(ck, "optimizer-rank00001-of-00002.safetensors")));
+  EXPECT_FALSE(fs::exists(fs::join(ck, "optimizer-rank00002-of-00004.safetensors")));
+  EXPECT_TRUE(fs::exists(fs::join(out_dir("fsdp_s4"), "checkpoints/step-00000006/optimizer-rank00003-of-00004.safetensors")));
+
+  // Resume the 4-way sharded run's step-5 checkpoint on 2 sharded ranks and on 1 rank.
+  const auto ck5 = fs::join(out_dir("fsdp_s4"), "checkpoints/step-00000005");
+  ASSERT_TRUE(fs::exists(fs::join(ck5, "COMPLETE")));
+  ASSERT_EQ(run({"fsdp_r2", with({"train.grad_accum=2", "dist.shard_size=2"}), {}, 2, ck5}), 0);
+  ASSERT_EQ(run({"fsdp_r1", with({"train.grad_accum=4"}), {}, 1, ck5}), 0);
+  for (const std::string other : {"fsdp_r2", "fsdp_r1"}) {
+    SCOPED_TRACE(other);
+    auto b = losses(other);
+    ASSERT_EQ(b.count(6), 1u);
+    EXPECT_NEAR(b[6], a[6], 1e-6 * std::abs(a[6]));
+    expect_same_weights(fs::join(out_dir("fsdp_base"), "final"), fs::join(out_dir(other), "final"), 1e-6);
+  }
+}
+
+TEST_F(MidE2E, ShardLayoutMustMatchTheWorldSize) {
+  auto p = start({"fsdp_bad", {"train.steps=3", "dist.shard_size=3"}, {}, 2});
+  EXPECT_NE(wait_for(p), 0);
+  EXPECT_NE(read_log(p).find("dist.shard_size (3) x dist.replicate_size (auto) must equal the world size (WORLD_SIZE=2)"),
+            std::string::npos)
+      << read_log(p);
+}
+
 TEST_F(MidE2E, Kill9DuringCheckpointWriteKeepsThePreviousOne) {
   ASSERT_EQ(run({"straight10", {}}), 0);
   RunSpec r{"midwrite", {}, {"--debug-checkpoint-pause-ms", "3000"}};
