@@ -1,4 +1,7 @@
-// DistributedAdamW (include/prism/train/optimizer.h): flat buckets, overlapped reduction, ZeRO-1.
+// DistributedAdamW (include/prism/train/optimizer.h): flat buckets, overlapped reduction, ZeRO-1,
+// and with ParamSharding ZeRO-3/FSDP (one bucket per decoder layer whose gathered parameters come
+// and go; docs/distributed.md "Parameter sharding"). The logical index space of the saved state is
+// the same in both modes, which is what makes checkpoints layout-independent.
 #include "prism/train/optimizer.h"
 
 #include <ATen/ATen.h>
