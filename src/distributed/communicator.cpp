@@ -5,6 +5,7 @@
 // time (in the caller's thread), not later inside a worker or an NCCL kernel.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/tensor.h>
 #include <c10/core/Device.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -33,6 +34,28 @@ double Communicator::all_reduce_max(double value) {
   auto out = at::empty({world_size()}, in.options());
   all_gather_async(in, out)->wait();
   return out.max().item<double>();
+}
+
+std::unique_ptr<Communicator> Communicator::split(int color, int key) {
+  PRISM_CHECK(color >= 0, "dist: split: color must be >= 0, got ", color);
+  // Every rank learns every rank's (color, key): W pairs of int64 are nothing to move.
+  auto mine = at::tensor(std::vector<int64_t>{color, key}, at::kLong);
+  auto all = at::empty({2 * world_size()}, mine.options());
+  all_gather_async(mine, all)->wait();
+  const auto* v = all.data_ptr<int64_t>();
+  std::vector<std::pair<int64_t, int>> order;  // (key, parent rank) of my color
+  for (int r = 0; r < world_size(); ++r)
+    if (v[2 * r] == color) order.emplace_back(v[2 * r + 1], r);
+  std::sort(order.begin(), order.end());
+  std::vector<int> members;
+  int group_rank = -1;
+  for (const auto& [k, r] : order) {
+    if (r == rank()) group_rank = static_cast<int>(members.size());
+    members.push_back(r);
+  }
+  const std::string tag = prism::str("split", splits_++, "/c", color);
+  if (members.size() == 1) return detail::make_local(DistEnv{}, CommOptions{});
+  return make_subgroup(members, group_rank, tag);
 }
 
 namespace detail {
@@ -185,6 +208,11 @@ class LocalCommunicator final : public Communicator {
   }
   void broadcast(const at::Tensor& tensor, int root) override { check_broadcast(kName, 1, tensor, root); }
   void barrier() override {}
+
+ protected:
+  std::unique_ptr<Communicator> make_subgroup(const std::vector<int>&, int, const std::string&) override {
+    return std::make_unique<LocalCommunicator>();
+  }
 
  private:
   static constexpr const char* kName = "dist(local)";

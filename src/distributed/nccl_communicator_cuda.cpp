@@ -81,13 +81,19 @@ class NcclWork final : public Work {
 class NcclCommunicator final : public Communicator {
  public:
   NcclCommunicator(const DistEnv& env, const CommOptions& opts, c10::Device device)
-      : env_(env), timeout_(opts.timeout), device_(device) {
+      : NcclCommunicator(env, opts.timeout, device, connect_store(kName, env, opts.timeout), "prism/nccl", false) {}
+
+  /// `env` holds the group rank and size; a subgroup (split) shares the parent's store under its
+  /// own prefix and gets its own NCCL communicator, hence its own stream: collectives of the
+  /// parameter all-gather and the gradient reduce-scatter groups overlap on the GPU.
+  NcclCommunicator(const DistEnv& env, std::chrono::milliseconds timeout, c10::Device device,
+                   c10::intrusive_ptr<c10d::Store> store, const std::string& prefix, bool subgroup)
+      : env_(env), timeout_(timeout), device_(device), store_(std::move(store)), prefix_(prefix), subgroup_(subgroup) {
     c10::cuda::set_device(device.index());
-    store_ = connect_store(kName, env, opts.timeout);
     try {
       auto o = c10d::ProcessGroupNCCL::Options::create();
-      o->timeout = opts.timeout;
-      pg_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(c10::make_intrusive<c10d::PrefixStore>("prism/nccl", store_),
+      o->timeout = timeout;
+      pg_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(c10::make_intrusive<c10d::PrefixStore>(prefix, store_),
                                                         env.rank, env.world_size, o);
       pg_->setBoundDeviceId(device);
       // Create the NCCL communicator now, so that a broken setup fails in make_communicator
@@ -106,7 +112,7 @@ class NcclCommunicator final : public Communicator {
     } catch (const std::exception& e) {
       log::warn(prism::str(kName, ": shutdown failed: ", describe(e)));
     }
-    store_goodbye(*store_, kName, env_, timeout_, /*clean=*/!failed_->load());
+    if (!subgroup_) store_goodbye(*store_, kName, env_, timeout_, /*clean=*/!failed_->load());
   }
 
   int rank() const override { return env_.rank; }
@@ -149,6 +155,15 @@ class NcclCommunicator final : public Communicator {
     wrap(guarded("barrier", [&] { return pg_->barrier(o); }), "barrier", at::Tensor(), at::Tensor())->wait();
   }
 
+ protected:
+  std::unique_ptr<Communicator> make_subgroup(const std::vector<int>& members, int group_rank,
+                                              const std::string& tag) override {
+    DistEnv sub = env_;
+    sub.rank = group_rank;
+    sub.world_size = static_cast<int>(members.size());
+    return std::make_unique<NcclCommunicator>(sub, timeout_, device_, store_, prefix_ + "/" + tag, /*subgroup=*/true);
+  }
+
  private:
   /// The tensor the collective runs on: `t` itself on our GPU, a device copy of a CPU tensor.
   at::Tensor stage(const char* op, const at::Tensor& t, bool copy = true) const {
@@ -179,6 +194,8 @@ class NcclCommunicator final : public Communicator {
   std::chrono::milliseconds timeout_;
   c10::Device device_;
   c10::intrusive_ptr<c10d::Store> store_;
+  std::string prefix_;
+  bool subgroup_ = false;
   c10::intrusive_ptr<c10d::ProcessGroupNCCL> pg_;
   std::shared_ptr<std::atomic<bool>> failed_ = std::make_shared<std::atomic<bool>>(false);
 };

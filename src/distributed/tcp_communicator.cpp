@@ -24,6 +24,7 @@
 #include <ATen/ops/empty.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <algorithm>
@@ -84,7 +85,13 @@ struct OpInfo {
 class TcpCommunicator final : public Communicator {
  public:
   TcpCommunicator(const DistEnv& env, const CommOptions& opts)
-      : env_(env), timeout_(opts.timeout), store_(connect_store(kName, env, opts.timeout)) {
+      : TcpCommunicator(env, opts.timeout, connect_store(kName, env, opts.timeout), /*subgroup=*/false) {}
+
+  /// `env` holds the group rank and size (master address and port for messages); a subgroup
+  /// talks through its own connection to the same server, under its own key prefix.
+  TcpCommunicator(const DistEnv& env, std::chrono::milliseconds timeout, c10::intrusive_ptr<c10d::Store> store,
+                  bool subgroup)
+      : env_(env), timeout_(timeout), store_(std::move(store)), subgroup_(subgroup) {
     worker_ = std::thread([this] { worker_loop(); });
   }
 
@@ -95,7 +102,8 @@ class TcpCommunicator final : public Communicator {
     }
     cv_.notify_all();
     worker_.join();  // drains the queue: issued collectives still complete (each bounded by the timeout)
-    store_goodbye(*store_, kName, env_, timeout_, /*clean=*/!broken_);
+    // A subgroup's server is the parent's: the parent's handshake covers it (subgroups die first).
+    if (!subgroup_) store_goodbye(*store_, kName, env_, timeout_, /*clean=*/!broken_);
   }
 
   int rank() const override { return env_.rank; }
@@ -132,6 +140,19 @@ class TcpCommunicator final : public Communicator {
 
   void barrier() override {
     submit("barrier", [this](const OpInfo& op) { run_barrier(op); })->wait();
+  }
+
+ protected:
+  std::unique_ptr<Communicator> make_subgroup(const std::vector<int>& members, int group_rank,
+                                              const std::string& tag) override {
+    DistEnv sub = env_;
+    sub.rank = group_rank;
+    sub.world_size = static_cast<int>(members.size());
+    sub.local_rank = group_rank;
+    sub.local_world_size = sub.world_size;
+    // clone(): a new client connection, so the subgroup's worker never shares a socket with ours.
+    auto store = c10::make_intrusive<c10d::PrefixStore>("prism/" + tag, store_->clone());
+    return std::make_unique<TcpCommunicator>(sub, timeout_, std::move(store), /*subgroup=*/true);
   }
 
  private:
@@ -418,6 +439,7 @@ class TcpCommunicator final : public Communicator {
   DistEnv env_;
   std::chrono::milliseconds timeout_;
   c10::intrusive_ptr<c10d::Store> store_;
+  bool subgroup_ = false;
 
   std::mutex mu_;  // guards queue_, stop_, next_seq_
   std::condition_variable cv_;

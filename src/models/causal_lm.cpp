@@ -112,6 +112,7 @@ struct CausalLM::Impl {
   std::vector<ParamSlot> slots;
   std::vector<std::pair<std::string, at::Tensor>> params;
   std::vector<ParameterKind> param_kinds;  // aligned with params
+  std::shared_ptr<LayerHooks> hooks;       // parameter sharding (set_layer_hooks); null: none
   at::Tensor inv_freq;
   int num_attention_blocks = 0;
   int num_mamba_blocks = 0;
@@ -513,12 +514,14 @@ struct CausalLM::Impl {
     const LayerContext lc{cos, sin, ap, token_mask, sr, opts.impl};
     const bool ckpt = opts.activation_checkpointing && at::GradMode::is_enabled();
     for (size_t i = 0; i < layers.size(); ++i) {
+      if (hooks) hooks->before_layer(i);
       if (ckpt) {
         // The closure outlives this call (it runs again in backward): context by value, no cache.
         h = checkpointed([this, i, lc](const at::Tensor& x) { return layer_forward(i, x, lc); }, h, layer_params(i));
       } else {
         h = layer_forward(i, h, lc);
       }
+      if (hooks) h = hooks->after_layer(i, h);
       if (opts.output_hidden_states && i + 1 < layers.size()) out.hidden_states.push_back(h);
     }
     if (opts.last_logits_only) h = h.narrow(1, L - 1, 1);
@@ -541,6 +544,8 @@ CausalLM::~CausalLM() = default;
 const ModelConfig& CausalLM::config() const { return impl_->cfg; }
 const std::vector<std::pair<std::string, at::Tensor>>& CausalLM::named_parameters() const { return impl_->params; }
 const std::vector<ParameterKind>& CausalLM::parameter_kinds() const { return impl_->param_kinds; }
+void CausalLM::set_layer_hooks(std::shared_ptr<LayerHooks> hooks) { impl_->hooks = std::move(hooks); }
+std::shared_ptr<void> CausalLM::gather_parameters() const { return impl_->hooks ? impl_->hooks->gather_all() : nullptr; }
 
 const char* parameter_kind_name(ParameterKind k) {
   switch (k) {

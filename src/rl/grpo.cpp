@@ -155,6 +155,12 @@ struct GrpoLoop {
                                                  train::CheckpointFaults{opts.faults.checkpoint_pause_ms});
     ckpt->remove_stale_temps();
     ctx->barrier();
+    // Sharded parameters are gathered per layer collectively, so every rank of a shard group must
+    // run the same forwards; GRPO's ranks generate and pack different numbers of tokens and
+    // micro-batches (docs/distributed.md "FSDP and HSDP": what RL still needs).
+    if (ctx->shard_size() > 1)
+      throw Error("prism-train rl does not support parameter sharding yet",
+                  key("dist.shard_size", "1 (optimizer state is still sharded, ZeRO-1)", std::to_string(ctx->shard_size())));
     const std::string tok_path = fs::join(cfg.model.path, "tokenizer.json");
     if (!fs::exists(tok_path))
       throw Error(str(tok_path, " does not exist: prompts are rendered and completions decoded with the checkpoint's tokenizer"),

@@ -108,6 +108,9 @@ void Checkpointer::check_space(const models::CausalLM& model) {
 std::string Checkpointer::save(const models::CausalLM& model, const DistributedAdamW& opt, const TrainerState& state,
                                const std::string& config_yaml,
                                const std::vector<std::pair<std::string, const models::CausalLM*>>& extra_models) {
+  // Sharded parameters: every rank gathers (collective), rank 0 writes full tensors per name, so
+  // the checkpoint does not depend on the layout (resume on any dist.shard_size/replicate_size).
+  const auto full = model.gather_parameters();
   // Weights are identical on every rank, so every rank reaches the same verdict without a collective.
   const std::string bad = first_nonfinite_parameter(model);
   if (!bad.empty()) {

@@ -97,15 +97,16 @@ std::unique_ptr<DistributedAdamW> make_optimizer(models::CausalLM& model, RunCon
                                                  const std::vector<bool>& trainable) {
   const auto& params = model.named_parameters();
   const auto decay = decay_mask(model, cfg.no_decay);
-  if (trainable.empty()) return std::make_unique<DistributedAdamW>(params, decay, ctx.comm(), cfg);
-  PRISM_CHECK(trainable.size() == params.size(), "make_optimizer: ", trainable.size(), " trainable flags for ",
-              params.size(), " parameters");
+  PRISM_CHECK(trainable.empty() || trainable.size() == params.size(), "make_optimizer: ", trainable.size(),
+              " trainable flags for ", params.size(), " parameters");
+  // Frozen parameters never reach the optimizer: no gradient, no optimizer state, and under
+  // parameter sharding they stay resident (only trained parameters are sharded and gathered).
   std::vector<std::pair<std::string, at::Tensor>> live;
   std::vector<bool> live_decay;
   int64_t n_train = 0, n_all = 0;
   for (size_t i = 0; i < params.size(); ++i) {
     n_all += params[i].second.numel();
-    if (trainable[i]) {
+    if (trainable.empty() || trainable[i]) {
       live.push_back(params[i]);
       live_decay.push_back(decay[i]);
       n_train += params[i].second.numel();
@@ -113,11 +114,27 @@ std::unique_ptr<DistributedAdamW> make_optimizer(models::CausalLM& model, RunCon
       params[i].second.requires_grad_(false);
     }
   }
-  if (ctx.is_main())
+  if (!trainable.empty() && ctx.is_main())
     log::info(str("trainable: ", n_train, " of ", n_all, " parameters (", 100.0 * static_cast<double>(n_train) / n_all,
                   " %) in ", live.size(), " of ", params.size(), " tensors; the others are frozen (no gradient, no ",
                   "optimizer state)"));
-  return std::make_unique<DistributedAdamW>(live, live_decay, ctx.comm(), cfg);
+  ParamSharding sh;
+  if (ctx.shard_size() > 1) {
+    sh.shard = ctx.shard_comm();
+    sh.gather = ctx.gather_comm();
+    sh.replicate = ctx.replicate_comm();
+    // Units: one per decoder layer (what the model's layer hooks bracket); the rest is the root.
+    std::map<std::string, size_t> index;
+    for (size_t i = 0; i < live.size(); ++i) index[live[i].first] = i;
+    sh.units.resize(model.config().layers.size());
+    for (const auto& info : model.parameter_infos()) {
+      auto it = index.find(info.name);
+      if (info.layer >= 0 && it != index.end()) sh.units[static_cast<size_t>(info.layer)].push_back(it->second);
+    }
+  }
+  auto opt = std::make_unique<DistributedAdamW>(live, live_decay, ctx.comm(), cfg, std::move(sh));
+  model.set_layer_hooks(opt->layer_hooks());
+  return opt;
 }
 
 std::string first_nonfinite_parameter(const models::CausalLM& model) {

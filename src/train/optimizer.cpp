@@ -1,4 +1,7 @@
-// DistributedAdamW (include/prism/train/optimizer.h): flat buckets, overlapped reduction, ZeRO-1.
+// DistributedAdamW (include/prism/train/optimizer.h): flat buckets, overlapped reduction, ZeRO-1,
+// and with ParamSharding ZeRO-3/FSDP (one bucket per decoder layer whose gathered parameters come
+// and go; docs/distributed.md "Parameter sharding"). The logical index space of the saved state is
+// the same in both modes, which is what makes checkpoints layout-independent.
 #include "prism/train/optimizer.h"
 
 #include <ATen/ATen.h>
@@ -18,6 +21,7 @@
 #include "prism/core/log.h"
 #include "prism/distributed/communicator.h"
 #include "prism/io/safetensors.h"
+#include "prism/models/causal_lm.h"
 
 namespace prism::train {
 
@@ -30,6 +34,21 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 // Elements per piece are padded to this multiple so that every rank's piece starts 256-byte
 // aligned in fp32 (NCCL and vectorised kernels like aligned buffers).
 constexpr int64_t kAlign = 64;
+
+// A sharded unit's gathered buffer between uses: the parameters stay views of the same storage
+// (autograd's saved tensors too), only its memory is released and re-allocated (FSDP1's
+// `storage.resize_(0)`), so nothing has to re-point parameters on every gather.
+void free_storage(const at::Tensor& t) {
+  auto st = t.storage();
+  st.set_data_ptr_noswap(at::DataPtr(nullptr, t.device()));
+  st.set_nbytes(0);
+}
+void alloc_storage(const at::Tensor& t) {
+  auto st = t.storage();
+  const size_t nbytes = static_cast<size_t>(t.numel()) * t.element_size();
+  st.set_data_ptr_noswap(st.allocator()->allocate(nbytes));
+  st.set_nbytes(nbytes);
+}
 
 std::string rank_file_name(int rank, int world) {
   char buf[96];
@@ -64,6 +83,12 @@ struct DistributedAdamW::Impl {
     int ready = 0;
     std::shared_ptr<distributed::Work> work;
     bool launched = false;
+    // Parameter sharding only:
+    int unit = -1;               // decoder layer, -1: the root unit (always gathered)
+    at::Tensor param_shard;      // [piece] model dtype: this rank's piece, all-gather input
+    bool gathered = true;        // param_flat's storage holds the full parameters
+    std::shared_ptr<distributed::Work> gather_work;  // in-flight (prefetched) all-gather
+    at::Tensor rs_out;           // [piece] fp32 reduce-scatter result of the current micro-batch
   };
   // A contiguous owned range of one parameter inside one bucket's owned piece.
   struct Segment {
@@ -76,6 +101,10 @@ struct DistributedAdamW::Impl {
 
   distributed::Communicator& comm;
   OptimizerConfig cfg;
+  ParamSharding sharding;
+  bool zero3 = false;              // parameters sharded (sharding.shard set)
+  std::vector<int> unit_bucket;    // decoder layer -> bucket
+  int pinned = 0;                  // live gather_all() handles
   std::vector<Param> params;
   std::vector<Bucket> buckets;
   std::vector<Segment> segments;  // sorted by logical offset
@@ -89,7 +118,11 @@ struct DistributedAdamW::Impl {
   std::array<std::vector<at::Tensor>, 2> g_master, g_grad, g_m, g_v, g_steps;
   std::mutex mu;  // hooks may run on an autograd device thread
 
-  Impl(distributed::Communicator& c, const OptimizerConfig& o) : comm(c), cfg(o) {}
+  Impl(distributed::Communicator& c, const OptimizerConfig& o, ParamSharding sh)
+      : comm(c), cfg(o), sharding(std::move(sh)), zero3(sharding.shard != nullptr) {}
+
+  /// The group gradients are reduce-scattered and norms summed over.
+  distributed::Communicator& scomm() { return zero3 ? *sharding.shard : comm; }
 
   at::Tensor grad_view(const Param& p) const {
     return buckets[p.bucket].grad_flat.narrow(0, p.offset, p.numel).view(p.tensor.sizes());
@@ -98,6 +131,7 @@ struct DistributedAdamW::Impl {
   void launch(int b) {
     auto& bk = buckets[b];
     bk.launched = true;
+    if (zero3) return launch_sharded(b);
     if (comm.world_size() == 1) return;
     bk.work = shard_world > 1 ? comm.reduce_scatter_sum_async(bk.grad_flat, bk.grad_shard)
                               : comm.all_reduce_sum_async(bk.grad_flat);
@@ -115,6 +149,7 @@ struct DistributedAdamW::Impl {
     if (!g.defined()) return;
     std::lock_guard<std::mutex> lock(mu);
     auto& p = params[idx];
+    if (zero3) ensure_grad_buffer(buckets[p.bucket]);
     // The first gradient since zero_grad is copied, later ones added: zero_grad then need not
     // clear the buckets (one write and one read of every gradient fewer per step).
     if (p.has_grad) {
@@ -124,7 +159,7 @@ struct DistributedAdamW::Impl {
       p.has_grad = true;
     }
     g.reset();  // the fp32 bucket is the accumulator; no per-parameter .grad is kept alive
-    if (sync && !p.ready) {
+    if ((sync || zero3) && !p.ready) {
       p.ready = true;
       ++buckets[p.bucket].ready;
       launch_ready();
@@ -145,6 +180,19 @@ struct DistributedAdamW::Impl {
     const int W = comm.world_size();
     shard_world = (cfg.zero1 && W > 1) ? W : 1;
     shard_rank = shard_world > 1 ? comm.rank() : 0;
+    std::vector<int> unit_of(named.size(), -1);
+    if (zero3) {
+      PRISM_CHECK(sharding.gather && sharding.gather->world_size() == sharding.shard->world_size(),
+                  "DistributedAdamW: parameter sharding needs a gather communicator over the shard group");
+      shard_world = sharding.shard->world_size();
+      shard_rank = sharding.shard->rank();
+      for (size_t u = 0; u < sharding.units.size(); ++u)
+        for (size_t i : sharding.units[u]) {
+          PRISM_CHECK(i < named.size() && unit_of[i] < 0, "DistributedAdamW: parameter index ", i,
+                      " is out of range or in two units");
+          unit_of[i] = static_cast<int>(u);
+        }
+    }
     const auto dtype = named.front().second.scalar_type();
     const auto device = named.front().second.device();
     // Backward produces gradients roughly from the last layer to the first, so buckets are filled
@@ -161,18 +209,42 @@ struct DistributedAdamW::Impl {
       p.numel = t.numel();
       p.logical = logical_total;
       p.decay = decay[k];
+      p.bucket = unit_of[k];  // unit until the buckets are laid out
       logical_total += p.numel;
       layout += name + ":" + std::to_string(p.numel) + ";";
       params.push_back(std::move(p));
     }
-    const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(cfg.bucket_mb * 1024 * 1024 / 4));
-    for (int i = 0; i < static_cast<int>(params.size()); ++i) {
-      if (buckets.empty() || (buckets.back().used > 0 && buckets.back().used + params[i].numel > cap)) buckets.emplace_back();
-      auto& b = buckets.back();
-      params[i].bucket = static_cast<int>(buckets.size()) - 1;
-      params[i].offset = b.used;
-      b.params.push_back(i);
-      b.used += params[i].numel;
+    if (zero3) {
+      // One bucket per unit, in backward order: the last layer first, the root unit (whose
+      // embedding gets its gradient last) at the end.
+      const int units = static_cast<int>(sharding.units.size());
+      buckets.resize(units + 1);
+      unit_bucket.resize(units);
+      for (int u = 0; u < units; ++u) {
+        unit_bucket[u] = units - 1 - u;
+        buckets[units - 1 - u].unit = u;
+      }
+      for (int i = 0; i < static_cast<int>(params.size()); ++i) {
+        const int u = params[i].bucket;
+        auto& b = buckets[u < 0 ? units : unit_bucket[u]];
+        params[i].bucket = u < 0 ? units : unit_bucket[u];
+        params[i].offset = b.used;
+        b.params.push_back(i);
+        b.used += params[i].numel;
+      }
+      for (const auto& b : buckets)
+        PRISM_CHECK(!b.params.empty() || &b == &buckets.back(), "DistributedAdamW: a sharded unit has no parameters");
+    } else {
+      const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(cfg.bucket_mb * 1024 * 1024 / 4));
+      for (int i = 0; i < static_cast<int>(params.size()); ++i) {
+        if (buckets.empty() || (buckets.back().used > 0 && buckets.back().used + params[i].numel > cap))
+          buckets.emplace_back();
+        auto& b = buckets.back();
+        params[i].bucket = static_cast<int>(buckets.size()) - 1;
+        params[i].offset = b.used;
+        b.params.push_back(i);
+        b.used += params[i].numel;
+      }
     }
     auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
     at::NoGradGuard no_grad;
@@ -181,7 +253,8 @@ struct DistributedAdamW::Impl {
       b.piece = (b.used + shard_world * kAlign - 1) / (shard_world * kAlign) * kAlign;
       b.size = b.piece * shard_world;
       b.param_flat = at::zeros({b.size}, at::TensorOptions().dtype(dtype).device(device));
-      b.grad_flat = at::zeros({b.size}, f32);
+      // Sharded: the fp32 gradient buffer exists only between a unit's backward and its reduce-scatter.
+      if (!zero3) b.grad_flat = at::zeros({b.size}, f32);
       for (int i : b.params) {
         auto& p = params[i];
         auto view = b.param_flat.narrow(0, p.offset, p.numel);
@@ -189,13 +262,18 @@ struct DistributedAdamW::Impl {
         p.tensor.set_data(view.view(p.tensor.sizes()));  // same values, now inside the bucket
       }
       const int64_t own = static_cast<int64_t>(shard_rank) * b.piece;
-      b.grad_shard = shard_world > 1 ? at::zeros({b.piece}, f32) : b.grad_flat.narrow(0, own, b.piece);
+      b.grad_shard = shard_world > 1 || zero3 ? at::zeros({b.piece}, f32) : b.grad_flat.narrow(0, own, b.piece);
       // fp32 parameters on one shard: the parameters are their own master copy (no second copy
       // to keep, no copy back after every step).
       b.master = dtype == at::kFloat && shard_world == 1 ? b.param_flat.narrow(0, own, b.piece)
                                                           : b.param_flat.narrow(0, own, b.piece).to(at::kFloat).clone();
       b.exp_avg = at::zeros({b.piece}, f32);
       b.exp_avg_sq = at::zeros({b.piece}, f32);
+      if (zero3 && b.unit >= 0) {
+        b.param_shard = dtype == at::kFloat ? b.master : b.param_flat.narrow(0, own, b.piece).clone();
+        free_storage(b.param_flat);
+        b.gathered = false;
+      }
       for (int i : b.params) {
         const auto& p = params[i];
         const int64_t lo = std::max(own, p.offset), hi = std::min(own + b.piece, p.offset + p.numel);
@@ -218,6 +296,116 @@ struct DistributedAdamW::Impl {
     }
   }
 
+  // ---- parameter sharding (zero3) ----
+
+  void ensure_grad_buffer(Bucket& b) {
+    if (b.grad_flat.defined()) return;
+    b.grad_flat = at::empty({b.size}, b.grad_shard.options());
+    // Padding is reduced and normed with the rest: it must hold zeros.
+    if (b.size > b.used) b.grad_flat.narrow(0, b.used, b.size - b.used).zero_();
+  }
+
+  /// Reduce-scatter of one unit's micro-batch gradient (parameters without one count as zero);
+  /// its gathered parameters are no longer needed: the unit's backward is done.
+  void launch_sharded(int bi) {
+    auto& b = buckets[bi];
+    at::NoGradGuard no_grad;
+    ensure_grad_buffer(b);
+    for (int i : b.params)
+      if (!params[i].has_grad) {
+        grad_view(params[i]).zero_();
+        params[i].has_grad = true;
+      }
+    b.rs_out = at::empty({b.piece}, b.grad_shard.options());
+    b.work = sharding.shard->reduce_scatter_sum_async(b.grad_flat, b.rs_out);
+    release(b);
+    // At most two reductions in flight: bounds the fp32 gradient buffers alive in backward.
+    for (int k = 0; k + 1 < bi; ++k) retire(buckets[k]);
+  }
+
+  /// Waits for a unit's reduce-scatter and adds it to the accumulated gradient shard.
+  void retire(Bucket& b) {
+    if (!b.work) return;
+    b.work->wait();
+    b.work.reset();
+    b.grad_shard.add_(b.rs_out);
+    b.rs_out = at::Tensor();
+    b.grad_flat = at::Tensor();
+  }
+
+  void issue_gather(Bucket& b) {
+    if (b.gathered || b.gather_work) return;
+    alloc_storage(b.param_flat);
+    b.gather_work = sharding.gather->all_gather_async(b.param_shard, b.param_flat);
+  }
+  void ensure_gathered(Bucket& b) {
+    issue_gather(b);
+    if (b.gather_work) {
+      b.gather_work->wait();
+      b.gather_work.reset();
+      b.gathered = true;
+    }
+  }
+  /// Frees a sharded unit's gathered parameters (not the root unit's, not while gather_all() holds them).
+  void release(Bucket& b) {
+    if (b.unit < 0 || pinned > 0) return;
+    if (b.gather_work) {  // a prefetch nobody consumed still writes into the buffer
+      b.gather_work->wait();
+      b.gather_work.reset();
+    }
+    if (!b.gathered && b.param_flat.storage().nbytes() == 0) return;
+    free_storage(b.param_flat);
+    b.gathered = false;
+  }
+
+  void before_layer(size_t i) {
+    std::lock_guard<std::mutex> lock(mu);
+    at::NoGradGuard no_grad;
+    ensure_gathered(buckets[unit_bucket[i]]);
+    // Prefetch: the next layer's all-gather runs (tcp: on the gather communicator's worker thread;
+    // nccl: on its stream) while this layer computes.
+    if (i + 1 < unit_bucket.size()) issue_gather(buckets[unit_bucket[i + 1]]);
+  }
+  void before_layer_backward(size_t i) {
+    std::lock_guard<std::mutex> lock(mu);
+    at::NoGradGuard no_grad;
+    ensure_gathered(buckets[unit_bucket[i]]);
+    if (i > 0) issue_gather(buckets[unit_bucket[i - 1]]);
+  }
+  void after_layer(size_t i) {
+    std::lock_guard<std::mutex> lock(mu);
+    release(buckets[unit_bucket[i]]);
+  }
+
+  void pin() {
+    std::lock_guard<std::mutex> lock(mu);
+    at::NoGradGuard no_grad;
+    if (pinned++ > 0) return;
+    for (auto& b : buckets)
+      if (b.unit >= 0) issue_gather(b);
+    for (auto& b : buckets)
+      if (b.unit >= 0) ensure_gathered(b);
+  }
+  void unpin() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (--pinned > 0) return;
+    for (auto& b : buckets) release(b);
+  }
+
+  void end_backward_sharded() {
+    std::lock_guard<std::mutex> lock(mu);
+    at::NoGradGuard no_grad;
+    while (next_launch < static_cast<int>(buckets.size())) launch(next_launch++);
+    for (auto& b : buckets) {
+      retire(b);
+      release(b);
+      b.ready = 0;
+      b.launched = false;
+    }
+    for (auto& p : params) p.ready = p.has_grad = false;
+    next_launch = 0;
+  }
+
   void remove_hooks() {
     for (auto& p : params) torch::autograd::impl::set_post_acc_grad_hooks(p.tensor, nullptr);
   }
@@ -225,6 +413,25 @@ struct DistributedAdamW::Impl {
   void write_back_params() {
     at::NoGradGuard no_grad;
     std::vector<std::shared_ptr<distributed::Work>> works;
+    if (zero3) {
+      std::lock_guard<std::mutex> lock(mu);
+      for (auto& b : buckets) {
+        if (b.unit < 0) {  // the root unit: gathered, like ZeRO-1
+          auto own = b.param_flat.narrow(0, static_cast<int64_t>(shard_rank) * b.piece, b.piece);
+          own.copy_(b.master);
+          works.push_back(sharding.gather->all_gather_async(own, b.param_flat));
+          continue;
+        }
+        if (b.param_shard.data_ptr() != b.master.data_ptr()) b.param_shard.copy_(b.master);
+        if (b.gathered || b.gather_work) {  // held by gather_all() or prefetched: refresh
+          if (b.gather_work) b.gather_work->wait();
+          b.gather_work.reset();
+          works.push_back(sharding.gather->all_gather_async(b.param_shard, b.param_flat));
+        }
+      }
+      for (auto& w : works) w->wait();
+      return;
+    }
     for (auto& b : buckets) {
       auto own = b.param_flat.narrow(0, static_cast<int64_t>(shard_rank) * b.piece, b.piece);
       if (own.data_ptr() != b.master.data_ptr()) own.copy_(b.master);
@@ -250,11 +457,52 @@ struct DistributedAdamW::Impl {
   }
 };
 
+namespace {
+
+/// models::LayerHooks over a sharded DistributedAdamW: gather before each layer (forward and
+/// backward), free after, prefetching the neighbour in the direction of travel.
+class ShardHooks final : public models::LayerHooks {
+ public:
+  explicit ShardHooks(std::shared_ptr<DistributedAdamW::Impl> impl) : impl_(std::move(impl)) {}
+  void before_layer(size_t i) override { impl_->before_layer(i); }
+  at::Tensor after_layer(size_t i, const at::Tensor& out) override {
+    impl_->after_layer(i);
+    if (out.requires_grad()) {
+      // Runs when the gradient of the layer's output is complete, i.e. just before the layer's
+      // backward (or, with activation checkpointing, its recompute) reads the parameters.
+      std::weak_ptr<DistributedAdamW::Impl> weak = impl_;
+      out.register_hook([weak, i](const at::Tensor& grad) {
+        if (auto impl = weak.lock()) impl->before_layer_backward(i);
+        return grad;
+      });
+    }
+    return out;
+  }
+  std::shared_ptr<void> gather_all() override {
+    impl_->pin();
+    auto impl = impl_;
+    return std::shared_ptr<void>(impl.get(), [impl](void*) { impl->unpin(); });
+  }
+
+ private:
+  std::shared_ptr<DistributedAdamW::Impl> impl_;
+};
+
+}  // namespace
+
 DistributedAdamW::DistributedAdamW(const std::vector<std::pair<std::string, at::Tensor>>& params,
                                    const std::vector<bool>& decay, distributed::Communicator& comm,
-                                   const OptimizerConfig& cfg)
-    : impl_(std::make_unique<Impl>(comm, cfg)) {
+                                   const OptimizerConfig& cfg, ParamSharding sharding)
+    : impl_(std::make_shared<Impl>(comm, cfg, std::move(sharding))) {
   impl_->setup(params, decay);
+}
+
+std::shared_ptr<models::LayerHooks> DistributedAdamW::layer_hooks() const {
+  return impl_->zero3 ? std::make_shared<ShardHooks>(impl_) : nullptr;
+}
+
+void DistributedAdamW::end_backward() {
+  if (impl_->zero3) impl_->end_backward_sharded();
 }
 
 DistributedAdamW::~DistributedAdamW() {
@@ -270,12 +518,23 @@ void DistributedAdamW::zero_grad() {
   }
   for (auto& p : I.params) p.ready = p.has_grad = false;
   I.next_launch = 0;
+  if (I.zero3)
+    for (auto& b : I.buckets) b.grad_shard.zero_();  // accumulated over the step's micro-batches
 }
 
 void DistributedAdamW::set_sync(bool sync) { impl_->sync = sync; }
 
 void DistributedAdamW::finish_grad_sync() {
   auto& I = *impl_;
+  if (I.zero3) {
+    I.end_backward_sharded();  // a no-op after StepRunner's per-micro-batch end_backward()
+    if (I.sharding.replicate) {  // HSDP: sum the shard group's results over the replicas
+      std::vector<std::shared_ptr<distributed::Work>> works;
+      for (auto& b : I.buckets) works.push_back(I.sharding.replicate->all_reduce_sum_async(b.grad_shard));
+      for (auto& w : works) w->wait();
+    }
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(I.mu);
     // Parameters that got no gradient in this step (unused in the graph) count as zero; their
@@ -303,7 +562,7 @@ double DistributedAdamW::grad_norm() {
   norms.reserve(I.buckets.size());
   for (auto& b : I.buckets) norms.push_back(at::linalg_vector_norm(b.grad_shard, 2));
   double total = at::stack(norms).to(at::kDouble).square().sum().item<double>();
-  if (I.shard_world > 1) total = I.comm.all_reduce_sum(total);
+  if (I.shard_world > 1) total = I.scomm().all_reduce_sum(total);
   return std::sqrt(total);
 }
 
@@ -347,7 +606,7 @@ double DistributedAdamW::update_ratio(double lr) {
   double u2 = sq(upd), w2 = sq(wgt);
   if (I.shard_world > 1) {
     auto both = at::tensor({u2, w2}, at::kDouble).to(I.buckets.front().master.device());
-    I.comm.all_reduce_sum(both);
+    I.scomm().all_reduce_sum(both);
     both = both.to(at::kCPU);
     u2 = both[0].item<double>();
     w2 = both[1].item<double>();
@@ -378,6 +637,12 @@ int64_t DistributedAdamW::steps() const { return impl_->step_count; }
 int64_t DistributedAdamW::state_bytes() const {
   int64_t n = 0;
   for (const auto& b : impl_->buckets) {
+    if (impl_->zero3) {  // persistent per-rank buffers; gathered parameters and fp32 gradients come and go
+      n += b.master.numel() * 16;
+      if (b.param_shard.defined() && b.param_shard.data_ptr() != b.master.data_ptr())
+        n += b.param_shard.numel() * b.param_shard.element_size();
+      continue;
+    }
     const bool aliased = b.master.data_ptr() == b.param_flat.data_ptr();  // fp32 params, one shard
     n += b.grad_flat.numel() * 4 + b.master.numel() * (aliased ? 8 : 12);
     if (impl_->shard_world > 1) n += b.grad_shard.numel() * 4;
@@ -407,6 +672,7 @@ void DistributedAdamW::save(const std::string& dir) const {
   meta["layout"] = I.layout;
   // Only the sharding world matters for reading; non-sharded runs write one file from rank 0.
   if (I.shard_world == 1 && I.comm.rank() != 0) return;
+  if (I.sharding.replicate && I.sharding.replicate->rank() != 0) return;  // HSDP: replica 0 writes
   io::save_safetensors(fs::join(dir, rank_file_name(I.shard_rank, I.shard_world)),
                        {{"master", cat(m)}, {"exp_avg", cat(a)}, {"exp_avg_sq", cat(v)}}, meta);
 }

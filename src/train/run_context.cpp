@@ -48,11 +48,30 @@ std::unique_ptr<RunContext> RunContext::create(const std::string& device, const 
   co.backend = env.world_size == 1 ? "local" : backend_name(dist.backend);
   co.device = ctx->device_.str();
   co.timeout = std::chrono::milliseconds(dist.timeout_s * 1000);
+  const int64_t W = env.world_size, S = dist.shard_size;
+  const int64_t R = dist.replicate_size > 0 ? dist.replicate_size : (W % S == 0 ? W / S : 0);
+  PRISM_CHECK(S * R == W, "dist.shard_size (", S, ") x dist.replicate_size (",
+              dist.replicate_size > 0 ? str(R) : str("auto"), ") must equal the world size (WORLD_SIZE=", W, ")");
   ctx->comm_ = distributed::make_communicator(env, co);
+  ctx->shard_size_ = static_cast<int>(S);
+  ctx->replicate_size_ = static_cast<int>(R);
+  if (S > 1) {
+    // Shard groups are consecutive ranks (one node's GPUs under torchrun), replicas the same
+    // position in every group: the parameter traffic stays on the fast links (FSDP2's HSDP mesh).
+    const int r = env.rank;
+    ctx->shard_comm_ = ctx->comm_->split(r / static_cast<int>(S), r);
+    ctx->gather_comm_ = ctx->comm_->split(r / static_cast<int>(S), r);
+    if (R > 1) ctx->replicate_comm_ = ctx->comm_->split(r % static_cast<int>(S), r);
+  }
   return ctx;
 }
 
-RunContext::~RunContext() = default;
+RunContext::~RunContext() {
+  // Subgroups before their parent (the parent's server and handshake outlive them).
+  replicate_comm_.reset();
+  gather_comm_.reset();
+  shard_comm_.reset();
+}
 
 int RunContext::rank() const { return env_->rank; }
 int RunContext::world_size() const { return env_->world_size; }

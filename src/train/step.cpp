@@ -30,6 +30,7 @@ void StepRunner::backward(const at::Tensor& objective, double loss_sum) {
               micro_batches_, ")");
   opt_.set_sync(++done_ == micro_batches_);  // reduce while the last micro-batch's backward runs
   (objective / normaliser_).backward();
+  opt_.end_backward();
   loss_local_ += loss_sum;
 }
 

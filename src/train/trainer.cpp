@@ -176,13 +176,20 @@ struct MidLoop {
       auto& el = *eval_loaders[i];
       el.restore(eval_start[i]);
       double sum = 0, count = 0;
+      int64_t mine = 0;
+      data::Batch last;
       for (int64_t k = 0; k < cfg.eval.batches; ++k) {
-        auto b = el.next();
+        last = el.next();
         if (k % ctx->world_size() != ctx->rank()) continue;
-        auto r = forward_loss(b, false);
+        auto r = forward_loss(last, false);
         sum += r.first.item<double>();
         count += static_cast<double>(r.second);
+        ++mine;
       }
+      // Sharded parameters are gathered collectively per layer: every rank of a shard group must
+      // run as many forwards (the extra ones are discarded).
+      const int64_t each = (cfg.eval.batches + ctx->world_size() - 1) / ctx->world_size();
+      for (; ctx->shard_size() > 1 && mine < each; ++mine) forward_loss(last, false);
       const auto t = ctx->all_reduce_sum(std::vector<double>{sum, count});
       out.emplace_back("eval/" + cfg.eval.sources[i].name + "/loss", t[0] / std::max(1.0, t[1]));
     }
@@ -252,7 +259,11 @@ struct MidLoop {
       log::info(str("mid-training ", model->config().model_type, " (", model->num_parameters(), " params, ",
                     dtype_name(cfg.model.dtype), ") on ", ctx->device().str(), " x", ctx->world_size(), " ranks (",
                     ctx->comm().backend(), "); global batch ", global_rows, " x ", mix.seq_len, " = ",
-                    global_rows * mix.seq_len, " tokens; optimizer state ", opt->state_bytes() >> 20,
+                    global_rows * mix.seq_len, " tokens; ",
+                    ctx->shard_size() > 1 ? str("parameters sharded over ", ctx->shard_size(), " ranks x ",
+                                                ctx->replicate_size(), " replica(s); ")
+                                          : std::string(),
+                    "optimizer state ", opt->state_bytes() >> 20,
                     " MiB/rank; steps ", state.step, " -> ", cfg.train.steps));
     }
     logger = std::make_unique<StepLogger>(
@@ -344,6 +355,7 @@ void finish_run(RunResult& res, const models::CausalLM& model, RunContext& ctx, 
   }
   // The last checkpoint already refused non-finite weights; checked again because "done" and the
   // export are what users and pipelines trust.
+  const auto full = model.gather_parameters();  // collective with sharded parameters
   const std::string bad = first_nonfinite_parameter(model);
   if (!bad.empty())
     throw Error(str("training ended with non-finite weights (parameter '", bad,

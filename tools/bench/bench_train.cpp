@@ -5,7 +5,7 @@
 //
 //     bench_train <hf_dir> <threads> <batch> <seq> <iters> [label] [--packed]
 //                 [--device cpu|cuda] [--dtype fp32|bf16] [--ckpt] [--fused-loss] [--warmup N]
-//                 [--peak-tflops X]
+//                 [--peak-tflops X] [--shard-size N]
 //
 // One step is what `prism-train mid` does for one micro-batch, with the same components
 // (RunContext, make_optimizer, StepRunner): zero_grad, forward, token cross-entropy (sum over
@@ -30,6 +30,10 @@
 // bf16 peak on CUDA, --peak-tflops overrides; null on CPU without it) and peak_mem_gib (the CUDA
 // caching allocator's peak allocated bytes since the model was loaded, the number the trainer
 // logs; null on CPU).
+// --shard-size N: a distributed step under tools/launch.sh (the torchrun variables are read, the
+// tcp transport on CPU) with dist.shard_size = N (1: ZeRO-1, > 1: parameter sharding); without it
+// the run is one process. The JSON then also has rank, world_size, shard_size and rss_step_gib:
+// the largest resident set (CPU) seen after the forward and the backward of the timed steps.
 // PRISM_BENCH_VERBOSE=1 prints the optimizer part of every step (StepRunner::finish) to stderr.
 #include <ATen/ATen.h>
 #include <ATen/DeviceAccelerator.h>
@@ -61,7 +65,8 @@ double ms_since(Clock::time_point t) { return std::chrono::duration<double, std:
 
 constexpr const char* kUsage =
     "usage: bench_train <hf_dir> <threads> <batch> <seq> <iters> [label] [--packed] [--device cpu|cuda]\n"
-    "                   [--dtype fp32|bf16] [--ckpt] [--fused-loss] [--warmup N] [--peak-tflops X]\n";
+    "                   [--dtype fp32|bf16] [--ckpt] [--fused-loss] [--warmup N] [--peak-tflops X]\n"
+    "                   [--shard-size N]\n";
 
 std::string json_number(double v, const char* fmt) {
   if (!(v == v)) return "null";  // NaN: unknown
@@ -76,6 +81,7 @@ int main(int argc, char** argv) {
   bool packed = false, ckpt = false, fused_loss = false;
   std::string device = "cpu", dtype = "fp32";
   int warmup = 2;
+  int shard_size = 0;  // 0: one process
   double peak_tflops = 0;
   const bool verbose = std::getenv("PRISM_BENCH_VERBOSE") != nullptr;
   for (int i = 1; i < argc; ++i) {
@@ -101,6 +107,8 @@ int main(int argc, char** argv) {
       warmup = std::atoi(value().c_str());
     else if (a == "--peak-tflops")
       peak_tflops = std::atof(value().c_str());
+    else if (a == "--shard-size")
+      shard_size = std::atoi(value().c_str());
     else if (a.rfind("--", 0) == 0) {
       std::fprintf(stderr, "bench_train: unknown option %s\n%s", a.c_str(), kUsage);
       return 2;
@@ -125,9 +133,13 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "bench_train: threads, batch, iters must be >= 1 and seq >= 2\n");
       return 2;
     }
-    // One process ("local" communicator) whatever the environment says: a benchmark is not a job.
-    for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"}) ::unsetenv(v);
-    auto ctx = prism::train::RunContext::create(device, {}, threads, "--device");
+    // One process ("local" communicator) whatever the environment says, unless --shard-size asks
+    // for a distributed step.
+    if (shard_size == 0)
+      for (const char* v : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"}) ::unsetenv(v);
+    prism::train::DistSection ds;
+    ds.shard_size = std::max(1, shard_size);
+    auto ctx = prism::train::RunContext::create(device, ds, threads, "--device");
     const bool cuda = device != "cpu";
     const c10::Device dev(device);
     const c10::DeviceIndex dev_index = cuda && dev.index() >= 0 ? dev.index() : 0;
@@ -170,9 +182,13 @@ int main(int argc, char** argv) {
     fo.skip_lm_head = fused_loss;
 
     double fwd_ms = 0, bwd_ms = 0, opt_ms = 0, loss0 = 0, last_loss = 0, gnorm = 0;
+    int64_t rss_max = 0;
+    auto sample_rss = [&] {
+      if (!cuda) rss_max = std::max(rss_max, prism::runtime::cpu_rss_bytes());
+    };
     auto one_step = [&](bool first) {
       auto t0 = Clock::now();
-      runner.begin(1, tokens);
+      runner.begin(1, tokens * ctx->world_size());  // every rank runs the same ids: the loss equals one process's
       auto out = model->forward(input, fo);
       at::Tensor objective, loss_sum;
       if (fused_loss) {
@@ -188,10 +204,12 @@ int main(int argc, char** argv) {
         loss_sum = ce.loss_sum.detach();
       }
       sync();
+      sample_rss();
       const double f = ms_since(t0);
       auto t1 = Clock::now();
       runner.backward(objective, loss_sum.item<double>());
       sync();
+      sample_rss();
       const double b = ms_since(t1);
       auto t2 = Clock::now();
       const auto r = runner.finish(oc.lr);
@@ -205,6 +223,7 @@ int main(int argc, char** argv) {
     };
     // Warm-up (the first also records the initial loss, a cross-check against the baseline).
     for (int w = 0; w < warmup; ++w) one_step(w == 0);
+    rss_max = 0;
     double min_ms = 1e300;
     auto t0 = Clock::now();
     for (int i = 0; i < iters; ++i) {
@@ -230,12 +249,14 @@ int main(int argc, char** argv) {
         "\"batch\": %lld, \"seq\": %lld, \"packed\": %s, \"ckpt\": %s, \"fused_loss\": %s, \"iters\": %d, "
         "\"step_ms\": %.1f, \"step_ms_min\": %.1f, \"fwd_ms\": %.1f, \"bwd_ms\": %.1f, \"opt_ms\": %.1f, "
         "\"loss0\": %.6f, \"loss\": %.6f, \"grad_norm\": %.6f, \"params\": %lld, \"flops_per_token\": %.6g, "
-        "\"mfu\": %s, \"peak_mem_gib\": %s, \"tokens_per_s\": %.1f}\n",
+        "\"mfu\": %s, \"peak_mem_gib\": %s, \"rank\": %d, \"world_size\": %d, \"shard_size\": %d, "
+        "\"rss_step_gib\": %.3f, \"tokens_per_s\": %.1f}\n",
         label.c_str(), device.c_str(), dtype.c_str(), threads, static_cast<long long>(batch),
         static_cast<long long>(seq), packed ? "true" : "false", ckpt ? "true" : "false", fused_loss ? "true" : "false",
         iters, total_ms / iters, min_ms, fwd_ms / iters, bwd_ms / iters, opt_ms / iters, loss0, last_loss, gnorm,
         static_cast<long long>(num_params), fpt, json_number(mfu, "%.4f").c_str(),
-        json_number(peak_gib, "%.3f").c_str(), tps);
+        json_number(peak_gib, "%.3f").c_str(), ctx->rank(), ctx->world_size(), ctx->shard_size(),
+        static_cast<double>(rss_max) / (1 << 30), tps);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train: error: %s\n", e.what());

@@ -26,6 +26,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace prism::distributed {
 
@@ -84,10 +85,26 @@ class Communicator {
   virtual void broadcast(const at::Tensor& tensor, int root) = 0;
   virtual void barrier() = 0;
 
+  /// Collective over this communicator's ranks (like MPI_Comm_split / ncclCommSplit): ranks with
+  /// the same `color` form one new communicator, ranked by (`key`, rank). The new communicator has
+  /// its own sequence of collectives (its own worker thread on tcp, its own NCCL communicator and
+  /// stream on nccl), so its collectives may interleave freely with the parent's. It must be
+  /// destroyed before this one.
+  std::unique_ptr<Communicator> split(int color, int key);
+
   void all_reduce_sum(const at::Tensor& tensor) { all_reduce_sum_async(tensor)->wait(); }
   /// Scalar helpers (host values; exact for integers up to 2^53).
   double all_reduce_sum(double value);
   double all_reduce_max(double value);
+
+ protected:
+  /// Backend part of split(): `members` are the parent ranks of the new group in group-rank order
+  /// (this rank is members[group_rank]); `tag` is the same on every member and unique per group.
+  virtual std::unique_ptr<Communicator> make_subgroup(const std::vector<int>& members, int group_rank,
+                                                      const std::string& tag) = 0;
+
+ private:
+  int splits_ = 0;  ///< split() calls so far (the same on every rank: split is collective)
 };
 
 /// Builds the communicator for `env` (rendezvous through a c10d::TCPStore served by rank 0 at

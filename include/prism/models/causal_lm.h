@@ -78,6 +78,22 @@ enum class ParameterKind { kEmbedding, kLmHead, kNorm, kBias, kSsm, kMatrix };
 /// "embedding" | "lm_head" | "norm" | "bias" | "ssm" (Mamba2 A_log, D, dt_bias) | "matrix".
 const char* parameter_kind_name(ParameterKind kind);
 
+/// Called by forward() around every decoder layer, for parameter sharding (train::DistributedAdamW
+/// with dist.shard_size > 1 gathers a layer's parameters before it runs and frees them after).
+/// Installed with CausalLM::set_layer_hooks; without hooks forward() runs exactly as before.
+class LayerHooks {
+ public:
+  virtual ~LayerHooks() = default;
+  /// Before layer `i` reads its parameters (also called in no-grad forwards: evaluation, decoding).
+  virtual void before_layer(size_t i) = 0;
+  /// After layer `i` produced `out`; returns the tensor the next layer consumes (`out`, possibly
+  /// with a gradient hook that re-gathers the layer's parameters before its backward or recompute).
+  virtual at::Tensor after_layer(size_t i, const at::Tensor& out) = 0;
+  /// Makes every parameter readable until the returned handle is released. Collective over the
+  /// ranks sharing the parameters: all of them call it at the same point.
+  virtual std::shared_ptr<void> gather_all() = 0;
+};
+
 class CausalLM {
  public:
   /// Loads config.json + safetensors (single or sharded) from `dir`. Every expected tensor must
@@ -118,6 +134,13 @@ class CausalLM {
   void init_weights(uint64_t seed, double initializer_range = -1.0);
 
   ForwardOutput forward(const at::Tensor& input_ids, const ForwardOptions& opts = {}) const;
+
+  /// Installs (nullptr: removes) the hooks forward() calls around each decoder layer.
+  void set_layer_hooks(std::shared_ptr<LayerHooks> hooks);
+  /// With sharded parameters (layer hooks installed): every parameter readable (named_parameters,
+  /// save_pretrained) while the handle lives; collective, see LayerHooks::gather_all. Null (and
+  /// free) without hooks.
+  std::shared_ptr<void> gather_parameters() const;
 
   /// Writes config.json (the original one, with torch_dtype updated) and safetensors shards
   /// (+ index) into `dir`, atomically (temp dir, then rename). Other files of the source

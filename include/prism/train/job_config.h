@@ -77,11 +77,19 @@ struct CheckpointSection {
 struct DistSection {
   DistBackend backend = DistBackend::kAuto;
   int64_t timeout_s = 600;  ///< a collective waiting longer means a rank died or hung
-  int64_t shard_size = 1;      ///< ranks sharing one copy of the parameters (FSDP group); 1: replicated
-  int64_t replicate_size = 0;  ///< copies of the sharded parameters (HSDP); 0: world size / shard_size
+  /// Parameter sharding (ZeRO-3 / FSDP): parameters, gradients and optimizer state sharded over
+  /// groups of this many consecutive ranks. 1: no parameter sharding (ZeRO-1 over all ranks).
+  int64_t shard_size = 1;
+  /// HSDP: number of shard groups holding replicas (gradients all-reduced across them);
+  /// shard_size x replicate_size must equal the world size. 0: world size / shard_size.
+  int64_t replicate_size = 0;
 
   void visit(config::Visitor& v) {
     using namespace config;
+    v.field("shard_size", shard_size, positive(),
+            "ranks a parameter is sharded over (ZeRO-3/FSDP; 1: only optimizer state is sharded, ZeRO-1)");
+    v.field("replicate_size", replicate_size, non_negative(),
+            "HSDP replica groups (shard_size x replicate_size = world size; 0: world size / shard_size)");
     v.choice("backend", backend, {{DistBackend::kAuto, "auto"}, {DistBackend::kTcp, "tcp"}, {DistBackend::kNccl, "nccl"}},
              "auto: nccl on CUDA, else tcp (prism's CPU transport, for development only)");
     v.field("timeout_s", timeout_s, positive(), "seconds before a stuck collective fails the run");

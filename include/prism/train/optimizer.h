@@ -41,6 +41,9 @@
 namespace prism::distributed {
 class Communicator;
 }
+namespace prism::models {
+class LayerHooks;
+}
 
 namespace prism::train {
 
@@ -73,12 +76,28 @@ struct OptimizerConfig {
   bool operator==(const OptimizerConfig&) const = default;
 };
 
+/// Parameter sharding (ZeRO-3 / FSDP2 semantics, docs/distributed.md "FSDP and HSDP"). Each unit
+/// (one decoder layer) is one flat buffer whose compute-dtype parameters exist only as a 1/S shard
+/// between uses: all-gathered before the layer runs (forward, and again before its backward or
+/// recompute), freed after; its fp32 gradient is reduce-scattered per micro-batch and accumulated
+/// in the shard, then all-reduced across replicas (HSDP); AdamW updates the local shard only.
+/// Parameters in no unit (embeddings, final norm, lm_head) form the root unit, whose parameters
+/// stay gathered (their gradients and optimizer state are sharded like the rest).
+struct ParamSharding {
+  distributed::Communicator* shard = nullptr;      ///< reduce-scatters, norms (null: no parameter sharding)
+  distributed::Communicator* gather = nullptr;     ///< all-gathers, same ranks as `shard`, own queue/stream
+  distributed::Communicator* replicate = nullptr;  ///< HSDP replica group (null: one replica)
+  std::vector<std::vector<size_t>> units;          ///< units[i]: indices into params of decoder layer i
+};
+
 class DistributedAdamW {
  public:
   /// `params` are the live (leaf) model parameters; they are re-pointed into flat buffers (same
   /// values) and get gradient hooks. `decay[i]` says whether params[i] gets weight decay.
+  /// `sharding.shard` set: parameters are sharded (ParamSharding); the model must then run with
+  /// layer_hooks() installed (models::CausalLM::set_layer_hooks), else its layers read freed memory.
   DistributedAdamW(const std::vector<std::pair<std::string, at::Tensor>>& params, const std::vector<bool>& decay,
-                   distributed::Communicator& comm, const OptimizerConfig& cfg);
+                   distributed::Communicator& comm, const OptimizerConfig& cfg, ParamSharding sharding = {});
   ~DistributedAdamW();
   DistributedAdamW(const DistributedAdamW&) = delete;
   DistributedAdamW& operator=(const DistributedAdamW&) = delete;
@@ -88,8 +107,15 @@ class DistributedAdamW {
   /// Whether the coming backward is the step's last micro-batch: then buckets are reduced as soon
   /// as all their gradients have been accumulated.
   void set_sync(bool sync);
+  /// After each micro-batch's backward: with parameter sharding, reduce-scatters what is left,
+  /// adds the reduced shards to the accumulated gradient and frees the gathered layers (no-op
+  /// otherwise).
+  void end_backward();
   /// Launches buckets that got no gradient (unused parameters) and waits for every reduction.
   void finish_grad_sync();
+  /// The hooks that gather and free sharded layers around the model's forward and backward
+  /// (null without parameter sharding). They keep the optimizer's buffers alive.
+  std::shared_ptr<models::LayerHooks> layer_hooks() const;
   /// Global L2 norm of the reduced gradient (one scalar all-reduce under ZeRO-1).
   double grad_norm();
   /// Multiplies the gradient by min(1, max_norm / (norm + 1e-6)); returns that factor.
@@ -103,6 +129,7 @@ class DistributedAdamW {
   void step(double lr);
 
   int64_t steps() const;
+  struct Impl;  // opaque (public so that the layer hooks in optimizer.cpp can name it)
   /// Bytes of optimizer-owned memory on this rank: fp32 gradient buffers, master weights, moments.
   int64_t state_bytes() const;
 
@@ -115,8 +142,7 @@ class DistributedAdamW {
   void load(const std::string& dir);
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<Impl> impl_;  // shared with layer_hooks()
 };
 
 }  // namespace prism::train

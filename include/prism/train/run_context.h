@@ -53,6 +53,17 @@ class RunContext {
   bool on_cpu() const { return device_.is_cpu(); }
   distributed::Communicator& comm() { return *comm_; }
 
+  /// Parameter sharding layout (dist.shard_size x dist.replicate_size == world size).
+  int shard_size() const { return shard_size_; }
+  int replicate_size() const { return replicate_size_; }
+  /// With shard_size > 1: this rank's shard group (gradient reduce-scatters, norms), a second
+  /// communicator over the same group for parameter all-gathers (its own queue / NCCL stream, so
+  /// prefetched gathers overlap reduce-scatters), and (replicate_size > 1) the replica group
+  /// across shard groups. Null otherwise.
+  distributed::Communicator* shard_comm() { return shard_comm_.get(); }
+  distributed::Communicator* gather_comm() { return gather_comm_.get(); }
+  distributed::Communicator* replicate_comm() { return replicate_comm_.get(); }
+
   /// Elementwise sums over ranks of host values (one collective for all of them).
   std::vector<double> all_reduce_sum(std::vector<double> values);
   double all_reduce_sum(double value) { return all_reduce_sum(std::vector<double>{value})[0]; }
@@ -73,6 +84,8 @@ class RunContext {
   std::unique_ptr<distributed::DistEnv> env_;
   c10::Device device_{c10::kCPU};
   std::unique_ptr<distributed::Communicator> comm_;
+  int shard_size_ = 1, replicate_size_ = 1;
+  std::unique_ptr<distributed::Communicator> shard_comm_, gather_comm_, replicate_comm_;
 };
 
 }  // namespace prism::train
