@@ -5,8 +5,9 @@
 #
 #   tools/bench/run_eval_bench.sh [threads] [prompts] [max_new_tokens] [repeats]   (nproc, 32, 256, 1)
 #
-# Settings of both sides: the first <prompts> GSM8K problems, the suite's template (configs/eval/
-# quick.yaml), one greedy sample each, <max_new_tokens> new tokens, fp32, all prompts in one batch
+# Settings of both sides: the first <prompts> GSM8K problems, the instruction of configs/eval/
+# quick.yaml inside SmolLM2's chat markup (ChatML, as its chat_template.jinja renders one user turn
+# with the generation prompt; on the bare text the instruct model ends at once), one greedy sample each, <max_new_tokens> new tokens, fp32, all prompts in one batch
 # (prism: slots = prompts; HF: one generate call). Timed: generation + verification of all prompts
 # (prism: report.json "seconds" = run_suite; HF: its generate + verify loop); model loading is not.
 # On a shared machine wall time depends on the other jobs, so CPU seconds are measured too: each
@@ -39,7 +40,7 @@ suite() {  # file prompts max_new
   cat >"$1" <<EOF
 benchmarks:
   - {name: gsm8k, path: $data/gsm8k.jsonl, limit: $2, n: 1, temperature: 0, max_new_tokens: $3,
-     template: "{prompt}\\nPlease reason step by step, and put your final answer within \\\\boxed{}."}
+     template: "<|im_start|>user\\n{prompt}\\nPlease reason step by step, and put your final answer within \\\\boxed{}.<|im_end|>\\n<|im_start|>assistant\\n"}
 rewards:
   math: {workers: 1}
   domains:
