@@ -115,6 +115,11 @@ void write_report(const SuiteResult& r, const std::string& dir, const std::strin
 
 SuiteConfig load_suite(const std::string& path, int64_t limit, const std::vector<std::string>& overrides) {
   auto cfg = config::load_config<SuiteConfig>(path, overrides);
+  // In a training loop the first evaluation comes `every` steps in: a missing file fails now.
+  for (size_t i = 0; i < cfg.benchmarks.size(); ++i)
+    if (!fs::exists(cfg.benchmarks[i].path))
+      throw Error("file not found", key_context(path, str("benchmarks[", i, "].path"), "a prompt-record JSONL(.zst)",
+                                                cfg.benchmarks[i].path));
   if (limit > 0)
     for (auto& b : cfg.benchmarks) b.limit = b.limit > 0 ? std::min(b.limit, limit) : limit;
   return cfg;

@@ -790,6 +790,14 @@ TEST_F(MidE2E, InLoopBenchmarkEvalEqualsEvalOfTheCheckpoint) {
   auto bad = start({"bench_bad", {"train.steps=2", "eval.benchmarks.every=2"}});
   EXPECT_EQ(wait_for(bad), 1);
   EXPECT_NE(read_log(bad).find("eval.benchmarks.suite: required when every > 0"), std::string::npos) << read_log(bad);
+  // A suite whose data file is missing fails before step 1, naming the suite file and the key.
+  const auto missing = fs::join(g_root, "suite_missing.yaml");
+  fs::write_file_atomic(missing, "benchmarks:\n  - {name: x, path: " + g_root + "/nowhere.jsonl}\n");
+  auto early = start({"bench_missing", {"train.steps=50", "eval.benchmarks.every=50", "eval.benchmarks.suite=" + missing}});
+  EXPECT_EQ(wait_for(early), 1);
+  const auto log = read_log(early);
+  EXPECT_NE(log.find(missing + ": benchmarks[0].path: file not found"), std::string::npos) << log;
+  EXPECT_EQ(log.find("step 1"), std::string::npos) << log;
 }
 
 // #14: warnings for a sequence longer than the model's positions, and for a resume whose

@@ -97,6 +97,7 @@ void write_report(const SuiteResult& r, const std::string& dir, const std::strin
 
 /// Loads a suite YAML (`overrides` as --set key=value) and caps every benchmark to its first
 /// `limit` problems when `limit` > 0 (a smaller limit in the file is kept): the in-loop subset.
+/// Every benchmark's file must exist (error naming the suite file and benchmarks[i].path).
 SuiteConfig load_suite(const std::string& path, int64_t limit = 0, const std::vector<std::string>& overrides = {});
 
 /// The scores as named metrics: eval/<benchmark>/pass@<k>, eval/domain/<domain>, eval/macro_avg.
