@@ -1,6 +1,5 @@
 // prism-train analyze: what training changed (weights, trajectory) and whether representations
 // survived (cka), each writing JSON + Markdown + gnuplot plots into -o.
-#include <ATen/Parallel.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -30,8 +29,8 @@ struct AnalyzeOptions {
 
 // Every subcommand ends in plots: fail before a long pass over the checkpoints, not after it.
 void prepare(int n) {
+  apply_threads(n);
   analysis::check_gnuplot();
-  if (n > 0) at::set_num_threads(n);
 }
 
 analysis::CompareOptions compare_options(const AnalyzeOptions& o) {
@@ -84,9 +83,7 @@ int run_cka(const AnalyzeOptions& o) {
 void common(CLI::App* s, AnalyzeOptions& o) {
   s->add_option("-o,--output", o.out_dir, "Report directory (JSON, Markdown, PNG and SVG plots)")
       ->capture_default_str();
-  s->add_option("--threads", o.threads, "Compute threads (0 = ATen's default)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+  add_threads_option(s, o.threads);
 }
 
 }  // namespace
