@@ -31,8 +31,8 @@ struct Result {
 };
 
 Result run(const std::string& args, const std::string& dir) {
-  const std::string cmd = fs::join(prism::test::bin_dir(), "prism-train") + " " + args + " >" + dir + "/out.txt 2>" +
-                          dir + "/err.txt";
+  const std::string cmd =
+      fs::join(prism::test::bin_dir(), "prism-train") + " " + args + " >" + dir + "/out.txt 2>" + dir + "/err.txt";
   const int rc = std::system(cmd.c_str());
   return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, slurp(dir + "/out.txt"), slurp(dir + "/err.txt")};
 }
@@ -89,8 +89,10 @@ TEST_F(ThreadsCli, EveryComputeCommandAcceptsAndAppliesThreads) {
     // Applied before the command's own work: the log line carries ATen's counts after the change.
     EXPECT_NE(r.err.find("threads: 1 intra-op, 1 inter-op (--threads)"), std::string::npos) << r.err;
     EXPECT_EQ(r.err.find("invalid thread count"), std::string::npos) << r.err;
-    if (c.ok) EXPECT_EQ(r.rc, 0) << r.err;
-    else EXPECT_TRUE(r.rc == 0 || r.rc == 1) << r.err;  // a prism error about another input, not a usage error
+    if (c.ok)
+      EXPECT_EQ(r.rc, 0) << r.err;
+    else
+      EXPECT_TRUE(r.rc == 0 || r.rc == 1) << r.err;  // a prism error about another input, not a usage error
   }
 }
 
