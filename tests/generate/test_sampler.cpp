@@ -221,6 +221,18 @@ TEST(Sampler, NoiseIsACounterBasedUniformStream) {
   auto got = sample_tokens(logits, params, keys).tokens;
   auto want = (logits.to(at::kDouble) / 0.8 - at::log(-at::log(uniform_noise(keys, 1000, at::kCPU)))).argmax(1);
   EXPECT_TRUE(at::equal(got, want)) << got << want;
+  // Wide and narrow logit ranges (the CPU loop skips the logs of tokens that provably cannot win),
+  // a removed-token mask, and many rows: still exactly the tensor formula's argmax.
+  std::vector<uint64_t> many;
+  for (uint64_t i = 0; i < 64; ++i) many.push_back(prism::generate::sample_key(11, i, 3));
+  for (double spread : {0.1, 3.0, 20.0}) {
+    auto lg = at::randn({64, 3000}) * spread;
+    lg.index_put_({at::indexing::Slice(), at::indexing::Slice(0, 100)}, -std::numeric_limits<float>::infinity());
+    std::vector<RowParams> p1(64, RowParams{1.0, 0, 1.0, 0.0});
+    auto g = sample_tokens(lg, p1, many).tokens;
+    auto w = (lg.to(at::kDouble) - at::log(-at::log(uniform_noise(many, 3000, at::kCPU)))).argmax(1);
+    EXPECT_TRUE(at::equal(g, w)) << "spread " << spread;
+  }
 }
 
 }  // namespace

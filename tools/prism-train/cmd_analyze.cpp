@@ -2,7 +2,6 @@
 // survived (cka) and how the pass rate varies between the base, mid-trained and RL weights
 // (landscape), each writing JSON + Markdown + gnuplot plots into -o; `combine` writes one point of
 // the landscape as an HF checkpoint.
-#include <ATen/Parallel.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -42,8 +41,8 @@ struct AnalyzeOptions {
 
 // Every subcommand ends in plots: fail before a long pass over the checkpoints, not after it.
 void prepare(int n) {
+  apply_threads(n);
   analysis::check_gnuplot();
-  if (n > 0) at::set_num_threads(n);
 }
 
 analysis::CompareOptions compare_options(const AnalyzeOptions& o) {
@@ -115,7 +114,7 @@ int run_landscape(const AnalyzeOptions& o) {
 }
 
 int run_combine(const AnalyzeOptions& o) {
-  if (o.threads > 0) at::set_num_threads(o.threads);
+  apply_threads(o.threads);
   models::LoadOptions lo;
   lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
   const auto coeffs = analysis::landscape_coefficients(o.alpha, o.beta);
@@ -136,9 +135,7 @@ int run_combine(const AnalyzeOptions& o) {
 void common(CLI::App* s, AnalyzeOptions& o) {
   s->add_option("-o,--output", o.out_dir, "Report directory (JSON, Markdown, PNG and SVG plots)")
       ->capture_default_str();
-  s->add_option("--threads", o.threads, "Compute threads (0 = ATen's default)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+  add_threads_option(s, o.threads);
 }
 
 }  // namespace
@@ -238,9 +235,7 @@ void register_analyze_commands(CLI::App& app, Commands& cmds) {
     three(s);
     s->add_option("--alpha", o->alpha, "alpha (toward the mid-trained weights)")->capture_default_str();
     s->add_option("--beta", o->beta, "beta (toward the RL weights)")->capture_default_str();
-    s->add_option("--threads", o->threads, "Compute threads (0 = ATen's default)")
-        ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
+    add_threads_option(s, o->threads);
     s->add_option("-o,--output", o->out_dir, "Output HF directory")->required();
     cmds.add(s, [o] { return run_combine(*o); });
   }

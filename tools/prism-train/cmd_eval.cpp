@@ -1,6 +1,5 @@
 // prism-train eval: pass@k by benchmark and domain, and the macro average, of a checkpoint on an
 // evaluation suite (configs/eval/*.yaml; docs/eval.md).
-#include <ATen/Parallel.h>
 #include <CLI/CLI.hpp>
 
 #include <unistd.h>
@@ -35,8 +34,8 @@ struct EvalOptions {
 };
 
 int cmd_eval(const EvalOptions& o) {
+  apply_threads(o.threads);
   auto cfg = config::load_config<eval::SuiteConfig>(o.suite, o.sets);
-  if (o.threads > 0) at::set_num_threads(o.threads);
   models::LoadOptions lo;
   lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
   lo.device = runtime::resolve_device(o.device, 0, "--device").str();
@@ -70,7 +69,7 @@ void register_eval_commands(CLI::App& app, Commands& cmds) {
   s->add_option("-o,--output", o->out_dir, "report directory (default out/eval/<checkpoint name>)");
   s->add_option("--dtype", o->dtype, "fp32 | bf16");
   s->add_option("--device", o->device, "cpu | cuda | cuda:N | auto");
-  s->add_option("--threads", o->threads, "CPU threads (0: all cores)");
+  add_threads_option(s, o->threads);
   cmds.add(s, [o] { return cmd_eval(*o); });
 }
 

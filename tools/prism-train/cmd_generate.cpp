@@ -155,7 +155,7 @@ int run_generate(const GenerateOptions& o) {
     throw Error("give exactly one of --prompts (JSONL) and --ids (token ids)", key_context("", "--prompts / --ids"));
   if (!o.prompts.empty() && o.output.empty())
     throw Error("--prompts needs an output file", key_context("", "--output", "-o out.jsonl", "nothing"));
-  if (o.threads > 0) at::set_num_threads(o.threads);
+  apply_threads(o.threads);
   models::LoadOptions lo;
   lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
   lo.device = runtime::resolve_device(o.device, 0, "--device").str();
@@ -289,7 +289,7 @@ void register_generate_commands(CLI::App& app, Commands& cmds) {
   s->add_option("--stop", o->stop, "Stop string (repeatable); EOS from generation_config.json/config.json always stops");
   s->add_option("--seed", o->seed, "Sampling seed")->capture_default_str();
   s->add_option("--slots", o->slots, "Decode slots (sequences decoded together)")->capture_default_str()->check(CLI::PositiveNumber);
-  s->add_option("--threads", o->threads, "CPU threads (0 = torch's default)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  add_threads_option(s, o->threads);
   s->add_option("--dtype", o->dtype, "fp32 | bf16")->capture_default_str();
   s->add_option("--device", o->device, "cpu | cuda | auto")->capture_default_str();
   s->add_option("--output,-o", o->output, "Output JSONL (one line per sample); with --ids, ids go to stdout when omitted");

@@ -21,10 +21,11 @@ struct RlOptions {
   std::string resume;
   bool print_config = false;
   train::FaultInjection faults;
+  int threads = 0;
 };
 
 int cmd_rl(const RlOptions& o) {
-  auto cfg = config::load_config<rl::RlConfig>(o.config_path, o.sets);
+  auto cfg = config::load_config<rl::RlConfig>(o.config_path, with_threads(o.sets, o.threads));
   if (o.print_config) {
     std::cout << config::dump_config(cfg);
     return 0;
@@ -48,6 +49,7 @@ void register_rl_commands(CLI::App& app, Commands& cmds) {
   s->add_option("--set", o->sets, "Override a key: --set optimizer.lr=1e-6 (repeatable)");
   s->add_option("--resume", o->resume, "auto: newest complete checkpoint of output_dir (fresh start if none), or a checkpoint dir");
   s->add_flag("--print-config", o->print_config, "Print the resolved config and exit");
+  add_threads_option(s, o->threads, "CPU threads per rank (overrides train.threads)");
   s->add_option("--debug-sigkill-after-step", o->faults.sigkill_after_step)->group("");
   s->add_option("--debug-nonfinite-steps", o->faults.nonfinite_steps)->delimiter(',')->group("");
   s->add_option("--debug-checkpoint-pause-ms", o->faults.checkpoint_pause_ms)->group("");

@@ -51,6 +51,7 @@ struct Options {
   std::string resume;
   std::string export_dtype = "keep";
   train::FaultInjection faults;
+  int threads = 0;  ///< --threads (0: not given)
 };
 
 namespace {
@@ -101,6 +102,7 @@ std::string with_commas(int64_t n) {
 }
 
 int cmd_inspect(const Options& o) {
+  const int threads = apply_threads(o.threads);
   auto cfg = models::CausalLM::read_config(o.model_dir);
   models::LoadOptions lo;
   lo.device = "meta";
@@ -118,6 +120,7 @@ int cmd_inspect(const Options& o) {
     out << "multipliers:   embedding " << cfg.embedding_multiplier << "  residual " << cfg.residual_multiplier
         << "  attention " << cfg.attention_multiplier.value_or(0) << "  logits_scaling " << cfg.logits_scaling << "\n";
   out << "tied embeddings: " << (cfg.tie_word_embeddings ? "yes" : "no") << "\n";
+  out << "threads:       " << threads << " (CPU compute threads of this process)\n";
   bool has_mamba = false;
   for (const auto& l : cfg.layers)
     for (const auto& b : l.blocks) has_mamba = has_mamba || b.kind == models::BlockKind::kMamba2;
@@ -156,6 +159,7 @@ int cmd_inspect(const Options& o) {
 }
 
 int cmd_forward(const Options& o) {
+  apply_threads(o.threads);
   models::LoadOptions lo;
   lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
   lo.device = runtime::resolve_device(o.device, 0, "--device").str();
@@ -179,6 +183,7 @@ int cmd_forward(const Options& o) {
 }
 
 int cmd_save(const Options& o) {
+  apply_threads(o.threads);
   models::LoadOptions lo;
   lo.dtype = runtime::parse_dtype(o.dtype, "--dtype");
   auto model = models::CausalLM::from_pretrained(o.model_dir, lo);
@@ -195,6 +200,7 @@ int cmd_run(const Options& o) {
     std::cout << config::dump_config(cfg);
     return 0;
   }
+  apply_threads(o.threads);
   fs::create_directories(cfg.output_dir);
   config::save_config(cfg, fs::join(cfg.output_dir, "config.yaml"));
   models::LoadOptions lo;
@@ -228,6 +234,7 @@ int cmd_run(const Options& o) {
 }
 
 int cmd_data_tokenize(const Options& o) {
+  apply_threads(o.tok.num_threads);
   auto last = std::chrono::steady_clock::now() - std::chrono::seconds(10);
   const auto start = std::chrono::steady_clock::now();
   auto progress = [&](const data::TokenizeProgress& p) {
@@ -261,6 +268,7 @@ int cmd_data_tokenize(const Options& o) {
 // Streams a few batches from a mixture config and reports what the loader actually delivers:
 // per-source realized tokens against the configured weights, and the shape of one batch.
 int cmd_data_mixture(const Options& o) {
+  apply_threads(o.threads);
   auto cfg = config::load_config<data::MixtureConfig>(o.config_path, o.sets);
   // The loader's errors name keys of this file (`sources[0].path: ...`): prefix the file.
   std::optional<data::MixtureLoader> opened;
@@ -316,7 +324,7 @@ decltype(train::RunOptions::periodic_eval) in_loop_eval(const train::SuiteEvalSe
 }
 
 int cmd_mid(const Options& o) {
-  auto cfg = config::load_config<train::MidTrainConfig>(o.config_path, o.sets);
+  auto cfg = config::load_config<train::MidTrainConfig>(o.config_path, with_threads(o.sets, o.threads));
   if (o.print_config) {
     std::cout << config::dump_config(cfg);
     return 0;
@@ -330,6 +338,7 @@ int cmd_mid(const Options& o) {
 }
 
 int cmd_export(const Options& o) {
+  apply_threads(o.threads);
   train::export_checkpoint(o.model_dir, o.out_dir, o.export_dtype == "keep" ? "" : o.export_dtype);
   std::cerr << "export: wrote " << o.out_dir << " (HF format)\n";
   return 0;
@@ -349,6 +358,7 @@ void Commands::register_all(CLI::App& app) {
   {
     auto* s = app.add_subcommand("inspect", "Print architecture, layer kinds, parameter counts, dtypes and shards of an HF checkpoint");
     s->add_option("hf_dir", o.model_dir, "Hugging Face checkpoint directory")->required()->check(CLI::ExistingPath);
+    add_threads_option(s, o.threads);
     cmds_.push_back({s, [&] { return cmd_inspect(o); }});
   }
   {
@@ -359,6 +369,7 @@ void Commands::register_all(CLI::App& app) {
     s->add_option("--device", o.device, "cpu | cuda | auto")->capture_default_str();
     s->add_flag("--hidden-states", o.hidden_states, "Also write hidden_states.<i> (transformers' convention)");
     s->add_option("--output,-o", o.output, "Output .safetensors (tensor 'logits' [1, seq, vocab] fp32)")->required();
+    add_threads_option(s, o.threads);
     cmds_.push_back({s, [&] { return cmd_forward(o); }});
   }
   register_generate_commands(app, *this);
@@ -368,6 +379,7 @@ void Commands::register_all(CLI::App& app) {
     s->add_option("out_dir", o.out_dir, "Destination directory (written atomically)")->required();
     s->add_option("--dtype", o.dtype, "Saved dtype: fp32 | bf16 | fp16")->capture_default_str();
     s->add_option("--shard-size", o.shard_size, "Max shard size (5GB, 500MB, 20KB …)")->capture_default_str();
+    add_threads_option(s, o.threads);
     cmds_.push_back({s, [&] { return cmd_save(o); }});
   }
   {
@@ -375,6 +387,7 @@ void Commands::register_all(CLI::App& app) {
     s->add_option("--config,-c", o.config_path, "YAML config (see configs/)")->required()->check(CLI::ExistingFile);
     s->add_option("--set", o.sets, "Override a key: --set generate.max_new_tokens=32 (repeatable)");
     s->add_flag("--print-config", o.print_config, "Print the resolved config and exit");
+    add_threads_option(s, o.threads);
     cmds_.push_back({s, [&] { return cmd_run(o); }});
   }
   {
@@ -387,6 +400,7 @@ void Commands::register_all(CLI::App& app) {
     s->add_option("--set", o.sets, "Override a key: --set optimizer.lr=1e-4 (repeatable)");
     s->add_option("--resume", o.resume, "auto: newest complete checkpoint of output_dir (fresh start if none), or a checkpoint dir");
     s->add_flag("--print-config", o.print_config, "Print the resolved config and exit");
+    add_threads_option(s, o.threads, "CPU threads per rank (overrides train.threads)");
     // Fault injection for the crash tests (docs/training.md "Fault injection"); hidden from --help.
     s->add_option("--debug-sigkill-after-step", o.faults.sigkill_after_step)->group("");
     s->add_option("--debug-nonfinite-steps", o.faults.nonfinite_steps)->delimiter(',')->group("");
@@ -398,6 +412,7 @@ void Commands::register_all(CLI::App& app) {
     s->add_option("checkpoint", o.model_dir, "Checkpoint directory (checkpoints/step-N) or a run's output_dir")->required()->check(CLI::ExistingDirectory);
     s->add_option("out_dir", o.out_dir, "Destination directory (written atomically)")->required();
     s->add_option("--dtype", o.export_dtype, "keep | fp32 | bf16")->capture_default_str()->check(CLI::IsMember({"keep", "fp32", "bf16"}));
+    add_threads_option(s, o.threads);
     cmds_.push_back({s, [&] { return cmd_export(o); }});
   }
   {
@@ -414,7 +429,7 @@ void Commands::register_all(CLI::App& app) {
         ->capture_default_str()->check(CLI::IsMember({"file", "line", "paragraph"}));
     s->add_flag("!--no-special-tokens", o.tok.add_special_tokens, "Do not add BOS/EOS from the post-processor");
     s->add_flag("--strict", o.tok.strict, "Fail on the first bad record instead of counting it");
-    s->add_option("--threads", o.tok.num_threads, "Encoding threads (0 = all cores)")->capture_default_str();
+    add_threads_option(s, o.tok.num_threads, "Encoding and compute threads (default: all cores)");
     s->add_option("--shard-tokens", o.tok.shard_tokens, "Tokens per shard")->capture_default_str();
     s->add_option("--piece-bytes", o.tok.piece_bytes,
                   "Documents longer than this are encoded in pieces of at most this size, cut where the tokenizer "
@@ -430,6 +445,7 @@ void Commands::register_all(CLI::App& app) {
     m->add_option("--batches,-n", o.batches, "Batches to draw")->capture_default_str()->check(CLI::PositiveNumber);
     m->add_option("--rank", o.rank, "Data-parallel rank")->capture_default_str();
     m->add_option("--world-size", o.world, "Data-parallel world size")->capture_default_str();
+    add_threads_option(m, o.threads);
     cmds_.push_back({m, [&] { return cmd_data_mixture(o); }});
   }
   register_reward_commands(app, *this);

@@ -40,6 +40,20 @@ class Commands {
   std::vector<Registered> cmds_;
 };
 
+/// `--threads N` on a compute subcommand (N >= 1): the CPU threads ATen uses, so that users on a shared
+/// machine need not reach for OMP_NUM_THREADS. The text is checked while parsing (0, -1 or "x" is a
+/// one-line `prism::Error` naming --threads); `threads` stays 0 when the option is not given.
+CLI::Option* add_threads_option(CLI::App* sub, int& threads, const std::string& help = "CPU threads (default: all cores)");
+
+/// Applies a thread count (0: leave ATen's defaults) to ATen's intra-op and inter-op pools, logs the
+/// effective counts, and returns the intra-op count now in effect. Call it once, before any compute:
+/// ATen fixes the inter-op pool at its first use.
+int apply_threads(int threads);
+
+/// A YAML job's `--set` list with `train.threads=N` appended when --threads was given (mid, rl): the CLI
+/// wins over the file, and the resolved config saved into the run directory records the count in effect.
+std::vector<std::string> with_threads(std::vector<std::string> sets, int threads);
+
 // One registration function per job family, each in its own file (tools/prism-train/cmd_*.cpp),
 // called from Commands::register_all.
 void register_reward_commands(CLI::App& app, Commands& cmds);  // cmd_reward.cpp: `reward`

@@ -18,13 +18,12 @@ int main(int argc, char** argv) {
   app.set_help_all_flag("--help-all", "Show help for all subcommands");
   prism::cli::Commands commands;
   commands.register_all(app);
+  // Option callbacks (e.g. --threads) throw prism::Error during parsing: one handler for both phases.
   try {
     app.parse(argc, argv);
+    return commands.run_selected();
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
-  }
-  try {
-    return commands.run_selected();
   } catch (const std::exception& e) {
     std::string msg = e.what();
     // c10::Error carries a multi-line backtrace: keep the first line.
