@@ -7,7 +7,6 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdlib>
-#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
