@@ -24,6 +24,7 @@ EDGES = {
     "eval": ["generate", "rewards", "data"],
     "rl": ["train", "eval"],
     "analysis": ["eval"],  # the loss landscape evaluates on a grid
+    "study": ["rl", "analysis"],  # the study in miniature: generated tasks, then every stage
 }
 
 

@@ -435,6 +435,7 @@ void Commands::register_all(CLI::App& app) {
   register_analyze_commands(app, *this);
   register_eval_commands(app, *this);
   register_rl_commands(app, *this);
+  register_study_commands(app, *this);
 }
 
 int Commands::run_selected() {

@@ -5,7 +5,12 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
+
+namespace prism::study {
+struct TaskConfig;
+}
 
 namespace prism::cli {
 
@@ -43,5 +48,10 @@ void register_generate_commands(CLI::App& app, Commands& cmds);
 void register_analyze_commands(CLI::App& app, Commands& cmds);
 void register_eval_commands(CLI::App& app, Commands& cmds);     // cmd_eval.cpp: `eval`
 void register_rl_commands(CLI::App& app, Commands& cmds);       // cmd_rl.cpp: `rl`
+void register_study_commands(CLI::App& app, Commands& cmds);    // cmd_study.cpp: `study`, `study tasks`
+
+/// `prism-train study tasks` (cmd_study_tasks.cpp; cmd_study.cpp parses the config and calls it):
+/// writes the generated task files of `cfg` under `out_dir`, prints what it wrote, returns 0.
+int run_study_tasks(const study::TaskConfig& cfg, const std::string& out_dir);
 
 }  // namespace prism::cli

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "prism/train/train_config.h"
@@ -71,6 +72,13 @@ class StepLogger;
 /// <output_dir>/final in HF format when `export_final` (res.final_export). Collective.
 void finish_run(RunResult& res, const models::CausalLM& model, RunContext& ctx, StepLogger& logger,
                 const std::string& output_dir, bool export_final);
+
+/// Held-out loss (mean token cross-entropy) of `model` on each of cfg.eval.sources, computed as the
+/// mid-training loop's evaluation computes eval/<name>/loss: the same eval.batches micro-batches of
+/// each source, packed with cfg.data.mixture after cfg.data's overrides. In this process only (no
+/// ranks); `config_file` is named in errors. Returns (source name, loss) in cfg.eval.sources order.
+std::vector<std::pair<std::string, double>> heldout_loss(const MidTrainConfig& cfg, const models::CausalLM& model,
+                                                         const std::string& config_file = "");
 
 /// Writes the model of checkpoint `checkpoint_dir` (or of the newest complete checkpoint when it
 /// is a run's output_dir) to `out_dir` in HF format (config.json, safetensors, tokenizer files).
