@@ -18,6 +18,9 @@ namespace {
 
 using json = nlohmann::ordered_json;
 const double kNaN = std::numeric_limits<double>::quiet_NaN();
+const char* kNoRlSignal =
+    "RL from the mid-trained model did not change its weights (L2 = 0: every group's rewards were equal, so no "
+    "advantage and no gradient), so there is nothing to assess";
 
 json read_json(const std::string& path) {
   PRISM_CHECK(fs::exists(path), path, ": not found (its stage did not finish; rerun the study with --resume)");
@@ -45,6 +48,7 @@ std::string f(double v, const char* fmt = "%.4f") {
   return b;
 }
 std::string pct(double v) { return std::isnan(v) ? "n/a" : f(100.0 * v, "%.1f"); }
+std::string pct_sign(double v) { return std::isnan(v) ? "n/a" : pct(v) + "%"; }
 std::string signed_pct(double v) { return std::isnan(v) ? "n/a" : f(100.0 * v, "%+.1f"); }
 
 const char* kModelLabel[][3] = {{"base", "–", "–"}, {"mid", "MT", "–"}, {"base-rl", "–", "RL"}, {"mid-rl", "MT", "RL"}};
@@ -58,7 +62,9 @@ struct Models {
 std::pair<std::string, std::string> write_study_report(const std::string& dir, double threshold, const ClaimsSection& claims) {
   const std::string th = pct_label(threshold);
   std::vector<std::string> domains;
-  for (const auto& [d, v] : read_json(fs::join(dir, "eval/base/report.json"))["domain_avg"].items()) domains.push_back(d);
+  const auto base_eval = read_json(fs::join(dir, "eval/base/report.json"));
+  for (const auto& [d, v] : base_eval["domain_avg"].items()) domains.push_back(d);
+  PRISM_CHECK(!domains.empty(), dir, "/eval/base/report.json: no domains (domain_avg is empty)");
   json r;
   r["domains"] = domains;
   r["threshold"] = threshold;
@@ -187,17 +193,22 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
   {
     const double c_mt = num(weights[0]["changed_at_threshold"]), c_rl = num(weights[1]["changed_at_threshold"]);
     const double early = num(traj["mid-rl"]["early_share_of_final_l2"]);
+    const double l2_rl = num(weights[1]["l2"]["all"]);
     const bool most = c_mt > claims.most_changed, small = c_rl < c_mt && c_rl < claims.most_changed,
                front = early >= claims.front_loaded;
-    const bool holds = most && small && front;
+    // RL that never moved the weights (no group ever had unequal rewards) shows no sparsity: there is
+    // nothing to measure, which is not the claim holding.
+    const bool moved = l2_rl > 0;
+    const bool holds = moved && most && small && front;
     std::string why;
     auto also = [&](const std::string& s) { why += (why.empty() ? "" : "; ") + s; };
-    if (!most) also("mid-training changed only " + pct(c_mt) + "% of weights");
-    if (!small) also("RL changed " + pct(c_rl) + "% of weights, not a small set");
-    if (!front) also("RL's L2 at the early checkpoint was only " + pct(early) + "% of its final value");
+    if (!moved) also(kNoRlSignal);
+    if (!most) also("mid-training changed only " + pct_sign(c_mt) + " of weights");
+    if (moved && !small) also("RL changed " + pct_sign(c_rl) + " of weights, not a small set");
+    if (moved && !front) also("RL's L2 at the early checkpoint was only " + pct_sign(early) + " of its final value");
     if (holds) why = "mid-training changed most weights, RL a smaller set, most of its movement early";
     add(3, "Mid-training changes most weights; RL moves a small, front-loaded set",
-        str("changed(base→mid) > ", claims.most_changed, ", changed(mid→mid+RL) < min(changed(base→mid), ",
+        str("RL from mid changed the weights (L2 > 0), changed(base→mid) > ", claims.most_changed, ", changed(mid→mid+RL) < min(changed(base→mid), ",
             claims.most_changed, ") at |Δw| > ", th, " |w|, and the RL run's L2 at its first checkpoint at or after ",
             claims.front_fraction, " of its steps >= ", claims.front_loaded, " x its final L2"),
         holds,
@@ -207,12 +218,16 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
   }
   {
     const double mt = num(cka[0]["min_value"]), rl = num(cka[1]["min_value"]);
-    const bool holds = rl >= claims.cka_min && rl > mt;
+    const bool moved = num(weights[1]["l2"]["all"]) > 0;
+    const bool holds = moved && rl >= claims.cka_min && rl > mt;
     std::string why = holds ? "RL left the mid-trained representations nearly unchanged"
-                            : (rl < claims.cka_min ? "CKA(mid, mid+RL) fell below the bound"
-                                                   : "RL moved representations at least as much as mid-training");
+                            : (!moved ? std::string(kNoRlSignal)
+                                      : rl < claims.cka_min ? "CKA(mid, mid+RL) fell below the bound"
+                                                            : "RL moved representations at least as much as mid-training");
     add(4, "RL keeps mid-training's representations (CKA near 1)",
-        str("min over layers CKA(mid, mid+RL) >= ", claims.cka_min, " and > min over layers CKA(base, mid)"), holds,
+        str("RL from mid changed the weights (L2 > 0), min over layers CKA(mid, mid+RL) >= ", claims.cka_min,
+            " and > min over layers CKA(base, mid)"),
+        holds,
         {{"cka_min_mid_midrl", rl}, {"cka_min_base_mid", mt}}, why);
   }
   r["claims"] = cl;
@@ -269,7 +284,7 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
   for (const auto& w : weights) {
     auto l2 = [&](const char* c) { return w["l2"].contains(c) ? f(num(w["l2"][c]), "%.4g") : std::string("–"); };
     md << "| " << w["transition"].get<std::string>() << " | " << l2("attention") << " | " << l2("mlp") << " | "
-       << l2("mamba2") << " | " << l2("all") << " | " << pct(num(w["changed_at_threshold"])) << "% |\n";
+       << l2("mamba2") << " | " << l2("all") << " | " << pct_sign(num(w["changed_at_threshold"])) << " |\n";
   }
   md << "\nThreshold sweep (changed, %):\n\n| threshold |";
   for (const auto& w : weights) md << " " << w["transition"].get<std::string>() << " |";
@@ -287,7 +302,7 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
       s += (i ? ", " : "") + std::to_string(e["steps"][i].get<int64_t>());
       l += (i ? ", " : "") + f(num(e["l2"][i]), "%.3g");
     }
-    md << "| " << key << " | " << s << " | " << l << " | " << pct(num(e["early_share_of_final_l2"])) << "% (step "
+    md << "| " << key << " | " << s << " | " << l << " | " << pct_sign(num(e["early_share_of_final_l2"])) << " (step "
        << e["early_step"].get<int64_t>() << ") |\n";
   }
   std::string plots;

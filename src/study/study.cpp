@@ -44,6 +44,17 @@ std::string q(const std::string& s) {
   return o + "'";
 }
 
+// A model initialised from config.json alone has no source checkpoint, so its export lacks the
+// tokenizer files every later stage reads (generation, evaluation, CKA): copy them from the
+// architecture directory.
+void copy_tokenizer_files(const std::string& from, const std::string& to) {
+  for (const auto& n : fs::list_dir(from)) {
+    const bool weights_or_config = n == "config.json" || n.find(".safetensors") != std::string::npos;
+    const std::string src = fs::join(from, n), dst = fs::join(to, n);
+    if (!weights_or_config && fs::is_regular_file(src) && !fs::exists(dst)) fs::copy_file(src, dst);
+  }
+}
+
 // The models the study compares, in the order of the paper's tables.
 const std::vector<std::string> kModels = {"base", "mid", "mid-rl", "base-rl"};
 
@@ -236,6 +247,47 @@ struct Study {
     return true;
   }
 
+  // The mid-training mixture's (source, weight) pairs from `mixture:`.
+  std::vector<std::pair<std::string, double>> mid_weights(const std::vector<std::string>& doms) const {
+    std::vector<std::pair<std::string, double>> w;
+    if (cfg.data.real()) {
+      if (!cfg.mixture.empty())
+        throw Error("`mixture` weights apply to the generated data; with data.mixture set the weights are that file's",
+                    key_context(opts.config_file, "mixture"));
+    } else if (cfg.mixture.empty()) {
+      w.emplace_back("general", 1.0);
+      for (const auto& d : doms) w.emplace_back(d, 1.0);
+    } else {
+      for (size_t i = 0; i < cfg.mixture.size(); ++i) {
+        const auto& m = cfg.mixture[i];
+        const bool known = m.source == "general" || std::count(doms.begin(), doms.end(), m.source);
+        if (!known)
+          throw Error(str("'", m.source, "' is neither general nor a task domain"),
+                      key_context(opts.config_file, str("mixture[", i, "].source"), "general or one of the task domains",
+                                  m.source));
+        w.emplace_back(m.source, m.weight);
+      }
+    }
+    return w;
+  }
+
+  // Every stage's config is composed (with placeholder paths) before anything runs, so a typo in
+  // the RL stage fails now, not after pretraining and mid-training.
+  void preflight() {
+    const std::string p = q("<set by the study>");
+    std::vector<std::string> mid = {"output_dir=" + p, "model.path=" + p, "model.init=pretrained", "data.mixture=" + p,
+                                    "eval.sources=[]"};
+    compose<train::MidTrainConfig>("mid", cfg.mid, mid);
+    if (cfg.base.empty()) {
+      mid.push_back("model.init=scratch");
+      compose<train::MidTrainConfig>("pretrain", cfg.pretrain, mid);
+    }
+    compose<rl::RlConfig>("rl", cfg.rl,
+                          {"output_dir=" + p, "model.path=" + p, "model.init=pretrained", "data.prompts=[" + p + "]"});
+    compose<eval::SuiteConfig>("eval", cfg.eval, {});
+    mid_weights(cfg.tasks.domains);
+  }
+
   train::MidTrainConfig mid_cfg;  // the composed mid-training config (also defines the held-out loss)
 
   bool stage_models() {
@@ -245,27 +297,14 @@ struct Study {
           {"output_dir=" + q(dir("base")), "model.path=" + q(cfg.model), "model.init=scratch",
            "data.mixture=" + q(write_mixture("pretrain", {{"general", 1.0}})),
            eval_sources({{"general", tokens("general", true)}}), "checkpoint.export_final=true"});
-      if (!train_stage("pretrain", pc, [](const auto& c, const auto& r) { return train::run_mid_training(c, r); }))
+      if (!train_stage("pretrain", pc, [this](const auto& c, const auto& r) {
+            auto res = train::run_mid_training(c, r);
+            if (!res.stopped && main_rank) copy_tokenizer_files(cfg.model, res.final_export);
+            return res;
+          }))
         return false;
     }
-    std::vector<std::pair<std::string, double>> w;
-    if (cfg.data.real()) {
-      PRISM_CHECK(cfg.mixture.empty(), "`mixture` weights apply to the generated data; with data.mixture set the "
-                                       "weights are that file's");
-    } else if (cfg.mixture.empty()) {
-      w.emplace_back("general", 1.0);
-      for (const auto& d : domains) w.emplace_back(d, 1.0);
-    } else {
-      for (size_t i = 0; i < cfg.mixture.size(); ++i) {
-        const auto& m = cfg.mixture[i];
-        const bool known = m.source == "general" || std::count(domains.begin(), domains.end(), m.source);
-        if (!known)
-          throw Error(str("'", m.source, "' is neither general nor a task domain"),
-                      key_context(opts.config_file, str("mixture[", i, "].source"), "general or one of the task domains",
-                                  m.source));
-        w.emplace_back(m.source, m.weight);
-      }
-    }
+    const auto w = mid_weights(domains);
     mid_cfg = compose<train::MidTrainConfig>(
         "mid", cfg.mid,
         {"output_dir=" + q(dir("mid")), "model.path=" + q(hf("base")), "model.init=pretrained",
@@ -387,6 +426,7 @@ struct Study {
 
   StudyResult run() {
     const auto t0 = Clock::now();
+    preflight();
     const std::string saved = dir("study.yaml");
     if (main_rank) {
       if (fs::exists(saved) && !opts.resume)
