@@ -59,7 +59,8 @@ struct Models {
 
 }  // namespace
 
-std::pair<std::string, std::string> write_study_report(const std::string& dir, double threshold, const ClaimsSection& claims) {
+std::pair<std::string, std::string> write_study_report(const std::string& dir, double threshold,
+                                                       const ClaimsSection& claims) {
   const std::string th = pct_label(threshold);
   std::vector<std::string> domains;
   const auto base_eval = read_json(fs::join(dir, "eval/base/report.json"));
@@ -91,8 +92,10 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
 
   // ---- weights (Table 12/22) ----
   json weights = json::array();
-  for (const auto& [name, label] : std::vector<std::pair<std::string, std::string>>{
-           {"weights-base-mid", "base→mid"}, {"weights-mid-midrl", "mid→mid+RL"}, {"weights-base-baserl", "base→base+RL"}}) {
+  for (const auto& [name, label] :
+       std::vector<std::pair<std::string, std::string>>{{"weights-base-mid", "base→mid"},
+                                                        {"weights-mid-midrl", "mid→mid+RL"},
+                                                        {"weights-base-baserl", "base→base+RL"}}) {
     const auto w = read_json(fs::join(dir, "analysis/" + name + "/weights.json"));
     json t;
     t["transition"] = label;
@@ -136,8 +139,8 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
 
   // ---- CKA (Table 14) ----
   json cka = json::array();
-  for (const auto& [name, label] : std::vector<std::pair<std::string, std::string>>{{"cka-base-mid", "base vs mid"},
-                                                                                    {"cka-mid-midrl", "mid vs mid+RL"}}) {
+  for (const auto& [name, label] : std::vector<std::pair<std::string, std::string>>{
+           {"cka-base-mid", "base vs mid"}, {"cka-mid-midrl", "mid vs mid+RL"}}) {
     const auto c = read_json(fs::join(dir, "analysis/" + name + "/cka.json"));
     json e;
     e["pair"] = label;
@@ -154,8 +157,10 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
 
   // ---- claims: fixed rules (docs/study.md "Claims"), thresholds from the config, never fitted ----
   json cl = json::array();
-  auto add = [&](int id, const std::string& claim, const std::string& rule, bool holds, json numbers, const std::string& why) {
-    cl.push_back({{"id", id}, {"claim", claim}, {"rule", rule}, {"holds", holds}, {"numbers", numbers}, {"detail", why}});
+  auto add = [&](int id, const std::string& claim, const std::string& rule, bool holds, json numbers,
+                 const std::string& why) {
+    cl.push_back(
+        {{"id", id}, {"claim", claim}, {"rule", rule}, {"holds", holds}, {"numbers", numbers}, {"detail", why}});
   };
   {
     bool every_domain = true;
@@ -186,7 +191,9 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
                                                        : std::string("mid+RL did not end above base+RL"));
     add(2, "RL after mid-training lifts reasoning far more than RL on the base",
         "macro(mid+RL) - macro(mid) > macro(base+RL) - macro(base), and macro(mid+RL) > macro(base+RL)", holds,
-        {{"rl_gain_from_mid", gain_mid}, {"rl_gain_from_base", gain_base}, {"macro_mid_rl", M("mid-rl")},
+        {{"rl_gain_from_mid", gain_mid},
+         {"rl_gain_from_base", gain_base},
+         {"macro_mid_rl", M("mid-rl")},
          {"macro_base_rl", M("base-rl")}},
         why);
   }
@@ -208,12 +215,16 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
     if (moved && !front) also("RL's L2 at the early checkpoint was only " + pct_sign(early) + " of its final value");
     if (holds) why = "mid-training changed most weights, RL a smaller set, most of its movement early";
     add(3, "Mid-training changes most weights; RL moves a small, front-loaded set",
-        str("RL from mid changed the weights (L2 > 0), changed(base→mid) > ", claims.most_changed, ", changed(mid→mid+RL) < min(changed(base→mid), ",
-            claims.most_changed, ") at |Δw| > ", th, " |w|, and the RL run's L2 at its first checkpoint at or after ",
-            claims.front_fraction, " of its steps >= ", claims.front_loaded, " x its final L2"),
+        str("RL from mid changed the weights (L2 > 0), changed(base→mid) > ", claims.most_changed,
+            ", changed(mid→mid+RL) < min(changed(base→mid), ", claims.most_changed, ") at |Δw| > ", th,
+            " |w|, and the RL run's L2 at its first checkpoint at or after ", claims.front_fraction,
+            " of its steps >= ", claims.front_loaded, " x its final L2"),
         holds,
-        {{"changed_base_mid", c_mt}, {"changed_mid_midrl", c_rl}, {"l2_base_mid", num(weights[0]["l2"]["all"])},
-         {"l2_mid_midrl", num(weights[1]["l2"]["all"])}, {"rl_early_share_of_final_l2", early}},
+        {{"changed_base_mid", c_mt},
+         {"changed_mid_midrl", c_rl},
+         {"l2_base_mid", num(weights[0]["l2"]["all"])},
+         {"l2_mid_midrl", num(weights[1]["l2"]["all"])},
+         {"rl_early_share_of_final_l2", early}},
         why);
   }
   {
@@ -221,14 +232,13 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
     const bool moved = num(weights[1]["l2"]["all"]) > 0;
     const bool holds = moved && rl >= claims.cka_min && rl > mt;
     std::string why = holds ? "RL left the mid-trained representations nearly unchanged"
-                            : (!moved ? std::string(kNoRlSignal)
-                                      : rl < claims.cka_min ? "CKA(mid, mid+RL) fell below the bound"
-                                                            : "RL moved representations at least as much as mid-training");
+                            : (!moved                ? std::string(kNoRlSignal)
+                               : rl < claims.cka_min ? "CKA(mid, mid+RL) fell below the bound"
+                                                     : "RL moved representations at least as much as mid-training");
     add(4, "RL keeps mid-training's representations (CKA near 1)",
         str("RL from mid changed the weights (L2 > 0), min over layers CKA(mid, mid+RL) >= ", claims.cka_min,
             " and > min over layers CKA(base, mid)"),
-        holds,
-        {{"cka_min_mid_midrl", rl}, {"cka_min_base_mid", mt}}, why);
+        holds, {{"cka_min_mid_midrl", rl}, {"cka_min_base_mid", mt}}, why);
   }
   r["claims"] = cl;
 
@@ -311,8 +321,8 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
                         "analysis/weights-base-baserl/changed_by_subcomponent.png",
                         "analysis/trajectory-mid-rl/trajectory.png", "analysis/trajectory-base-rl/trajectory.png"}) {
     const auto l = link(p);
-    if (!l.empty()) plots += (plots.empty() ? "" : ", ") + std::string(p).substr(9, std::string(p).find('/', 9) - 9) +
-                             ": " + l;
+    if (!l.empty())
+      plots += (plots.empty() ? "" : ", ") + std::string(p).substr(9, std::string(p).find('/', 9) - 9) + ": " + l;
   }
   if (!plots.empty()) md << "\nPlots: " << plots << ".\n";
 
@@ -335,9 +345,9 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
   for (const auto& c : cl) {
     std::string nums;
     for (const auto& [k, v] : c["numbers"].items()) nums += (nums.empty() ? "" : ", ") + k + " = " + f(num(v), "%.4g");
-    md << "- **Claim " << c["id"].get<int>() << " (" << c["claim"].get<std::string>() << "): "
-       << (c["holds"].get<bool>() ? "held" : "did not hold") << ".** " << c["detail"].get<std::string>() << " ("
-       << nums << "). Rule: " << c["rule"].get<std::string>() << ".\n";
+    md << "- **Claim " << c["id"].get<int>() << " (" << c["claim"].get<std::string>()
+       << "): " << (c["holds"].get<bool>() ? "held" : "did not hold") << ".** " << c["detail"].get<std::string>()
+       << " (" << nums << "). Rule: " << c["rule"].get<std::string>() << ".\n";
   }
   md << "\nThe rules and their thresholds are fixed in the study config (`claims:`) before a run; they are not fitted "
         "to its outcome. A tiny model trained for minutes is not the paper's 8B models trained for billions of tokens: "

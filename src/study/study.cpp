@@ -8,8 +8,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <tuple>
 #include <thread>
+#include <tuple>
 
 #include "prism/analysis/cka.h"
 #include "prism/analysis/report.h"
@@ -118,14 +118,14 @@ struct Study {
     try {
       return config::load_config<T>(s.config, o);
     } catch (const Error& e) {
-      throw Error(str(e.what(), " (study stage `", key, "` of ", opts.config_file.empty() ? "the study" : opts.config_file,
-                      ")"));
+      throw Error(str(e.what(), " (study stage `", key, "` of ",
+                      opts.config_file.empty() ? "the study" : opts.config_file, ")"));
     }
   }
 
   // ---- 1. tasks + tokenize --------------------------------------------------------------------
   TaskFiles tasks;
-  std::vector<std::string> domains;  // task domains, in TaskFiles order
+  std::vector<std::string> domains;                               // task domains, in TaskFiles order
   std::vector<std::pair<std::string, std::string>> heldout_text;  // source -> held-out text JSONL
   int64_t eos_id = 0;
 
@@ -211,7 +211,8 @@ struct Study {
   // `eval.sources=[...]` of (name, token-shard glob) pairs.
   static std::string eval_sources(const std::vector<std::pair<std::string, std::string>>& srcs) {
     std::string s = "eval.sources=[";
-    for (size_t i = 0; i < srcs.size(); ++i) s += str(i ? ", " : "", "{name: ", q(srcs[i].first), ", path: ", q(srcs[i].second), "}");
+    for (size_t i = 0; i < srcs.size(); ++i)
+      s += str(i ? ", " : "", "{name: ", q(srcs[i].first), ", path: ", q(srcs[i].second), "}");
     return s + "]";
   }
   std::vector<std::pair<std::string, std::string>> heldout_shards() const {
@@ -263,8 +264,8 @@ struct Study {
         const bool known = m.source == "general" || std::count(doms.begin(), doms.end(), m.source);
         if (!known)
           throw Error(str("'", m.source, "' is neither general nor a task domain"),
-                      key_context(opts.config_file, str("mixture[", i, "].source"), "general or one of the task domains",
-                                  m.source));
+                      key_context(opts.config_file, str("mixture[", i, "].source"),
+                                  "general or one of the task domains", m.source));
         w.emplace_back(m.source, m.weight);
       }
     }
@@ -322,12 +323,11 @@ struct Study {
     }
     prompts += "]";
     for (const std::string from : {"mid", "base"}) {
-      auto rc = compose<rl::RlConfig>("rl", cfg.rl,
-                                      {"output_dir=" + q(dir("rl-" + from)), "model.path=" + q(hf(from)),
-                                       "model.init=pretrained", prompts,
-                                       "checkpoint.keep_last=0", "checkpoint.export_final=true"});
-      if (!train_stage("rl-" + from, rc, [](const auto& c, const auto& r) { return rl::run_grpo(c, r); }))
-        return false;
+      auto rc = compose<rl::RlConfig>(
+          "rl", cfg.rl,
+          {"output_dir=" + q(dir("rl-" + from)), "model.path=" + q(hf(from)), "model.init=pretrained", prompts,
+           "checkpoint.keep_last=0", "checkpoint.export_final=true"});
+      if (!train_stage("rl-" + from, rc, [](const auto& c, const auto& r) { return rl::run_grpo(c, r); })) return false;
     }
     return true;
   }
@@ -368,8 +368,7 @@ struct Study {
       json hl = json::object();
       for (const auto& [src, loss] : train::heldout_loss(held, *model, opts.config_file)) hl[src] = loss;
       fs::write_file_atomic(fs::join(md, "heldout_loss.json"), hl.dump(1) + "\n");
-      say(str("[eval ", m, "] macro pass@1 ", r.score.macro_avg, ", general held-out loss ",
-              hl.value("general", 0.0)));
+      say(str("[eval ", m, "] macro pass@1 ", r.score.macro_avg, ", general held-out loss ", hl.value("general", 0.0)));
       mark("eval " + m, md, fp, since(t0));
     }
   }
@@ -385,9 +384,13 @@ struct Study {
     analysis::CompareOptions co;
     co.thresholds = th;
     const std::string fp_a = config::dump_config(cfg.analysis);
-    auto id = [&](const std::string& m) { return str(hf(m), ":", fs::read_file(fs::join(out, "eval/" + m + "/STAGE_DONE.json"))); };
-    for (const auto& [name, a, b] : std::vector<std::tuple<std::string, std::string, std::string>>{
-             {"weights-base-mid", "base", "mid"}, {"weights-mid-midrl", "mid", "mid-rl"}, {"weights-base-baserl", "base", "base-rl"}}) {
+    auto id = [&](const std::string& m) {
+      return str(hf(m), ":", fs::read_file(fs::join(out, "eval/" + m + "/STAGE_DONE.json")));
+    };
+    for (const auto& [name, a, b] :
+         std::vector<std::tuple<std::string, std::string, std::string>>{{"weights-base-mid", "base", "mid"},
+                                                                        {"weights-mid-midrl", "mid", "mid-rl"},
+                                                                        {"weights-base-baserl", "base", "base-rl"}}) {
       const std::string sd = fs::join(d, name);
       const std::string fp = fp_a + id(a) + id(b);
       if (done("analysis " + name, sd, fp)) continue;
@@ -430,7 +433,8 @@ struct Study {
     const std::string saved = dir("study.yaml");
     if (main_rank) {
       if (fs::exists(saved) && !opts.resume)
-        throw Error(str(out, " already holds a study (", saved, "); pass --resume to continue it, or choose another "
+        throw Error(str(out, " already holds a study (", saved,
+                        "); pass --resume to continue it, or choose another "
                         "output_dir"));
       fs::create_directories(out);
       config::save_config(cfg, saved);

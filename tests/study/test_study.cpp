@@ -143,7 +143,8 @@ TEST_F(StudyQuick, NumbersAreTheStageOutputs) {
   const double ch_mt = num(analysis("weights-base-mid", "weights.json")["total"]["deltas"][0]["changed"]["1%"]);
   const double ch_rl = num(analysis("weights-mid-midrl", "weights.json")["total"]["deltas"][0]["changed"]["1%"]);
   // Early checkpoint: the first at or after 25% of the 4 RL steps = step 2 (index 0).
-  const double early = num(t["checkpoints"][0]["groups"]["all"]["l2"]) / num(t["checkpoints"][1]["groups"]["all"]["l2"]);
+  const double early =
+      num(t["checkpoints"][0]["groups"]["all"]["l2"]) / num(t["checkpoints"][1]["groups"]["all"]["l2"]);
   const double l2_rl = num(analysis("weights-mid-midrl", "weights.json")["total"]["deltas"][0]["l2"]);
   const bool c3 = l2_rl > 0 && ch_mt > 0.5 && ch_rl < ch_mt && ch_rl < 0.5 && early >= 0.5;
   const double k_mt = num(analysis("cka-base-mid", "cka.json")["minimum"]["value"]);
@@ -163,10 +164,12 @@ TEST_F(StudyQuick, NumbersAreTheStageOutputs) {
 TEST_F(StudyQuick, ResumeSkipsFinishedStagesAndRefusesWithoutIt) {
   const std::string report = fs::read_file(fs::join(out, "report.md"));
   const std::string marker = fs::read_file(fs::join(out, "mid/STAGE_DONE.json"));
-  auto again = run("study --config configs/study/quick.yaml --resume --set output_dir=" + out, fs::join(root, "again.log"));
+  auto again =
+      run("study --config configs/study/quick.yaml --resume --set output_dir=" + out, fs::join(root, "again.log"));
   ASSERT_EQ(again.rc, 0) << again.log;
-  for (const char* stage : {"[tasks] done", "[tokenize] done", "[pretrain] done", "[mid] done", "[rl-mid] done",
-                            "[rl-base] done", "[eval base] done", "[eval mid-rl] done", "[analysis cka-mid-midrl] done"})
+  for (const char* stage :
+       {"[tasks] done", "[tokenize] done", "[pretrain] done", "[mid] done", "[rl-mid] done", "[rl-base] done",
+        "[eval base] done", "[eval mid-rl] done", "[analysis cka-mid-midrl] done"})
     EXPECT_NE(again.log.find(stage), std::string::npos) << stage << "\n" << again.log;
   EXPECT_NE(again.log.find(" 0 stages run"), std::string::npos) << again.log;
   EXPECT_EQ(fs::read_file(fs::join(out, "report.md")), report);
@@ -178,9 +181,9 @@ TEST_F(StudyQuick, ResumeSkipsFinishedStagesAndRefusesWithoutIt) {
   EXPECT_NE(refused.log.find("--resume"), std::string::npos) << refused.log;
 
   // A changed stage config is not silently skipped.
-  auto changed = run("study --config configs/study/quick.yaml --resume --set output_dir=" + out +
-                         " --set 'mid.set=[train.steps=21]'",
-                     fs::join(root, "changed.log"));
+  auto changed = run(
+      "study --config configs/study/quick.yaml --resume --set output_dir=" + out + " --set 'mid.set=[train.steps=21]'",
+      fs::join(root, "changed.log"));
   EXPECT_EQ(changed.rc, 1);
   EXPECT_NE(changed.log.find("stage mid: " + fs::join(out, "mid") + " was produced with different inputs"),
             std::string::npos)
@@ -196,11 +199,12 @@ std::string one_line_error(const Cli& c) {
 TEST(StudyConfig, BadConfigIsOneLineNamingFileAndKey) {
   const std::string root = prism::test::make_temp_dir("study-bad");
   const std::string cfg = fs::join(root, "bad.yaml");
-  fs::write_file_atomic(cfg, "output_dir: " + fs::join(root, "out") +
-                                 "\nmodel: configs/study/models/dense\ntasks: {seed: 0, sede: 1}\n"
-                                 "pretrain: {config: configs/study/stages/pretrain.yaml}\n"
-                                 "mid: {config: configs/study/stages/mid.yaml}\nrl: {config: configs/study/stages/rl.yaml}\n"
-                                 "eval: {config: configs/study/stages/eval.yaml}\n");
+  fs::write_file_atomic(cfg,
+                        "output_dir: " + fs::join(root, "out") +
+                            "\nmodel: configs/study/models/dense\ntasks: {seed: 0, sede: 1}\n"
+                            "pretrain: {config: configs/study/stages/pretrain.yaml}\n"
+                            "mid: {config: configs/study/stages/mid.yaml}\nrl: {config: configs/study/stages/rl.yaml}\n"
+                            "eval: {config: configs/study/stages/eval.yaml}\n");
   auto e = one_line_error(run("study --config " + cfg, fs::join(root, "bad.log")));
   EXPECT_EQ(e, "prism-train: error: " + cfg + ": tasks.sede: unknown key (did you mean 'seed'?)\n");
 

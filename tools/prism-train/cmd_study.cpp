@@ -59,16 +59,19 @@ int cmd_study(const StudyCliOptions& o) {
 
 void register_study_commands(CLI::App& app, Commands& cmds) {
   auto o = std::make_shared<StudyCliOptions>();
-  auto* s = app.add_subcommand("study", "The PRISM study end to end (configs/study/): base -> mid-training -> GRPO "
-                                        "vs GRPO on the base -> eval -> analysis -> report.md");
-  s->footer("Exit status: 0 report written, 1 error, 2 usage error, 3 stopped by SIGTERM/SIGINT (continue with --resume).");
+  auto* s = app.add_subcommand("study",
+                               "The PRISM study end to end (configs/study/): base -> mid-training -> GRPO "
+                               "vs GRPO on the base -> eval -> analysis -> report.md");
+  s->footer(
+      "Exit status: 0 report written, 1 error, 2 usage error, 3 stopped by SIGTERM/SIGINT (continue with --resume).");
   s->add_option("--config,-c", o->config_path, "study YAML (configs/study/*.yaml) (required)");
   s->add_option("--set", o->sets, "Override a study key: --set output_dir=out/s --set 'rl.set=[train.steps=5]'");
   s->add_flag("--resume", o->resume, "continue output_dir: finished stages are skipped, a killed one resumes");
   s->add_flag("--print-config", o->print_config, "Print the resolved study config and exit");
   auto t = std::make_shared<StudyCliOptions>();
-  auto* ts = s->add_subcommand("tasks", "Only write the generated task data of a study config (general text, worked "
-                                        "solutions, RL and test prompts) to inspect or run stages by hand");
+  auto* ts = s->add_subcommand("tasks",
+                               "Only write the generated task data of a study config (general text, worked "
+                               "solutions, RL and test prompts) to inspect or run stages by hand");
   ts->add_option("--config,-c", t->config_path, "study YAML (configs/study/*.yaml); its `tasks:` section")->required();
   ts->add_option("--set", t->sets, "Override a study key: --set tasks.seed=3");
   ts->add_option("-o,--output", t->tasks_out, "directory (default <output_dir>/tasks)");

@@ -68,8 +68,9 @@ struct DataSection {
     v.field("heldout", heldout, "held-out token shards per source, one named `general` (retention)");
     v.field("rl_prompts", rl_prompts, "RL prompt-record files (empty: the generated RL prompts)");
     v.field("cka_text", cka_text, "text JSONL for CKA (\"\": the held-out general text)");
-    v.field("suite_benchmarks", suite_benchmarks,
-            "evaluate the eval stage's benchmarks as written (false: one per task domain on the generated test prompts)");
+    v.field(
+        "suite_benchmarks", suite_benchmarks,
+        "evaluate the eval stage's benchmarks as written (false: one per task domain on the generated test prompts)");
   }
   bool real() const { return !mixture.empty(); }
 };
@@ -109,7 +110,8 @@ struct ClaimsSection {
     v.field("most_changed", most_changed, range(0, 1), "claim 3: share of weights base->mid must exceed");
     v.field("front_fraction", front_fraction, greater_than(0) & at_most(1),
             "claim 3: the early checkpoint is the first at or after this share of the RL steps");
-    v.field("front_loaded", front_loaded, range(0, 1), "claim 3: share of the final L2 reached at the early checkpoint");
+    v.field("front_loaded", front_loaded, range(0, 1),
+            "claim 3: share of the final L2 reached at the early checkpoint");
     v.field("cka_min", cka_min, range(0, 1), "claim 4: minimum over layers of CKA(mid, mid+RL)");
   }
 };
@@ -128,7 +130,8 @@ struct StudyConfig {
 
   void visit(config::Visitor& v) {
     using namespace config;
-    v.field("output_dir", output_dir, required() & non_empty(), "study directory: every stage's outputs and the report");
+    v.field("output_dir", output_dir, required() & non_empty(),
+            "study directory: every stage's outputs and the report");
     v.field("model", model, "from-scratch base: directory with config.json and tokenizer.json");
     v.field("base", base, "HF checkpoint used as the base model (skips pretraining); overrides `model`");
     v.field("threads", threads, non_negative(), "CPU threads (0: all cores)");
@@ -145,7 +148,8 @@ struct StudyConfig {
   void validate() const {
     PRISM_CHECK(!model.empty() || !base.empty(), "one of `model` (pretrain from scratch) or `base` must be set");
     if (data.real()) {
-      PRISM_CHECK(!base.empty(), "data.mixture (real data) needs `base`: a checkpoint (no general text to pretrain on)");
+      PRISM_CHECK(!base.empty(),
+                  "data.mixture (real data) needs `base`: a checkpoint (no general text to pretrain on)");
       PRISM_CHECK(!data.rl_prompts.empty(), "data.mixture (real data) needs data.rl_prompts");
       PRISM_CHECK(!data.cka_text.empty(), "data.mixture (real data) needs data.cka_text");
       PRISM_CHECK(data.suite_benchmarks, "data.mixture (real data) needs data.suite_benchmarks: true");
@@ -160,8 +164,8 @@ struct StudyOptions {
   /// Continue a study directory (skip finished stages, resume a killed one). Without it, an
   /// output_dir that already holds a study is refused.
   bool resume = false;
-  std::function<bool()> should_stop;  ///< polled by the training stages (SIGTERM/SIGINT)
-  std::string config_file;            ///< named in errors
+  std::function<bool()> should_stop;                 ///< polled by the training stages (SIGTERM/SIGINT)
+  std::string config_file;                           ///< named in errors
   std::function<void(const std::string&)> progress;  ///< one line per stage event
 };
 
