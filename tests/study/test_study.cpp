@@ -94,16 +94,19 @@ TEST_F(StudyQuick, NumbersAreTheStageOutputs) {
     for (const auto& d : domains) EXPECT_EQ(num(r["models"][m]["pass1"][d]), num(ev["domain_avg"][d])) << m << " " << d;
     EXPECT_EQ(r["models"][m]["heldout_loss"], heldout(m)) << m;
     // Every source's held-out loss was measured, and is a plausible byte-level cross-entropy.
-    for (const auto& s : heldout(m).items()) EXPECT_TRUE(num(s.value()) > 0 && num(s.value()) < 10) << m;
+    const auto hl = heldout(m);  // (items() of a temporary would dangle)
+    for (const auto& s : hl.items()) EXPECT_TRUE(num(s.value()) > 0 && num(s.value()) < 10) << m;
   }
   // The retention numbers are the mid-training loop's own held-out evaluation: for the mid model they
   // equal the last eval/<source>/loss row of mid/metrics.jsonl (same weights, same batches).
   {
     std::map<std::string, double> in_loop;
     std::istringstream is(fs::read_file(fs::join(out, "mid/metrics.jsonl")));
-    for (std::string line; std::getline(is, line);)
-      for (const auto& [k, v] : json::parse(line).items())
+    for (std::string line; std::getline(is, line);) {
+      const auto row = json::parse(line);
+      for (const auto& [k, v] : row.items())
         if (k.rfind("eval/", 0) == 0) in_loop[k.substr(5, k.size() - 10)] = v.get<double>();
+    }
     ASSERT_EQ(in_loop.size(), domains.size() + 1);
     for (const auto& [src, loss] : in_loop) EXPECT_NEAR(num(heldout("mid")[src]), loss, 1e-9) << src;
   }
