@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <csignal>
 #include <limits>
@@ -45,6 +46,99 @@ std::string weights_json(const data::MixtureConfig& mix) {
   return j.dump();
 }
 
+// The mixture of cfg.data.mixture with cfg.data's overrides applied.
+data::MixtureConfig load_mixture(const MidTrainConfig& cfg) {
+  auto mix = config::load_config<data::MixtureConfig>(cfg.data.mixture);
+  if (cfg.data.seq_len > 0) mix.seq_len = cfg.data.seq_len;
+  if (cfg.data.micro_batch_size > 0) mix.batch_size = cfg.data.micro_batch_size;
+  if (cfg.data.eos_id >= 0) mix.eos_id = cfg.data.eos_id;
+  return mix;
+}
+
+// Sum of token losses of one micro-batch (detached, for logging) and its label-token count;
+// `objective` gets the differentiable loss_sum + z_loss_sum (z-loss only when training). The
+// lm_head is fused with the loss (ops::linear_cross_entropy; with kernels: auto the [tokens, vocab]
+// logits are never materialised whole).
+std::pair<at::Tensor, int64_t> micro_batch_loss(const models::CausalLM& model, const MidTrainConfig& cfg,
+                                                const c10::Device& device, const data::Batch& b, bool train,
+                                                at::Tensor* objective = nullptr) {
+  models::ForwardOptions fo;
+  fo.position_ids = b.position_ids.reshape({1, -1});
+  fo.cu_seqlens = b.cu_seqlens;
+  fo.activation_checkpointing = train && cfg.model.activation_checkpointing;
+  fo.impl = cfg.model.kernels == Kernels::kReference ? ops::Impl::kReference : ops::Impl::kAuto;
+  auto ids = b.input_ids.reshape({1, -1}).to(device);
+  fo.skip_lm_head = true;
+  auto out = model.forward(ids, fo);
+  auto labels = b.labels.reshape({-1}).to(device);
+  ops::LinearCrossEntropyOptions co;
+  co.z_loss_weight = train ? cfg.train.z_loss : 0.0;
+  co.logits_scaling = model.config().logits_scaling;
+  auto ce = ops::linear_cross_entropy(out.last_hidden.reshape({-1, out.last_hidden.size(-1)}), model.lm_head_weight(),
+                                      labels, co, fo.impl);
+  if (objective) *objective = ce.loss;
+  return {ce.loss_sum, (b.labels != -100).sum().item<int64_t>()};
+}
+
+// The held-out sets of cfg.eval.sources: one fixed stream each (rank 0 of 1) whatever the world
+// size, rewound before every evaluation, so every evaluation (in the loop, or of a finished
+// model by heldout_loss) sees the same eval.batches micro-batches.
+struct HeldoutSets {
+  std::vector<std::unique_ptr<data::MixtureLoader>> loaders;
+  std::vector<data::MixtureState> start;
+
+  HeldoutSets(const MidTrainConfig& cfg, const data::MixtureConfig& mix, const std::string& config_file) {
+    for (size_t i = 0; i < cfg.eval.sources.size(); ++i) {
+      const auto& src = cfg.eval.sources[i];
+      const std::string k = str("eval.sources[", i, "].path");
+      const std::string dir = glob_directory(src.path);
+      if (!fs::is_directory(dir))
+        throw Error(str("directory ", dir, " does not exist"),
+                    key_context(config_file, k, "a glob of token shard files", src.path));
+      data::MixtureConfig ec = mix;
+      ec.sources = {{src.name, src.path, 1.0}};
+      ec.seed = 0;
+      ec.packing = "concat";
+      try {
+        loaders.push_back(std::make_unique<data::MixtureLoader>(ec, 0, 1));
+      } catch (const Error& e) {
+        throw Error(e.message(), key_context(config_file, k, "a glob of token shard files", src.path));
+      }
+      start.push_back(loaders.back()->state());
+    }
+  }
+
+  // Per source {loss sum, label tokens} of the batches k < eval.batches with k % world == rank
+  // (rank r evaluates batches r, r + W, ...: summed over ranks, the same number for any W).
+  // `equal_forwards`: sharded parameters are gathered collectively per layer, so every rank of a
+  // shard group must run as many forwards (the extra ones are discarded).
+  std::vector<std::array<double, 2>> sums(const models::CausalLM& model, const MidTrainConfig& cfg,
+                                          const c10::Device& device, int64_t rank, int64_t world,
+                                          bool equal_forwards = false) {
+    at::NoGradGuard no_grad;
+    std::vector<std::array<double, 2>> out;
+    for (size_t i = 0; i < loaders.size(); ++i) {
+      auto& el = *loaders[i];
+      el.restore(start[i]);
+      std::array<double, 2> s{0, 0};
+      int64_t mine = 0;
+      data::Batch last;
+      for (int64_t k = 0; k < cfg.eval.batches; ++k) {
+        last = el.next();
+        if (k % world != rank) continue;
+        auto r = micro_batch_loss(model, cfg, device, last, false);
+        s[0] += r.first.item<double>();
+        s[1] += static_cast<double>(r.second);
+        ++mine;
+      }
+      const int64_t each = (cfg.eval.batches + world - 1) / world;
+      for (; equal_forwards && mine < each; ++mine) micro_batch_loss(model, cfg, device, last, false);
+      out.push_back(s);
+    }
+    return out;
+  }
+};
+
 struct MidLoop {
   const MidTrainConfig& cfg;
   const RunOptions& opts;
@@ -57,8 +151,7 @@ struct MidLoop {
   std::unique_ptr<StepLogger> logger;
   data::MixtureConfig mix;
   std::unique_ptr<data::MixtureLoader> loader;
-  std::vector<std::unique_ptr<data::MixtureLoader>> eval_loaders;
-  std::vector<data::MixtureState> eval_start;
+  std::unique_ptr<HeldoutSets> heldout;
   TrainerState state;
 
   MidLoop(const MidTrainConfig& c, const RunOptions& o) : cfg(c), opts(o) {}
@@ -87,31 +180,10 @@ struct MidLoop {
   }
 
   void setup_data() {
-    mix = config::load_config<data::MixtureConfig>(cfg.data.mixture);
-    if (cfg.data.seq_len > 0) mix.seq_len = cfg.data.seq_len;
-    if (cfg.data.micro_batch_size > 0) mix.batch_size = cfg.data.micro_batch_size;
-    if (cfg.data.eos_id >= 0) mix.eos_id = cfg.data.eos_id;
+    mix = load_mixture(cfg);
     loader = std::make_unique<data::MixtureLoader>(mix, ctx->rank(), ctx->world_size());
     // Every eval source is opened now, not at the first evaluation `eval.every` steps in.
-    for (size_t i = 0; i < cfg.eval.sources.size(); ++i) {
-      const auto& src = cfg.eval.sources[i];
-      const std::string k = str("eval.sources[", i, "].path");
-      const std::string dir = glob_directory(src.path);
-      if (!fs::is_directory(dir))
-        throw Error(str("directory ", dir, " does not exist"), key(k, "a glob of token shard files", src.path));
-      data::MixtureConfig ec = mix;
-      ec.sources = {{src.name, src.path, 1.0}};
-      ec.seed = 0;
-      ec.packing = "concat";
-      try {
-        // One fixed stream (rank 0 of 1) whatever the world size: rank r evaluates its batches
-        // r, r + W, ... of the same eval.batches, so the eval set does not depend on W.
-        eval_loaders.push_back(std::make_unique<data::MixtureLoader>(ec, 0, 1));
-      } catch (const Error& e) {
-        throw Error(e.message(), key(k, "a glob of token shard files", src.path));
-      }
-      eval_start.push_back(eval_loaders.back()->state());
-    }
+    heldout = std::make_unique<HeldoutSets>(cfg, mix, opts.config_file);
   }
 
   void check_model_fits_data() {
@@ -144,53 +216,17 @@ struct MidLoop {
                     " on; the data position is the checkpoint's"));
   }
 
-  // Sum of token losses of one micro-batch (detached, for logging) and its label-token count;
-  // `objective` gets the differentiable loss_sum + z_loss_sum (z-loss only when training). The
-  // lm_head is fused with the loss (ops::linear_cross_entropy; with kernels: auto the [tokens, vocab]
-  // logits are never materialised whole).
   std::pair<at::Tensor, int64_t> forward_loss(const data::Batch& b, bool train, at::Tensor* objective = nullptr) {
-    models::ForwardOptions fo;
-    fo.position_ids = b.position_ids.reshape({1, -1});
-    fo.cu_seqlens = b.cu_seqlens;
-    fo.activation_checkpointing = train && cfg.model.activation_checkpointing;
-    fo.impl = cfg.model.kernels == Kernels::kReference ? ops::Impl::kReference : ops::Impl::kAuto;
-    auto ids = b.input_ids.reshape({1, -1}).to(ctx->device());
-    fo.skip_lm_head = true;
-    auto out = model->forward(ids, fo);
-    auto labels = b.labels.reshape({-1}).to(ctx->device());
-    ops::LinearCrossEntropyOptions co;
-    co.z_loss_weight = train ? cfg.train.z_loss : 0.0;
-    co.logits_scaling = model->config().logits_scaling;
-    auto ce = ops::linear_cross_entropy(out.last_hidden.reshape({-1, out.last_hidden.size(-1)}),
-                                        model->lm_head_weight(), labels, co, fo.impl);
-    if (objective) *objective = ce.loss;
-    return {ce.loss_sum, (b.labels != -100).sum().item<int64_t>()};
+    return micro_batch_loss(*model, cfg, ctx->device(), b, train, objective);
   }
 
-  // Held-out loss per eval source over the same eval.batches micro-batches every time, split
-  // over the ranks (batch k on rank k % W) and summed: the same number for any world size.
+  // Held-out loss per eval source, the batches split over the ranks and summed.
   Scalars evaluate() {
     Scalars out;
-    at::NoGradGuard no_grad;
-    for (size_t i = 0; i < eval_loaders.size(); ++i) {
-      auto& el = *eval_loaders[i];
-      el.restore(eval_start[i]);
-      double sum = 0, count = 0;
-      int64_t mine = 0;
-      data::Batch last;
-      for (int64_t k = 0; k < cfg.eval.batches; ++k) {
-        last = el.next();
-        if (k % ctx->world_size() != ctx->rank()) continue;
-        auto r = forward_loss(last, false);
-        sum += r.first.item<double>();
-        count += static_cast<double>(r.second);
-        ++mine;
-      }
-      // Sharded parameters are gathered collectively per layer: every rank of a shard group must
-      // run as many forwards (the extra ones are discarded).
-      const int64_t each = (cfg.eval.batches + ctx->world_size() - 1) / ctx->world_size();
-      for (; ctx->shard_size() > 1 && mine < each; ++mine) forward_loss(last, false);
-      const auto t = ctx->all_reduce_sum(std::vector<double>{sum, count});
+    const auto sums = heldout->sums(*model, cfg, ctx->device(), ctx->rank(), ctx->world_size(),
+                                     ctx->shard_size() > 1);
+    for (size_t i = 0; i < sums.size(); ++i) {
+      const auto t = ctx->all_reduce_sum(std::vector<double>{sums[i][0], sums[i][1]});
       out.emplace_back("eval/" + cfg.eval.sources[i].name + "/loss", t[0] / std::max(1.0, t[1]));
     }
     return out;
@@ -200,6 +236,8 @@ struct MidLoop {
   // rollout engine samples from rank 0's full copy of the weights, so the scores do not depend
   // on the world size.
   void evaluate_benchmarks() {
+    // Sharded parameters: gathered on every rank (collective) so that rank 0 alone can generate.
+    const auto full = model->gather_parameters();
     if (ctx->is_main()) {
       auto sc = opts.periodic_eval(*model, state.step);
       logger->scalars(state.step, sc);
@@ -322,7 +360,7 @@ struct MidLoop {
       const bool write = state.step % cfg.train.log_every == 0 || state.step == cfg.train.steps || stop;
       logger->step(state.step,
                    {r.loss, lr, r.grad_norm, r.sums[0], static_cast<double>(state.tokens), !r.applied}, {}, write);
-      if (cfg.eval.every > 0 && !eval_loaders.empty() &&
+      if (cfg.eval.every > 0 && !heldout->loaders.empty() &&
           (state.step % cfg.eval.every == 0 || state.step == cfg.train.steps)) {
         auto ev = evaluate();
         logger->scalars(state.step, ev);
@@ -387,6 +425,17 @@ RunResult run_mid_training(const MidTrainConfig& cfg, const RunOptions& opts) {
   config::validate_config(cfg);
   MidLoop loop(cfg, opts);
   return loop.run();
+}
+
+std::vector<std::pair<std::string, double>> heldout_loss(const MidTrainConfig& cfg, const models::CausalLM& model,
+                                                         const std::string& config_file) {
+  const auto mix = load_mixture(cfg);
+  HeldoutSets sets(cfg, mix, config_file);
+  const auto sums = sets.sums(model, cfg, model.lm_head_weight().device(), 0, 1);
+  std::vector<std::pair<std::string, double>> out;
+  for (size_t i = 0; i < sums.size(); ++i)
+    out.emplace_back(cfg.eval.sources[i].name, sums[i][0] / std::max(1.0, sums[i][1]));
+  return out;
 }
 
 void export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir, const std::string& dtype) {

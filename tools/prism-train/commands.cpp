@@ -454,6 +454,7 @@ void Commands::register_all(CLI::App& app) {
   register_rl_commands(app, *this);
   register_plan_commands(app, *this);
   register_merge_commands(app, *this);
+  register_study_commands(app, *this);
 }
 
 int Commands::run_selected() {

@@ -67,6 +67,7 @@ void register_eval_commands(CLI::App& app, Commands& cmds);     // cmd_eval.cpp:
 void register_rl_commands(CLI::App& app, Commands& cmds);       // cmd_rl.cpp: `rl`
 void register_plan_commands(CLI::App& app, Commands& cmds);     // cmd_plan.cpp: `plan`
 void register_merge_commands(CLI::App& app, Commands& cmds);    // cmd_merge.cpp: `merge`
+void register_study_commands(CLI::App& app, Commands& cmds);    // cmd_study.cpp: `study`, `study tasks`
 
 /// `prism-train study tasks` (cmd_study_tasks.cpp; cmd_study.cpp parses the config and calls it):
 /// writes the generated task files of `cfg` under `out_dir`, prints what it wrote, returns 0.

@@ -79,6 +79,13 @@ class StepLogger;
 void finish_run(RunResult& res, const models::CausalLM& model, RunContext& ctx, StepLogger& logger,
                 const std::string& output_dir, bool export_final);
 
+/// Held-out loss (mean token cross-entropy) of `model` on each of cfg.eval.sources, computed as the
+/// mid-training loop's evaluation computes eval/<name>/loss: the same eval.batches micro-batches of
+/// each source, packed with cfg.data.mixture after cfg.data's overrides. In this process only (no
+/// ranks); `config_file` is named in errors. Returns (source name, loss) in cfg.eval.sources order.
+std::vector<std::pair<std::string, double>> heldout_loss(const MidTrainConfig& cfg, const models::CausalLM& model,
+                                                         const std::string& config_file = "");
+
 /// Writes the model of checkpoint `checkpoint_dir` (or of the newest complete checkpoint when it
 /// is a run's output_dir) to `out_dir` in HF format (config.json, safetensors, tokenizer files).
 void export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir, const std::string& dtype = "");
