@@ -12,6 +12,7 @@
 
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
+#include "prism/core/hash.h"
 #include "prism/core/log.h"
 #include "prism/distributed/communicator.h"
 #include "prism/eval/suite.h"
@@ -36,17 +37,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 // The sampling seed of a prompt draw: a sample depends only on the draw index and its sample
 // index (the engine's stream), never on which rank, round or slot generated it.
 uint64_t draw_seed(int64_t base, int64_t draw) {
-  return mix64(static_cast<uint64_t>(base) ^ mix64(static_cast<uint64_t>(draw) + 0x5851f42d4c957f2dULL));
+  return splitmix64(static_cast<uint64_t>(base) ^ splitmix64(static_cast<uint64_t>(draw) + 0x5851f42d4c957f2dULL));
 }
 
 // One prompt and its G samples.

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "prism/core/error.h"
+#include "prism/core/hash.h"
 #include "prism/io/tokenizer.h"
 #include "prism/rl/rl_config.h"
 
@@ -16,22 +17,13 @@ namespace prism::rl {
 
 namespace {
 
-// splitmix64: a fixed, portable mixing function (std::shuffle's result differs between standard
-// libraries; this order must be the same everywhere a checkpoint may be resumed).
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 // Fisher-Yates with splitmix64 draws: the permutation of [0, n) for (seed, domain, epoch).
 std::vector<int64_t> permutation(int64_t n, uint64_t seed, uint64_t domain_index, uint64_t epoch) {
   std::vector<int64_t> p(static_cast<size_t>(n));
   std::iota(p.begin(), p.end(), 0);
-  uint64_t state = mix(seed ^ mix(domain_index * 0x1000193ULL + 1) ^ mix(epoch + 0x51ed27ULL));
+  uint64_t state = splitmix64(seed ^ splitmix64(domain_index * 0x1000193ULL + 1) ^ splitmix64(epoch + 0x51ed27ULL));
   for (int64_t i = n - 1; i > 0; --i) {
-    state = mix(state);
+    state = splitmix64(state);
     const auto j = static_cast<int64_t>(state % static_cast<uint64_t>(i + 1));
     std::swap(p[static_cast<size_t>(i)], p[static_cast<size_t>(j)]);
   }

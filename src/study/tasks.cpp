@@ -13,27 +13,19 @@
 
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
+#include "prism/core/hash.h"
 
 namespace prism::study {
 
 namespace {
 
-// splitmix64 streams: std::uniform_int_distribution and std::shuffle differ between standard
-// libraries, and the files must be byte-identical for a seed everywhere.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 class Rng {
  public:
   // One independent stream per (seed, purpose), so adding a domain does not change another's data.
-  Rng(uint64_t seed, const std::string& stream) : state_(mix(seed)) {
-    for (unsigned char c : stream) state_ = mix(state_ ^ c);
+  Rng(uint64_t seed, const std::string& stream) : state_(splitmix64(seed)) {
+    for (unsigned char c : stream) state_ = splitmix64(state_ ^ c);
   }
-  uint64_t next() { return state_ = mix(state_); }
+  uint64_t next() { return state_ = splitmix64(state_); }
   /// Uniform integer in [lo, hi] (rejection sampling: no modulo bias).
   int64_t uniform(int64_t lo, int64_t hi) {
     const auto span = static_cast<uint64_t>(hi - lo) + 1;
