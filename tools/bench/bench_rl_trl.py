@@ -75,6 +75,7 @@ def main():
         cur["completion_tokens"] = int(cm.sum())
         cur["completion_lengths"] = cm.sum(1).tolist()
         cur["trained_tokens"] = int(inputs["prompt_ids"].numel() + inputs["completion_ids"].numel())
+        cur["head_tokens"] = int(inputs["completion_ids"].numel())  # logits_to_keep rows, padding included
         cur["row_shape"] = [int(inputs["prompt_ids"].size(0)), int(inputs["prompt_ids"].size(1) + inputs["completion_ids"].size(1))]
 
     class Timer(TrainerCallback):
@@ -107,6 +108,7 @@ def main():
                       "generate_s": med("generate_s"), "reward_s": med("reward_s"), "rollout_s": med("rollout_s"),
                       "forward_s": med("forward_s"), "backward_s": med("backward_s"), "update_s": med("update_s"),
                       "completion_tokens": med("completion_tokens"), "trained_tokens": med("trained_tokens"),
+                      "head_tokens": med("head_tokens"),
                       "fixed_length": a.fixed_length,
                       "threads": a.threads, "prompts": a.num_prompts, "group": a.group,
                       "max_new_tokens": a.max_new_tokens}))

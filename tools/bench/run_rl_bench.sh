@@ -62,10 +62,12 @@ p = [r for r in rows if r["side"] == "prism"]; t = [r for r in rows if r["side"]
 m = lambda rs, k: statistics.median(r.get(k, 0.0) for r in rs)
 ps, ts = m(p, "step_s"), m(t, "step_s")
 def gflops(rs, head_gemms):
-    # update FLOPs: 6 * body params * trained tokens + head GEMMs (2 * V * D each) on completion tokens
-    f = 6 * body * m(rs, "trained_tokens") + head_gemms * 2 * V * D * m(rs, "completion_tokens")
+    # update FLOPs: 6 * body params * trained tokens + head GEMMs (2 * V * D each) on the rows the head
+    # sees (prism: completion tokens; TRL: batch x longest completion, padding included)
+    head_rows = m(rs, "head_tokens") or m(rs, "completion_tokens")
+    f = 6 * body * m(rs, "trained_tokens") + head_gemms * 2 * V * D * head_rows
     return f / 1e9, f / 1e9 / max(m(rs, "update_s"), 1e-9)
-tf, tg = gflops(t, 3); pf, pg = gflops(p, 4)
+tf, tg = gflops(t, 3); pf, pg = gflops(p, 3)  # prism on CPU keeps the head's logits (keep_logits_bytes)
 print("| side | step (s) | generation (s) | reward (s) | update (s) | completion tokens | trained tokens | update GFLOP | update GFLOP/s |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 print(f"| TRL GRPOTrainer | {ts:.2f} | {m(t, 'generate_s'):.2f} | {m(t, 'reward_s'):.3f} | {m(t, 'update_s'):.2f} "
