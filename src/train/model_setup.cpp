@@ -114,7 +114,7 @@ std::unique_ptr<DistributedAdamW> make_optimizer(models::CausalLM& model, RunCon
       params[i].second.requires_grad_(false);
     }
   }
-  if (!trainable.empty() && ctx.is_main())
+  if (n_train < n_all && ctx.is_main())
     log::info(str("trainable: ", n_train, " of ", n_all, " parameters (", 100.0 * static_cast<double>(n_train) / n_all,
                   " %) in ", live.size(), " of ", params.size(), " tensors; the others are frozen (no gradient, no ",
                   "optimizer state)"));

@@ -86,10 +86,6 @@ struct DistSection {
 
   void visit(config::Visitor& v) {
     using namespace config;
-    v.field("shard_size", shard_size, positive(),
-            "ranks a parameter is sharded over (ZeRO-3/FSDP; 1: only optimizer state is sharded, ZeRO-1)");
-    v.field("replicate_size", replicate_size, non_negative(),
-            "HSDP replica groups (shard_size x replicate_size = world size; 0: world size / shard_size)");
     v.choice("backend", backend, {{DistBackend::kAuto, "auto"}, {DistBackend::kTcp, "tcp"}, {DistBackend::kNccl, "nccl"}},
              "auto: nccl on CUDA, else tcp (prism's CPU transport, for development only)");
     v.field("timeout_s", timeout_s, positive(), "seconds before a stuck collective fails the run");
