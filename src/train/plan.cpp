@@ -93,10 +93,13 @@ double block_bytes_per_token(const MemoryPlanInput& in, BlockKind kind, int64_t 
         b += e * (Dq + 2 * Dkv) + e * Dq + kF32 * Hq;
       } else {
         // SDPA after repeat_kv: q and the repeated k, v (copies unless one KV head per query
-        // head), the output, logsumexp, and the packed-document mask converted to the dtype
-        // ([L, L] per layer: tokens x e per token).
+        // head), the output, logsumexp; then either one causal SDPA per packed document (full
+        // attention: the per-document outputs and their concatenation, one more output per token)
+        // or, with a sliding window, the packed-document mask converted to the dtype ([L, L] per
+        // layer: tokens x e per token).
         const bool grouped = c.num_kv_heads != c.num_heads;
-        b += e * (grouped ? 3 * Dq : Dq + 2 * Dkv) + e * Dq + kF32 * Hq + e * static_cast<double>(tokens);
+        const double packing = c.sliding_window == 0 ? e * Dq : e * static_cast<double>(tokens);
+        b += e * (grouped ? 3 * Dq : Dq + 2 * Dkv) + e * Dq + kF32 * Hq + packing;
       }
       break;
     }

@@ -26,6 +26,7 @@
 #include "prism/eval/suite.h"
 #include "prism/rewards/registry.h"
 #include "prism/rl/rl_config.h"
+#include "prism/study/study.h"
 #include "prism/train/train_config.h"
 
 namespace {
@@ -548,6 +549,14 @@ TEST(ConfigFiles, EveryFileUnderConfigsParsesAndRoundTrips) {
       {"rewards/", &check_config_file<prism::rewards::RewardsConfig>},  // configs/rewards/*.yaml
       {"longctx/lc-", &check_config_file<prism::train::MidTrainConfig>},   // configs/longctx/lc-*.yaml
       {"longctx/merge-", &check_config_file<prism::analysis::MergeConfig>},  // configs/longctx/merge-*.yaml
+      // configs/study/: the stage jobs (mixtures first: "mid-mixture" also starts with "mid"), then the studies.
+      {"study/stages/pretrain-mixture", &check_config_file<prism::data::MixtureConfig>},
+      {"study/stages/mid-mixture", &check_config_file<prism::data::MixtureConfig>},
+      {"study/stages/pretrain", &check_config_file<prism::train::MidTrainConfig>},
+      {"study/stages/mid", &check_config_file<prism::train::MidTrainConfig>},
+      {"study/stages/rl", &check_config_file<prism::rl::RlConfig>},
+      {"study/stages/eval", &check_config_file<prism::eval::SuiteConfig>},
+      {"study/", &check_config_file<prism::study::StudyConfig>},
   };
   int checked = 0;
   for (const auto& entry : fs::recursive_directory_iterator(fs::path(src) / "configs")) {
