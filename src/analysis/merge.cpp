@@ -21,6 +21,7 @@
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
 #include "prism/core/log.h"
+#include "prism/models/checkpoint_files.h"
 
 namespace prism::analysis {
 namespace {
@@ -42,12 +43,6 @@ std::string shape_text(const std::vector<int64_t>& s) {
 }
 
 // The weight files a merge writes itself; everything else in the reference directory is copied.
-bool is_weight_file(const std::string& n) {
-  return n.ends_with(".safetensors") || n == "model.safetensors.index.json" || n.ends_with(".bin") ||
-         n.ends_with(".pt") || n.ends_with(".pth") || n == "pytorch_model.bin.index.json" ||
-         n.find(".tmp.") != std::string::npos;
-}
-
 }  // namespace
 
 MergeResult merge_checkpoints(const std::vector<std::string>& checkpoints, const std::vector<double>& weights,
@@ -166,12 +161,7 @@ MergeResult merge_checkpoints(const std::vector<std::string>& checkpoints, const
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   try {
-    for (const auto& n : fs::list_dir(dirs[0])) {
-      const std::string src = fs::join(dirs[0], n);
-      if (!fs::is_regular_file(src) || is_weight_file(n)) continue;
-      fs::copy_file(src, fs::join(tmp, n));
-      res.files.push_back(n);
-    }
+    res.files = models::copy_checkpoint_files(dirs[0], tmp);
     at::NoGradGuard no_grad;
     size_t done = 0;
     auto source = [&](size_t i) -> at::Tensor {

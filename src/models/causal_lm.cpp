@@ -21,6 +21,7 @@
 #include "prism/core/fs.h"
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
+#include "prism/models/checkpoint_files.h"
 #include "prism/models/memory.h"
 #include "prism/runtime/runtime.h"
 #include "prism/ops/attention.h"
@@ -769,16 +770,8 @@ void CausalLM::save_pretrained(const std::string& dir, uint64_t max_shard_bytes)
     if (j.contains("torch_dtype") || !j.contains("dtype")) j["torch_dtype"] = dn;
     fs::write_file_atomic(fs::join(tmp, "config.json"), j.dump(2) + "\n");
     // Tokenizer and generation files travel with the weights (an exported checkpoint is usable as is).
-    if (!impl_->source_dir.empty() && fs::is_directory(impl_->source_dir)) {
-      for (const auto& n : fs::list_dir(impl_->source_dir)) {
-        const std::string src = fs::join(impl_->source_dir, n);
-        if (!fs::is_regular_file(src)) continue;
-        if (n == "config.json" || n.ends_with(".safetensors") || n == "model.safetensors.index.json" || n.ends_with(".bin") ||
-            n.ends_with(".pt") || n.find(".tmp.") != std::string::npos)
-          continue;
-        fs::copy_file(src, fs::join(tmp, n));
-      }
-    }
+    if (!impl_->source_dir.empty() && fs::is_directory(impl_->source_dir))
+      copy_checkpoint_files(impl_->source_dir, tmp);  // config.json is already written: not replaced
     io::NamedTensors tensors;
     for (const auto& [n, t] : impl_->params) tensors.emplace_back(n, t.detach());
     io::ShardOptions so;

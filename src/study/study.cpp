@@ -23,6 +23,7 @@
 #include "prism/eval/suite.h"
 #include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
+#include "prism/models/checkpoint_files.h"
 #include "prism/rl/grpo.h"
 #include "prism/runtime/runtime.h"
 #include "prism/train/trainer.h"
@@ -42,17 +43,6 @@ std::string q(const std::string& s) {
   std::string o = "'";
   for (char c : s) o += c == '\'' ? std::string("''") : std::string(1, c);
   return o + "'";
-}
-
-// A model initialised from config.json alone has no source checkpoint, so its export lacks the
-// tokenizer files every later stage reads (generation, evaluation, CKA): copy them from the
-// architecture directory.
-void copy_tokenizer_files(const std::string& from, const std::string& to) {
-  for (const auto& n : fs::list_dir(from)) {
-    const bool weights_or_config = n == "config.json" || n.find(".safetensors") != std::string::npos;
-    const std::string src = fs::join(from, n), dst = fs::join(to, n);
-    if (!weights_or_config && fs::is_regular_file(src) && !fs::exists(dst)) fs::copy_file(src, dst);
-  }
 }
 
 // The models the study compares, in the order of the paper's tables.
@@ -300,7 +290,9 @@ struct Study {
            eval_sources({{"general", tokens("general", true)}}), "checkpoint.export_final=true"});
       if (!train_stage("pretrain", pc, [this](const auto& c, const auto& r) {
             auto res = train::run_mid_training(c, r);
-            if (!res.stopped && main_rank) copy_tokenizer_files(cfg.model, res.final_export);
+            // A model initialised from config.json alone has no source checkpoint, so its export lacks
+            // the tokenizer files every later stage reads: copy them from the architecture directory.
+            if (!res.stopped && main_rank) models::copy_checkpoint_files(cfg.model, res.final_export);
             return res;
           }))
         return false;

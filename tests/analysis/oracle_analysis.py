@@ -44,25 +44,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-_results = []
-
-
-def check(ok, what, detail=""):
-    _results.append(bool(ok))
-    print(f"{'PASS' if ok else 'FAIL'} {what}{(': ' + detail) if detail else ''}", flush=True)
-    return bool(ok)
-
-
-def finish():
-    passed = sum(_results)
-    failed = len(_results) - passed
-    print(f"{passed} passed, {failed} failed", flush=True)
-    sys.exit(0 if failed == 0 and passed > 0 else 1)
-
-
-BIN = os.environ.get("PRISM_BIN", "build/bin")
-SRC = os.environ.get("PRISM_SOURCE", os.path.join(os.path.dirname(__file__), "..", ".."))
-PRISM = os.path.join(BIN, "prism-train")
+from oracle_common import BIN, PRISM, SRC, check, finish  # noqa: E402  (sibling module)
 THRESHOLDS = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1]
 TLABELS = ["0.1%", "0.5%", "1%", "2%", "5%", "10%"]
 

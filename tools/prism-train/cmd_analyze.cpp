@@ -20,6 +20,7 @@
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
 #include "prism/eval/suite.h"
+#include "prism/models/checkpoint_files.h"
 #include "prism/runtime/runtime.h"
 
 namespace prism::cli {
@@ -121,11 +122,7 @@ int run_combine(const AnalyzeOptions& o) {
   auto model = analysis::load_combination({o.base, o.model, o.rl}, coeffs, lo);
   model->save_pretrained(o.out_dir);
   // The combination is built from config.json alone: the base's tokenizer files come along.
-  const std::string base = analysis::resolve_hf_dir(o.base);
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
-                        "chat_template.jinja"})
-    if (fs::exists(fs::join(base, f)) && !fs::exists(fs::join(o.out_dir, f)))
-      fs::write_file_atomic(fs::join(o.out_dir, f), fs::read_file(fs::join(base, f)));
+  models::copy_checkpoint_files(analysis::resolve_hf_dir(o.base), o.out_dir);
   std::cerr << "analyze combine: W(" << o.alpha << ", " << o.beta << ") = " << coeffs[0] << " base + " << coeffs[1]
             << " mid + " << coeffs[2] << " rl\n";
   std::cout << o.out_dir << "\n";
