@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <string_view>
+#include <unordered_map>
 #include <set>
 #include <sstream>
 #include <unistd.h>
@@ -548,6 +549,31 @@ const std::vector<ParameterKind>& CausalLM::parameter_kinds() const { return imp
 void CausalLM::set_layer_hooks(std::shared_ptr<LayerHooks> hooks) { impl_->hooks = std::move(hooks); }
 std::shared_ptr<void> CausalLM::gather_parameters() const { return impl_->hooks ? impl_->hooks->gather_all() : nullptr; }
 
+std::vector<at::Tensor> CausalLM::gather_to_host(bool keep) const {
+  const auto& ps = impl_->params;
+  std::vector<at::Tensor> out;
+  if (keep) out.reserve(ps.size());
+  if (!impl_->hooks) {
+    if (keep)
+      for (const auto& [n, t] : ps) out.push_back(t.detach());
+    return out;
+  }
+  std::unordered_map<std::string, int64_t> layer_of;
+  for (const auto& s : impl_->slots) layer_of[s.name] = s.layer;
+  if (keep)
+    for (const auto& [n, t] : ps) out.push_back(t.detach());  // root unit and frozen tensors: resident
+  at::NoGradGuard no_grad;
+  for (size_t l = 0; l < impl_->cfg.layers.size(); ++l) {
+    impl_->hooks->before_layer(l);  // gathers layer l (and prefetches l + 1) on every rank of the group
+    if (keep)
+      for (size_t k = 0; k < ps.size(); ++k)
+        if (layer_of[ps[k].first] == static_cast<int64_t>(l))
+          out[k] = ps[k].second.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true);
+    impl_->hooks->after_layer(l, at::Tensor());  // frees it again (no autograd: no output)
+  }
+  return out;
+}
+
 const char* parameter_kind_name(ParameterKind k) {
   switch (k) {
     case ParameterKind::kEmbedding: return "embedding";
@@ -755,7 +781,14 @@ ForwardOutput CausalLM::forward(const at::Tensor& input_ids, const ForwardOption
 }
 
 void CausalLM::save_pretrained(const std::string& dir, uint64_t max_shard_bytes) const {
+  save_pretrained(dir, {}, max_shard_bytes);
+}
+
+void CausalLM::save_pretrained(const std::string& dir, const std::vector<at::Tensor>& values,
+                               uint64_t max_shard_bytes) const {
   const auto& cfg = impl_->cfg;
+  PRISM_CHECK(values.empty() || values.size() == impl_->params.size(), "save_pretrained: ", values.size(),
+              " tensors for ", impl_->params.size(), " parameters");
   PRISM_CHECK(impl_->device.type() != at::kMeta, "save_pretrained: the model is on the meta device (no weights)");
   PRISM_CHECK(!cfg.config_json.empty(), "save_pretrained: the model has no config.json text to save");
   const std::string target = fs::absolute(dir);
@@ -773,7 +806,8 @@ void CausalLM::save_pretrained(const std::string& dir, uint64_t max_shard_bytes)
     if (!impl_->source_dir.empty() && fs::is_directory(impl_->source_dir))
       copy_checkpoint_files(impl_->source_dir, tmp);  // config.json is already written: not replaced
     io::NamedTensors tensors;
-    for (const auto& [n, t] : impl_->params) tensors.emplace_back(n, t.detach());
+    for (size_t k = 0; k < impl_->params.size(); ++k)
+      tensors.emplace_back(impl_->params[k].first, values.empty() ? impl_->params[k].second.detach() : values[k]);
     io::ShardOptions so;
     so.max_shard_bytes = max_shard_bytes;
     io::save_sharded(tmp, tensors, so);

@@ -108,11 +108,10 @@ void Checkpointer::check_space(const models::CausalLM& model) {
 std::string Checkpointer::save(const models::CausalLM& model, const DistributedAdamW& opt, const TrainerState& state,
                                const std::string& config_yaml,
                                const std::vector<std::pair<std::string, const models::CausalLM*>>& extra_models) {
-  // Sharded parameters: every rank gathers (collective), rank 0 writes full tensors per name, so
-  // the checkpoint does not depend on the layout (resume on any dist.shard_size/replicate_size).
-  const auto full = model.gather_parameters();
-  // Weights are identical on every rank, so every rank reaches the same verdict without a collective.
-  const std::string bad = first_nonfinite_parameter(model);
+  // Rank 0 writes full tensors per name, so the checkpoint does not depend on the layout (resume on
+  // any dist.shard_size/replicate_size); sharded layers reach it one at a time through the host.
+  const auto full = model.gather_to_host(ctx_.is_main());
+  const std::string bad = ctx_.broadcast_string(ctx_.is_main() ? first_nonfinite_parameter(model, full) : "");
   if (!bad.empty()) {
     const auto healthy = CheckpointDir::latest_healthy(output_dir_);
     throw Error(str("refusing to write checkpoint step ", state.step, ": parameter '", bad,
@@ -155,7 +154,7 @@ std::string Checkpointer::save(const models::CausalLM& model, const DistributedA
   };
   phase([&] {
     if (!ctx_.is_main()) return;
-    model.save_pretrained(fs::join(tmp, "model"));
+    model.save_pretrained(fs::join(tmp, "model"), full);
     for (const auto& [name, m] : extra_models) m->save_pretrained(fs::join(tmp, name));
     nlohmann::json st;
     st["step"] = state.step;

@@ -137,14 +137,20 @@ std::unique_ptr<DistributedAdamW> make_optimizer(models::CausalLM& model, RunCon
   return opt;
 }
 
-std::string first_nonfinite_parameter(const models::CausalLM& model) {
+std::string first_nonfinite_parameter(const models::CausalLM& model) { return first_nonfinite_parameter(model, {}); }
+
+std::string first_nonfinite_parameter(const models::CausalLM& model, const std::vector<at::Tensor>& values) {
   at::NoGradGuard no_grad;
   const auto& ps = model.named_parameters();
-  // One flag per tensor, read back once: a host sync per parameter would dominate on a GPU.
+  PRISM_CHECK(values.empty() || values.size() == ps.size(), "first_nonfinite_parameter: ", values.size(),
+              " tensors for ", ps.size(), " parameters");
+  // One flag per tensor, read back once: a host sync per parameter would dominate on a GPU. The
+  // flags of host copies and device tensors are moved to the CPU before stacking.
   std::vector<at::Tensor> ok;
   ok.reserve(ps.size());
-  for (const auto& [name, t] : ps) ok.push_back(at::isfinite(t).all());
-  const auto flags = at::stack(ok).to(at::kCPU);
+  for (size_t i = 0; i < ps.size(); ++i)
+    ok.push_back(at::isfinite(values.empty() ? ps[i].second : values[i]).all().to(at::kCPU));
+  const auto flags = at::stack(ok);
   const bool* p = flags.data_ptr<bool>();
   for (size_t i = 0; i < ps.size(); ++i)
     if (!p[i]) return ps[i].first;

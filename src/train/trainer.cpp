@@ -393,14 +393,14 @@ void finish_run(RunResult& res, const models::CausalLM& model, RunContext& ctx, 
   }
   // The last checkpoint already refused non-finite weights; checked again because "done" and the
   // export are what users and pipelines trust.
-  const auto full = model.gather_parameters();  // collective with sharded parameters
-  const std::string bad = first_nonfinite_parameter(model);
+  const auto full = model.gather_to_host(ctx.is_main());  // collective with sharded parameters
+  const std::string bad = ctx.broadcast_string(ctx.is_main() ? first_nonfinite_parameter(model, full) : "");
   if (!bad.empty())
     throw Error(str("training ended with non-finite weights (parameter '", bad,
                     "'); no final model exported. Resume from a healthy checkpoint with a lower optimizer.lr"));
   if (export_final && ctx.is_main()) {
     res.final_export = fs::join(output_dir, "final");
-    model.save_pretrained(res.final_export);
+    model.save_pretrained(res.final_export, full);
     logger.info(str("final model (HF format) -> ", res.final_export));
   }
   ctx.barrier();

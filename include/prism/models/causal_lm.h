@@ -141,11 +141,22 @@ class CausalLM {
   /// save_pretrained) while the handle lives; collective, see LayerHooks::gather_all. Null (and
   /// free) without hooks.
   std::shared_ptr<void> gather_parameters() const;
+  /// Every parameter's full value, aligned with named_parameters(), for writing a checkpoint.
+  /// With sharded parameters each decoder layer is gathered in turn and copied to the host, so the
+  /// device never holds more than two gathered layers (gather_parameters() would hold the whole
+  /// model on every rank: 48 GB for a bf16 24B model); collective over the shard group, and only
+  /// callers passing `keep` get the copies (the others an empty vector). Without sharding: the
+  /// live tensors (no copy) when `keep`.
+  std::vector<at::Tensor> gather_to_host(bool keep) const;
 
   /// Writes config.json (the original one, with torch_dtype updated) and safetensors shards
   /// (+ index) into `dir`, atomically (temp dir, then rename). Other files of the source
   /// checkpoint (tokenizer, generation_config) are copied along.
   void save_pretrained(const std::string& dir, uint64_t max_shard_bytes = 5'000'000'000ULL) const;
+  /// The same, with the weights' data taken from `values` (aligned with named_parameters(), e.g.
+  /// gather_to_host()) instead of the live parameters.
+  void save_pretrained(const std::string& dir, const std::vector<at::Tensor>& values,
+                       uint64_t max_shard_bytes = 5'000'000'000ULL) const;
 
   c10::ScalarType dtype() const;
   at::Device device() const;

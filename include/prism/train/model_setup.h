@@ -55,6 +55,8 @@ std::unique_ptr<DistributedAdamW> make_optimizer(models::CausalLM& model, RunCon
 
 /// Name of the first parameter holding NaN/inf, or "" when every weight is finite.
 std::string first_nonfinite_parameter(const models::CausalLM& model);
+/// The same over `values` aligned with model.named_parameters() (CausalLM::gather_to_host).
+std::string first_nonfinite_parameter(const models::CausalLM& model, const std::vector<at::Tensor>& values);
 
 /// Training FLOPs per token of `model` at sequence length `seq`, as the trainer's MFU counts them
 /// (docs/training.md §MFU; metrics.h flops_per_token): parameters without the input embedding (a
