@@ -111,6 +111,8 @@ std::string Checkpointer::save(const models::CausalLM& model, const DistributedA
   // Rank 0 writes full tensors per name, so the checkpoint does not depend on the layout (resume on
   // any dist.shard_size/replicate_size); sharded layers reach it one at a time through the host.
   const auto full = model.gather_to_host(ctx_.is_main());
+  std::vector<std::vector<at::Tensor>> extra_full;  // e.g. a sharded reference model, gathered the same way
+  for (const auto& [name, m] : extra_models) extra_full.push_back(m->gather_to_host(ctx_.is_main()));
   const std::string bad = ctx_.broadcast_string(ctx_.is_main() ? first_nonfinite_parameter(model, full) : "");
   if (!bad.empty()) {
     const auto healthy = CheckpointDir::latest_healthy(output_dir_);
@@ -155,7 +157,8 @@ std::string Checkpointer::save(const models::CausalLM& model, const DistributedA
   phase([&] {
     if (!ctx_.is_main()) return;
     model.save_pretrained(fs::join(tmp, "model"), full);
-    for (const auto& [name, m] : extra_models) m->save_pretrained(fs::join(tmp, name));
+    for (size_t i = 0; i < extra_models.size(); ++i)
+      extra_models[i].second->save_pretrained(fs::join(tmp, extra_models[i].first), extra_full[i]);
     nlohmann::json st;
     st["step"] = state.step;
     st["tokens"] = state.tokens;
