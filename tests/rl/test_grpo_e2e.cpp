@@ -8,6 +8,8 @@
 //   update (fp32, 1e-6);
 // - 2 ranks == 1 rank (the same global prompts, each rank rolling out half);
 // - kill -9 after a checkpoint, --resume auto: rewards, losses and weights identical bit for bit;
+// - parameter sharding (FSDP, 2x2 HSDP) of the policy and the Polyak reference == 1 rank, its
+//   checkpoints resumed on other layouts, and train.trainable subsets under sharding;
 // - in-loop evaluation: the logged pass@k equals `prism-train eval` of the checkpoint of that step.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -15,6 +17,7 @@
 
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include "distributed/spawn_util.h"
 #include "prism/core/fs.h"
@@ -233,6 +236,102 @@ TEST_F(GrpoE2E, InLoopEvalEqualsEvalOfTheCheckpoint) {
     EXPECT_EQ(pass1.at(st), rep["benchmarks"][0]["pass_at"]["1"].get<double>()) << st;
     EXPECT_EQ(macro.at(st), rep["macro_avg"].get<double>()) << st;
   }
+}
+
+}  // namespace
+
+namespace {
+
+// #19: the policy and the (Polyak-updated, k3) reference sharded over 2 ranks and as 2x2 HSDP
+// against one unsharded rank: the same samples (rewards equal exactly), losses, gradient norms,
+// KL and the final policy and reference weights within 1e-6 (fp32; only the summation order of
+// the gradient reductions differs). 40-token rows put one or two rollouts in a row, so the ranks
+// pack different numbers of micro-batches and the shard group pads (counted in the metrics).
+const std::vector<std::string> kShardedRl = {"train.steps=3",        "kl.beta=0.05",           "kl.estimator=k3",
+                                             "kl.ref_update_every=1", "kl.ref_alpha=0.5",       "train.micro_batch_tokens=40",
+                                             "checkpoint.every=2",    "dist.backend=tcp",       "optimizer.eps=1.0",
+                                             "optimizer.lr=1e-1"};
+
+void expect_same_run(const std::string& a, const std::string& b, bool same_ref = true) {
+  SCOPED_TRACE(a + " vs " + b);
+  EXPECT_EQ(metric(a, "reward/mean"), metric(b, "reward/mean"));
+  for (const char* k : {"loss", "grad_norm", "kl", "ratio/mean", "entropy"}) expect_close_metric(a, b, k, 1e-6);
+  expect_same_weights(fs::join(out_dir(a), "final"), fs::join(out_dir(b), "final"), 1e-6);
+  if (same_ref)
+    expect_same_weights(fs::join(out_dir(a), "checkpoints/step-00000003/ref"),
+                        fs::join(out_dir(b), "checkpoints/step-00000003/ref"), 1e-6);
+}
+
+double total(const std::map<int64_t, double>& m) {
+  double s = 0;
+  for (const auto& [k, v] : m) s += v;
+  return s;
+}
+
+TEST_F(GrpoE2E, ShardedPolicyAndReferenceEqualOneRank) {
+  expect_ok(run({"fsdp_one", kShardedRl}));
+  expect_ok(run({"fsdp_s2", with({"dist.shard_size=2"}, kShardedRl), 2}));
+  expect_ok(run({"fsdp_h22", with({"dist.shard_size=2", "dist.replicate_size=2", "model.activation_checkpointing=true"},
+                                  kShardedRl),
+                 4}));
+  EXPECT_GT(metric("fsdp_one", "kl").at(3), 0.0) << "the reference never differed from the policy: a weak comparison";
+  expect_same_run("fsdp_one", "fsdp_s2");
+  expect_same_run("fsdp_one", "fsdp_h22");
+  EXPECT_GT(total(metric("fsdp_s2", "padding_micro_batches")) + total(metric("fsdp_h22", "padding_micro_batches")), 0)
+      << "every rank packed as many micro-batches: the padding path went untested";
+  // The checkpoint is layout-independent: full HF weights for the policy and the reference.
+  const auto ck = fs::join(out_dir("fsdp_s2"), "checkpoints/step-00000002");
+  EXPECT_TRUE(fs::exists(fs::join(ck, "optimizer-rank00001-of-00002.safetensors")));
+  EXPECT_TRUE(fs::exists(fs::join(ck, "ref/config.json")));
+
+  // Resume the sharded run's step-2 checkpoint on 1 rank and as 2x2 HSDP: step 3 and the final
+  // weights continue as the sharded run did.
+  for (const auto& [name, sets, nproc] :
+       std::vector<std::tuple<std::string, std::vector<std::string>, int>>{
+           {"fsdp_r1", kShardedRl, 1},
+           {"fsdp_rh22", with({"dist.shard_size=2", "dist.replicate_size=2"}, kShardedRl), 4}}) {
+    expect_ok(run({name, sets, nproc, ck}));
+    auto r = metric(name, "reward/mean"), l = metric(name, "loss"), k = metric(name, "kl");
+    ASSERT_EQ(l.size(), 1u) << name;
+    EXPECT_EQ(r.at(3), metric("fsdp_s2", "reward/mean").at(3)) << name;
+    EXPECT_NEAR(l.at(3), metric("fsdp_s2", "loss").at(3), 1e-6 * std::max(1.0, std::abs(l.at(3)))) << name;
+    EXPECT_NEAR(k.at(3), metric("fsdp_s2", "kl").at(3), 1e-6) << name;
+    expect_same_weights(fs::join(out_dir("fsdp_s2"), "final"), fs::join(out_dir(name), "final"), 1e-6);
+    expect_same_weights(fs::join(out_dir("fsdp_s2"), "checkpoints/step-00000003/ref"),
+                        fs::join(out_dir(name), "checkpoints/step-00000003/ref"), 1e-6);
+  }
+}
+
+// Two mini-batches per step (the later ones off-policy, with the pre-update log-probs taken in
+// extra forwards): each rank splits its own rollouts, so the oracle is the 2-rank ZeRO-1 run.
+TEST_F(GrpoE2E, ShardedOffPolicyMiniBatchesEqualZero1) {
+  expect_ok(run({"mini_z2", with({"train.mini_batches=2"}, kShardedRl), 2}));
+  expect_ok(run({"mini_s2", with({"train.mini_batches=2", "dist.shard_size=2"}, kShardedRl), 2}));
+  expect_same_run("mini_z2", "mini_s2");
+  EXPECT_GT(metric("mini_z2", "ratio/max").at(1), 1.0) << "the second update was on-policy: a weak comparison";
+}
+
+// train.trainable under parameter sharding: the frozen parameters stay resident (unsharded) and
+// bit-identical to the start, the trained ones equal the unsharded run's.
+TEST_F(GrpoE2E, ShardedTrainableSubsetEqualsOneRank) {
+  const auto sets = with({"train.trainable=[attention]"}, kShardedRl);
+  expect_ok(run({"attn_one", sets}));
+  expect_ok(run({"attn_s2", with({"dist.shard_size=2"}, sets), 2}));
+  expect_same_run("attn_one", "attn_s2");
+  auto start = checkpoint_weights(fs::join(prism::test::source_dir(), "configs/tiny/llama-tiny"));
+  auto end = checkpoint_weights(fs::join(out_dir("attn_s2"), "final"));
+  int frozen = 0, moved = 0;
+  for (const auto& [n, t] : start) {
+    const bool attn = n.find("self_attn.") != std::string::npos;
+    const auto& e = end.at(n);
+    if (attn) moved += !at::equal(t.to(at::kFloat), e.to(at::kFloat));
+    else {
+      ++frozen;
+      EXPECT_TRUE(at::equal(t.to(at::kFloat), e.to(at::kFloat))) << n;
+    }
+  }
+  EXPECT_GT(frozen, 0);
+  EXPECT_GT(moved, 0);
 }
 
 }  // namespace
