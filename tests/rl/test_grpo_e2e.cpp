@@ -246,10 +246,23 @@ namespace {
 // against one unsharded rank: the same samples (rewards equal exactly), losses, gradient norms,
 // KL and the final policy and reference weights within 1e-6 (fp32; only the summation order of
 // the gradient reductions differs). 40-token rows put one or two rollouts in a row, so the ranks
-// pack different numbers of micro-batches and the shard group pads (counted in the metrics).
-const std::vector<std::string> kShardedRl = {"train.steps=3",        "kl.beta=0.05",           "kl.estimator=k3",
-                                             "kl.ref_update_every=1", "kl.ref_alpha=0.5",       "train.micro_batch_tokens=40",
-                                             "checkpoint.every=2",    "dist.backend=tcp",       "optimizer.eps=1.0",
+// pack different numbers of micro-batches and the shard group pads (counted in the metrics). Stop
+// strings end samples early at random lengths and 2 decode slots serialise a rank's 16 samples,
+// so the ranks run different numbers of decode forwards (the rollout phase must not gather per
+// layer). The entropy bonus moves the policy whatever the (mostly zero) rewards, so the KL and the
+// Polyak reference are exercised from step 2 on.
+const std::vector<std::string> kShardedRl = {"train.steps=3",
+                                             "kl.beta=0.05",
+                                             "kl.estimator=k3",
+                                             "kl.ref_update_every=1",
+                                             "kl.ref_alpha=0.5",
+                                             "loss.entropy_coef=0.01",
+                                             "train.micro_batch_tokens=40",
+                                             "rollout.slots=2",
+                                             "rollout.stop=[a,e,i,o,u,A,E,I,O,U,x,X]",
+                                             "checkpoint.every=2",
+                                             "dist.backend=tcp",
+                                             "optimizer.eps=1.0",
                                              "optimizer.lr=1e-1"};
 
 void expect_same_run(const std::string& a, const std::string& b, bool same_ref = true) {
@@ -268,13 +281,30 @@ double total(const std::map<int64_t, double>& m) {
   return s;
 }
 
+// A hang (a rank left out of a collective) ends the run here rather than at the suite's timeout.
+constexpr double kShardedDeadline = 240;
+
 TEST_F(GrpoE2E, ShardedPolicyAndReferenceEqualOneRank) {
-  expect_ok(run({"fsdp_one", kShardedRl}));
-  expect_ok(run({"fsdp_s2", with({"dist.shard_size=2"}, kShardedRl), 2}));
+  // The in-loop suite evaluation too: rank 0 generates from the gathered policy.
+  const auto suite = fs::join(g_root, "fsdp_suite.yaml");
+  fs::write_file_atomic(suite, "benchmarks:\n  - {name: sevens, path: " +
+                                   fs::join(prism::test::source_dir(), "configs/rl/data/toy-sevens.jsonl") +
+                                   ", n: 4, temperature: 1.0, max_new_tokens: 6, ks: [1, 4]}\n"
+                                   "rewards:\n  math: {last_number_fallback: true, workers: 1}\n"
+                                   "  domains:\n    - {domain: math, verifier: math}\nslots: 16\n");
+  const std::vector<std::string> ev = {"eval.every=2", "eval.suite=" + suite, "eval.limit=4"};
+  expect_ok(run({"fsdp_one", with(ev, kShardedRl)}, kShardedDeadline));
+  expect_ok(run({"fsdp_s2", with(with({"dist.shard_size=2"}, ev), kShardedRl), 2}, kShardedDeadline));
   expect_ok(run({"fsdp_h22", with({"dist.shard_size=2", "dist.replicate_size=2", "model.activation_checkpointing=true"},
                                   kShardedRl),
-                 4}));
+                 4},
+                kShardedDeadline));
+  for (const char* st : {"eval/step-2/samples.jsonl", "eval/step-3/samples.jsonl"})
+    EXPECT_EQ(fs::read_file(fs::join(out_dir("fsdp_one"), st)), fs::read_file(fs::join(out_dir("fsdp_s2"), st))) << st;
+  EXPECT_EQ(metric("fsdp_one", "eval/macro_avg"), metric("fsdp_s2", "eval/macro_avg"));
+  EXPECT_EQ(metric("fsdp_s2", "eval/macro_avg").size(), 2u);
   EXPECT_GT(metric("fsdp_one", "kl").at(3), 0.0) << "the reference never differed from the policy: a weak comparison";
+  EXPECT_LT(metric("fsdp_one", "truncation_rate").at(1), 1.0) << "no sample stopped early: decode counts are equal";
   expect_same_run("fsdp_one", "fsdp_s2");
   expect_same_run("fsdp_one", "fsdp_h22");
   EXPECT_GT(total(metric("fsdp_s2", "padding_micro_batches")) + total(metric("fsdp_h22", "padding_micro_batches")), 0)
@@ -290,7 +320,7 @@ TEST_F(GrpoE2E, ShardedPolicyAndReferenceEqualOneRank) {
        std::vector<std::tuple<std::string, std::vector<std::string>, int>>{
            {"fsdp_r1", kShardedRl, 1},
            {"fsdp_rh22", with({"dist.shard_size=2", "dist.replicate_size=2"}, kShardedRl), 4}}) {
-    expect_ok(run({name, sets, nproc, ck}));
+    expect_ok(run({name, sets, nproc, ck}, kShardedDeadline));
     auto r = metric(name, "reward/mean"), l = metric(name, "loss"), k = metric(name, "kl");
     ASSERT_EQ(l.size(), 1u) << name;
     EXPECT_EQ(r.at(3), metric("fsdp_s2", "reward/mean").at(3)) << name;
@@ -305,8 +335,8 @@ TEST_F(GrpoE2E, ShardedPolicyAndReferenceEqualOneRank) {
 // Two mini-batches per step (the later ones off-policy, with the pre-update log-probs taken in
 // extra forwards): each rank splits its own rollouts, so the oracle is the 2-rank ZeRO-1 run.
 TEST_F(GrpoE2E, ShardedOffPolicyMiniBatchesEqualZero1) {
-  expect_ok(run({"mini_z2", with({"train.mini_batches=2"}, kShardedRl), 2}));
-  expect_ok(run({"mini_s2", with({"train.mini_batches=2", "dist.shard_size=2"}, kShardedRl), 2}));
+  expect_ok(run({"mini_z2", with({"train.mini_batches=2"}, kShardedRl), 2}, kShardedDeadline));
+  expect_ok(run({"mini_s2", with({"train.mini_batches=2", "dist.shard_size=2"}, kShardedRl), 2}, kShardedDeadline));
   expect_same_run("mini_z2", "mini_s2");
   EXPECT_GT(metric("mini_z2", "ratio/max").at(1), 1.0) << "the second update was on-policy: a weak comparison";
 }
@@ -315,8 +345,8 @@ TEST_F(GrpoE2E, ShardedOffPolicyMiniBatchesEqualZero1) {
 // bit-identical to the start, the trained ones equal the unsharded run's.
 TEST_F(GrpoE2E, ShardedTrainableSubsetEqualsOneRank) {
   const auto sets = with({"train.trainable=[attention]"}, kShardedRl);
-  expect_ok(run({"attn_one", sets}));
-  expect_ok(run({"attn_s2", with({"dist.shard_size=2"}, sets), 2}));
+  expect_ok(run({"attn_one", sets}, kShardedDeadline));
+  expect_ok(run({"attn_s2", with({"dist.shard_size=2"}, sets), 2}, kShardedDeadline));
   expect_same_run("attn_one", "attn_s2");
   auto start = checkpoint_weights(fs::join(prism::test::source_dir(), "configs/tiny/llama-tiny"));
   auto end = checkpoint_weights(fs::join(out_dir("attn_s2"), "final"));
