@@ -333,10 +333,12 @@ TEST_F(GrpoE2E, ShardedPolicyAndReferenceEqualOneRank) {
 }
 
 // Two mini-batches per step (the later ones off-policy, with the pre-update log-probs taken in
-// extra forwards): each rank splits its own rollouts, so the oracle is the 2-rank ZeRO-1 run.
+// extra forwards) and the KL in the reward (more forwards before the advantages): each rank splits
+// its own rollouts into mini-batches, so the oracle is the 2-rank ZeRO-1 run.
 TEST_F(GrpoE2E, ShardedOffPolicyMiniBatchesEqualZero1) {
-  expect_ok(run({"mini_z2", with({"train.mini_batches=2"}, kShardedRl), 2}, kShardedDeadline));
-  expect_ok(run({"mini_s2", with({"train.mini_batches=2", "dist.shard_size=2"}, kShardedRl), 2}, kShardedDeadline));
+  const auto sets = with({"train.mini_batches=2", "kl.where=reward"}, kShardedRl);
+  expect_ok(run({"mini_z2", sets, 2}, kShardedDeadline));
+  expect_ok(run({"mini_s2", with({"dist.shard_size=2"}, sets), 2}, kShardedDeadline));
   expect_same_run("mini_z2", "mini_s2");
   EXPECT_GT(metric("mini_z2", "ratio/max").at(1), 1.0) << "the second update was on-policy: a weak comparison";
 }
