@@ -141,7 +141,13 @@ struct GrpoLoop {
     }
     for (const auto& [name, p] : ref->named_parameters()) p.requires_grad_(false);
     // Sharded like the policy (same shard group), frozen: its forwards gather layer by layer.
-    if (ctx->shard_size() > 1) ref_shards = std::make_unique<train::FrozenShards>(*ref, *ctx->gather_comm());
+    if (ctx->shard_size() > 1) {
+      ref_shards = std::make_unique<train::FrozenShards>(*ref, *ctx->gather_comm());
+      if (ctx->is_main())
+        log::info(str("reference sharded over ", ctx->shard_size(), " ranks: ", ref_shards->resident_bytes(),
+                      " bytes per rank between uses (whole: ", ref->num_parameters() * c10::elementSize(ref->dtype()),
+                      ")"));
+    }
   }
 
   void setup() {

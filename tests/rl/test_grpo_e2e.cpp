@@ -305,6 +305,11 @@ TEST_F(GrpoE2E, ShardedPolicyAndReferenceEqualOneRank) {
   EXPECT_EQ(metric("fsdp_s2", "eval/macro_avg").size(), 2u);
   EXPECT_GT(metric("fsdp_one", "kl").at(3), 0.0) << "the reference never differed from the policy: a weak comparison";
   EXPECT_LT(metric("fsdp_one", "truncation_rate").at(1), 1.0) << "no sample stopped early: decode counts are equal";
+  // The reference keeps the embedding and lm_head (2 x 256 x 64) and the final norm (64) whole and
+  // half of each layer's 36,992 parameters: (32,832 + 2 x 18,496) x 4 B of 106,816 x 4 B.
+  EXPECT_NE(fs::read_file(fs::join(g_root, "logs/fsdp_s2.log"))
+                .find("reference sharded over 2 ranks: 279296 bytes per rank between uses (whole: 427264)"),
+            std::string::npos);
   expect_same_run("fsdp_one", "fsdp_s2");
   expect_same_run("fsdp_one", "fsdp_h22");
   EXPECT_GT(total(metric("fsdp_s2", "padding_micro_batches")) + total(metric("fsdp_h22", "padding_micro_batches")), 0)
