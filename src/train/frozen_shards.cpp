@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "flat_storage.h"
 #include "prism/core/error.h"
 #include "prism/distributed/communicator.h"
 #include "prism/models/causal_lm.h"
-#include "flat_storage.h"
 
 namespace prism::train {
 
@@ -32,8 +32,8 @@ struct FrozenShards::Impl {
 
   distributed::Communicator& group;
   const models::CausalLM& model;
-  std::vector<Unit> units;           // one per decoder layer
-  std::vector<size_t> resident;      // parameters outside the layers
+  std::vector<Unit> units;       // one per decoder layer
+  std::vector<size_t> resident;  // parameters outside the layers
   int pinned = 0;
   std::mutex mu;
 
@@ -168,7 +168,9 @@ void FrozenShards::blend_from(const models::CausalLM& source, double alpha) {
   const auto& src = source.named_parameters();
   PRISM_CHECK(src.size() == mine.size(), "FrozenShards::blend_from: ", src.size(), " source parameters for ",
               mine.size());
-  auto blend = [&](at::Tensor dst, const at::Tensor& from) { dst.mul_(1.0 - alpha).add_(from.to(dst.scalar_type()), alpha); };
+  auto blend = [&](at::Tensor dst, const at::Tensor& from) {
+    dst.mul_(1.0 - alpha).add_(from.to(dst.scalar_type()), alpha);
+  };
   for (size_t i : I.resident) blend(mine[i].second, src[i].second);
   const int64_t own = static_cast<int64_t>(I.group.rank());
   for (auto& u : I.units) {
