@@ -24,6 +24,7 @@
 #include "prism/rl/prompts.h"
 #include "prism/rl/rollout_batch.h"
 #include "prism/train/checkpointer.h"
+#include "prism/train/frozen_shards.h"
 #include "prism/train/model_setup.h"
 #include "prism/train/run_context.h"
 #include "prism/train/run_lock.h"
@@ -61,6 +62,7 @@ struct GrpoLoop {
   std::unique_ptr<train::RunLock> lock;
   std::unique_ptr<train::Checkpointer> ckpt;
   std::unique_ptr<models::CausalLM> model, ref;
+  std::unique_ptr<train::FrozenShards> ref_shards;  // the reference's layout under parameter sharding
   std::unique_ptr<train::DistributedAdamW> opt;
   std::unique_ptr<train::StepRunner> runner;
   std::unique_ptr<train::StepLogger> logger;
@@ -138,6 +140,14 @@ struct GrpoLoop {
       ref = train::load_model(cfg.model, ctx->device(), "", /*trainable=*/false);
     }
     for (const auto& [name, p] : ref->named_parameters()) p.requires_grad_(false);
+    // Sharded like the policy (same shard group), frozen: its forwards gather layer by layer.
+    if (ctx->shard_size() > 1) {
+      ref_shards = std::make_unique<train::FrozenShards>(*ref, *ctx->gather_comm());
+      if (ctx->is_main())
+        log::info(str("reference sharded over ", ctx->shard_size(), " ranks: ", ref_shards->resident_bytes(),
+                      " bytes per rank between uses (whole: ", ref->num_parameters() * c10::elementSize(ref->dtype()),
+                      ")"));
+    }
   }
 
   void setup() {
@@ -149,12 +159,6 @@ struct GrpoLoop {
                                                  train::CheckpointFaults{opts.faults.checkpoint_pause_ms});
     ckpt->remove_stale_temps();
     ctx->barrier();
-    // Sharded parameters are gathered per layer collectively, so every rank of a shard group must
-    // run the same forwards; GRPO's ranks generate and pack different numbers of tokens and
-    // micro-batches (docs/distributed.md "FSDP and HSDP": what RL still needs).
-    if (ctx->shard_size() > 1)
-      throw Error("prism-train rl does not support parameter sharding yet",
-                  key("dist.shard_size", "1 (optimizer state is still sharded, ZeRO-1)", std::to_string(ctx->shard_size())));
     const std::string tok_path = fs::join(cfg.model.path, "tokenizer.json");
     if (!fs::exists(tok_path))
       throw Error(str(tok_path, " does not exist: prompts are rendered and completions decoded with the checkpoint's tokenizer"),
@@ -291,6 +295,34 @@ struct GrpoLoop {
     return kept;
   }
 
+  // Under parameter sharding every forward gathers layer by layer over the shard group, so its
+  // ranks must run the same number of forwards and backwards per mini-batch. Ranks short of the
+  // group's most micro-batches get padding ones: a 1-token row with nothing counted (mask false),
+  // whose loss and gradient are exact zeros, so the update and the global normalisers are the
+  // unpadded ones.
+  void equalise_micro_batches(std::vector<std::vector<MicroBatch>>& minis) {
+    if (ctx->shard_size() <= 1) return;
+    for (auto& mini : minis) {
+      const auto most = static_cast<size_t>(ctx->shard_comm()->all_reduce_max(static_cast<double>(mini.size())));
+      while (mini.size() < most) mini.push_back(padding_micro_batch());
+    }
+  }
+
+  static MicroBatch padding_micro_batch() {
+    const auto i64 = at::kLong;
+    MicroBatch mb;
+    mb.input_ids = at::zeros({1, 1}, i64);
+    mb.position_ids = at::zeros({1, 1}, i64);
+    mb.cu_seqlens = at::tensor(std::vector<int64_t>{0, 1}, i64);
+    mb.labels = at::zeros({1}, i64);  // a real label: the head's forward and backward run as for any row
+    mb.mask = at::zeros({1}, at::kBool);
+    mb.advantages = at::zeros({1}, at::kFloat);
+    mb.sampler_logp = at::zeros({1}, at::kFloat);
+    mb.seq_ids = at::zeros({1}, i64);
+    mb.num_seqs = 1;
+    return mb;
+  }
+
   static void set_advantages(MicroBatch& mb, const std::vector<Rollout>& rollouts) {
     auto adv = at::zeros_like(mb.advantages);
     auto* a = adv.data_ptr<float>();
@@ -305,6 +337,8 @@ struct GrpoLoop {
   // the macro average, and the report under <output_dir>/eval/step-N.
   void evaluate() {
     train::Scalars sc;
+    // Sharded parameters: gathered on every rank (collective) so that rank 0 alone can generate.
+    const auto full = model->gather_parameters();
     if (ctx->is_main()) {
       sc = eval::evaluate_in_loop(*suite, *model, *tokenizer, fs::join(cfg.output_dir, str("eval/step-", state.step)),
                                   str("step ", state.step));
@@ -317,6 +351,11 @@ struct GrpoLoop {
   void polyak_update() {
     at::NoGradGuard ng;
     const double a = cfg.kl.ref_alpha;
+    if (ref_shards) {  // on the reference's pieces, from the gathered policy
+      const auto full = model->gather_parameters();
+      ref_shards->blend_from(*model, a);
+      return;
+    }
     const auto& pp = model->named_parameters();
     const auto& rp = ref->named_parameters();
     for (size_t i = 0; i < pp.size(); ++i) rp[i].second.mul_(1.0 - a).add_(pp[i].second.to(rp[i].second.scalar_type()), a);
@@ -326,7 +365,11 @@ struct GrpoLoop {
     state.consecutive_skipped = runner->consecutive_skipped();
     state.extra["prompts"] = prompts->state_json();
     std::vector<std::pair<std::string, const models::CausalLM*>> extra_models;
-    if (ref && cfg.kl.ref_update_every > 0) extra_models.emplace_back("ref", ref.get());
+    std::shared_ptr<void> ref_full;  // sharded: the reference gathered (collective) to be written whole
+    if (ref && cfg.kl.ref_update_every > 0) {
+      ref_full = ref->gather_parameters();
+      extra_models.emplace_back("ref", ref.get());
+    }
     ckpt->save(*model, *opt, state, config::dump_config(cfg), extra_models);
   }
 
@@ -341,7 +384,14 @@ struct GrpoLoop {
       const double lr = cfg.optimizer.lr * train::lr_factor(cfg.schedule, state.step, cfg.train.steps);
       double gen_s = 0, reward_s = 0;
       int64_t gen_tokens = 0, rounds = 0;
-      auto groups = collect_groups(gen_s, reward_s, gen_tokens, rounds);
+      std::vector<Group> groups;
+      {
+        // The engine decodes from the live parameters: under parameter sharding they are gathered
+        // (full weights resident) for the whole rollout phase, since ranks decode different
+        // numbers of steps and per-layer gathers would need them in lockstep; freed afterwards.
+        const auto full = model->gather_parameters();
+        groups = collect_groups(gen_s, reward_s, gen_tokens, rounds);
+      }
       const auto t_update = Clock::now();
 
       // Rollouts in group order; rewards [P, G] for the advantages.
@@ -384,6 +434,7 @@ struct GrpoLoop {
         for (int64_t i = k * N / M; i < (k + 1) * N / M; ++i) idx.push_back(i);
         minis.push_back(pack_rollouts(rollouts, idx, cfg.train.micro_batch_tokens));
       }
+      equalise_micro_batches(minis);
 
       // Reference log-probs (and, for later mini-batches, the pre-update policy's) before any update.
       {
@@ -402,6 +453,7 @@ struct GrpoLoop {
         for (auto& mini : minis)
           for (auto& mb : mini) {
             auto lp = token_logprobs(*model, mb, ctx->device(), impl).logp;
+            if (mb.rollouts.empty()) continue;  // padding (equalise_micro_batches)
             auto kl = (kl_estimate(lp, mb.ref_logp, KlEstimator::kK1) * mb.labels.ne(-100).to(lp.device()).to(lp.scalar_type()))
                           .to(at::kCPU, at::kDouble);
             const auto* kp = kl.data_ptr<double>();
@@ -418,11 +470,12 @@ struct GrpoLoop {
       auto adv = compute_advantages(rew, adv_opts).to(at::kDouble).reshape({-1}).contiguous();
       for (int64_t i = 0; i < N; ++i) rollouts[static_cast<size_t>(i)].advantage = adv.data_ptr<double>()[i];
       for (auto& mini : minis)
-        for (auto& mb : mini) set_advantages(mb, rollouts);
+        for (auto& mb : mini)
+          if (!mb.rollouts.empty()) set_advantages(mb, rollouts);
 
       // Updates.
       PolicyLossStats st;
-      double train_tokens = 0, loss_sum = 0, gnorm = 0;
+      double train_tokens = 0, loss_sum = 0, gnorm = 0, padding = 0;
       bool applied_all = true;
       const bool inject_nan = std::find(nan_steps.begin(), nan_steps.end(), state.step + 1) != nan_steps.end();
       for (int64_t k = 0; k < M; ++k) {
@@ -432,7 +485,8 @@ struct GrpoLoop {
           auto c = local_counts(mb.mask, mb.seq_ids, mb.num_seqs);
           local.tokens += c.tokens;
           local.sequences += c.sequences;
-          train_tokens += static_cast<double>(mb.input_ids.numel());
+          if (!mb.rollouts.empty()) train_tokens += static_cast<double>(mb.input_ids.numel());
+          else padding += 1;
         }
         auto g = ctx->all_reduce_sum(std::vector<double>{local.tokens, local.sequences});
         GlobalCounts counts{g[0], g[1]};
@@ -497,7 +551,7 @@ struct GrpoLoop {
       const std::vector<double> tail = {static_cast<double>(groups.size()), zero_std, trunc, len_sum,
                                         static_cast<double>(gen_tokens), train_tokens, st.tokens, st.clipped_low,
                                         st.clipped_high, st.dual_clipped, st.ratio_sum, st.kl_sum, st.entropy_sum,
-                                        st.tis_weight_sum};
+                                        st.tis_weight_sum, padding};
       v.insert(v.end(), tail.begin(), tail.end());
       v = ctx->all_reduce_sum(v);
       const double lmax = ctx->comm().all_reduce_max(len_max);
@@ -537,6 +591,8 @@ struct GrpoLoop {
       sc.emplace_back("time/reward_s", reward_s);
       sc.emplace_back("time/update_s", update_s);
       sc.emplace_back("rounds", static_cast<double>(rounds));
+      // Forwards and backwards run only to keep a shard group in lockstep (equalise_micro_batches).
+      if (ctx->shard_size() > 1) sc.emplace_back("padding_micro_batches", t[14]);
       const bool write = state.step % cfg.train.log_every == 0 || state.step == cfg.train.steps || stop;
       logger->step(state.step, {loss_sum / static_cast<double>(M), lr, gnorm, t[5], static_cast<double>(state.tokens), !applied_all},
                    sc, write);

@@ -22,32 +22,18 @@
 #include "prism/distributed/communicator.h"
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
+#include "flat_storage.h"
 
 namespace prism::train {
+
+using detail::alloc_storage;
+using detail::free_storage;
+using detail::kAlign;
 
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Elements per piece are padded to this multiple so that every rank's piece starts 256-byte
-// aligned in fp32 (NCCL and vectorised kernels like aligned buffers).
-constexpr int64_t kAlign = 64;
-
-// A sharded unit's gathered buffer between uses: the parameters stay views of the same storage
-// (autograd's saved tensors too), only its memory is released and re-allocated (FSDP1's
-// `storage.resize_(0)`), so nothing has to re-point parameters on every gather.
-void free_storage(const at::Tensor& t) {
-  auto st = t.storage();
-  st.set_data_ptr_noswap(at::DataPtr(nullptr, t.device()));
-  st.set_nbytes(0);
-}
-void alloc_storage(const at::Tensor& t) {
-  auto st = t.storage();
-  const size_t nbytes = static_cast<size_t>(t.numel()) * t.element_size();
-  st.set_data_ptr_noswap(st.allocator()->allocate(nbytes));
-  st.set_nbytes(nbytes);
 }
 
 std::string rank_file_name(int rank, int world) {

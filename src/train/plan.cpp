@@ -332,8 +332,17 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     p.items.push_back({"decode cache", per_row * static_cast<double>(in.decode_rows),
                        str(in.decode_rows, " rows x ", in.decode_length, " tokens (KV, conv, SSM state)")});
   }
-  if (in.reference_model)
-    p.items.push_back({"reference model", P * e, str("frozen ", num(P), " x ", e, " B, not sharded (kl.beta > 0)")});
+  if (sharded && in.decode_rows > 0)  // GRPO decodes from the policy gathered whole (rl/grpo.cpp)
+    p.items.push_back({"rollout: policy gathered", (P - u.root) * e,
+                       str(num(P - u.root), " x ", e, " B: the layers gathered while generating")});
+  if (in.reference_model) {
+    if (sharded)  // train::FrozenShards: the layers' pieces, the root resident
+      p.items.push_back({"reference model", u.root * e + (P - u.root) * e / S,
+                         str("frozen ", num(u.root), " x ", e, " B + ", num(P - u.root), " x ", e, " B / ", num(S),
+                             " (kl.beta > 0)")});
+    else
+      p.items.push_back({"reference model", P * e, str("frozen ", num(P), " x ", e, " B, not sharded (kl.beta > 0)")});
+  }
   return p;
 }
 
@@ -364,10 +373,7 @@ std::string format_plan(const MemoryPlan& plan, double device_bytes) {
 
 std::optional<MemoryPlanInput> suggest_layout(const MemoryPlanInput& in, double device_bytes) {
   auto fits = [&](const MemoryPlanInput& x) { return plan_memory(x).total() <= device_bytes; };
-  // GRPO refuses parameter sharding for now (its ranks run different numbers of forwards, and
-  // sharded layers are gathered collectively): only ZeRO-1 layouts are suggested for it.
-  const int64_t max_shard = in.job == "rl" ? 1 : in.world_size;
-  for (int64_t s = 1; s <= max_shard; s *= 2) {
+  for (int64_t s = 1; s <= in.world_size; s *= 2) {
     if (in.world_size % s != 0) continue;
     MemoryPlanInput x = in;
     x.shard_size = s;

@@ -8,6 +8,8 @@
 //   update (fp32, 1e-6);
 // - 2 ranks == 1 rank (the same global prompts, each rank rolling out half);
 // - kill -9 after a checkpoint, --resume auto: rewards, losses and weights identical bit for bit;
+// - parameter sharding (FSDP, 2x2 HSDP) of the policy and the Polyak reference == 1 rank, its
+//   checkpoints resumed on other layouts, and train.trainable subsets under sharding;
 // - in-loop evaluation: the logged pass@k equals `prism-train eval` of the checkpoint of that step.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -15,6 +17,7 @@
 
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include "distributed/spawn_util.h"
 #include "prism/core/fs.h"
@@ -233,6 +236,139 @@ TEST_F(GrpoE2E, InLoopEvalEqualsEvalOfTheCheckpoint) {
     EXPECT_EQ(pass1.at(st), rep["benchmarks"][0]["pass_at"]["1"].get<double>()) << st;
     EXPECT_EQ(macro.at(st), rep["macro_avg"].get<double>()) << st;
   }
+}
+
+}  // namespace
+
+namespace {
+
+// #19: the policy and the (Polyak-updated, k3) reference sharded over 2 ranks and as 2x2 HSDP
+// against one unsharded rank: the same samples (rewards equal exactly), losses, gradient norms,
+// KL and the final policy and reference weights within 1e-6 (fp32; only the summation order of
+// the gradient reductions differs). 40-token rows put one or two rollouts in a row, so the ranks
+// pack different numbers of micro-batches and the shard group pads (counted in the metrics). Stop
+// strings end samples early at random lengths and 2 decode slots serialise a rank's 16 samples,
+// so the ranks run different numbers of decode forwards (the rollout phase must not gather per
+// layer). The entropy bonus moves the policy whatever the (mostly zero) rewards, so the KL and the
+// Polyak reference are exercised from step 2 on.
+const std::vector<std::string> kShardedRl = {"train.steps=3",
+                                             "kl.beta=0.05",
+                                             "kl.estimator=k3",
+                                             "kl.ref_update_every=1",
+                                             "kl.ref_alpha=0.5",
+                                             "loss.entropy_coef=0.01",
+                                             "train.micro_batch_tokens=40",
+                                             "rollout.slots=2",
+                                             "rollout.stop=[a,e,i,o,u,A,E,I,O,U,x,X]",
+                                             "checkpoint.every=2",
+                                             "dist.backend=tcp",
+                                             "optimizer.eps=1.0",
+                                             "optimizer.lr=1e-1"};
+
+void expect_same_run(const std::string& a, const std::string& b, bool same_ref = true) {
+  SCOPED_TRACE(a + " vs " + b);
+  EXPECT_EQ(metric(a, "reward/mean"), metric(b, "reward/mean"));
+  for (const char* k : {"loss", "grad_norm", "kl", "ratio/mean", "entropy"}) expect_close_metric(a, b, k, 1e-6);
+  expect_same_weights(fs::join(out_dir(a), "final"), fs::join(out_dir(b), "final"), 1e-6);
+  if (same_ref)
+    expect_same_weights(fs::join(out_dir(a), "checkpoints/step-00000003/ref"),
+                        fs::join(out_dir(b), "checkpoints/step-00000003/ref"), 1e-6);
+}
+
+double total(const std::map<int64_t, double>& m) {
+  double s = 0;
+  for (const auto& [k, v] : m) s += v;
+  return s;
+}
+
+// A hang (a rank left out of a collective) ends the run here rather than at the suite's timeout.
+constexpr double kShardedDeadline = 240;
+
+TEST_F(GrpoE2E, ShardedPolicyAndReferenceEqualOneRank) {
+  // The in-loop suite evaluation too: rank 0 generates from the gathered policy.
+  const auto suite = fs::join(g_root, "fsdp_suite.yaml");
+  fs::write_file_atomic(suite, "benchmarks:\n  - {name: sevens, path: " +
+                                   fs::join(prism::test::source_dir(), "configs/rl/data/toy-sevens.jsonl") +
+                                   ", n: 4, temperature: 1.0, max_new_tokens: 6, ks: [1, 4]}\n"
+                                   "rewards:\n  math: {last_number_fallback: true, workers: 1}\n"
+                                   "  domains:\n    - {domain: math, verifier: math}\nslots: 16\n");
+  const std::vector<std::string> ev = {"eval.every=2", "eval.suite=" + suite, "eval.limit=4"};
+  expect_ok(run({"fsdp_one", with(ev, kShardedRl)}, kShardedDeadline));
+  expect_ok(run({"fsdp_s2", with(with({"dist.shard_size=2"}, ev), kShardedRl), 2}, kShardedDeadline));
+  expect_ok(run({"fsdp_h22", with({"dist.shard_size=2", "dist.replicate_size=2", "model.activation_checkpointing=true"},
+                                  kShardedRl),
+                 4},
+                kShardedDeadline));
+  for (const char* st : {"eval/step-2/samples.jsonl", "eval/step-3/samples.jsonl"})
+    EXPECT_EQ(fs::read_file(fs::join(out_dir("fsdp_one"), st)), fs::read_file(fs::join(out_dir("fsdp_s2"), st))) << st;
+  EXPECT_EQ(metric("fsdp_one", "eval/macro_avg"), metric("fsdp_s2", "eval/macro_avg"));
+  EXPECT_EQ(metric("fsdp_s2", "eval/macro_avg").size(), 2u);
+  EXPECT_GT(metric("fsdp_one", "kl").at(3), 0.0) << "the reference never differed from the policy: a weak comparison";
+  EXPECT_LT(metric("fsdp_one", "truncation_rate").at(1), 1.0) << "no sample stopped early: decode counts are equal";
+  // The reference keeps the embedding and lm_head (2 x 256 x 64) and the final norm (64) whole and
+  // half of each layer's 36,992 parameters: (32,832 + 2 x 18,496) x 4 B of 106,816 x 4 B.
+  EXPECT_NE(fs::read_file(fs::join(g_root, "logs/fsdp_s2.log"))
+                .find("reference sharded over 2 ranks: 279296 bytes per rank between uses (whole: 427264)"),
+            std::string::npos);
+  expect_same_run("fsdp_one", "fsdp_s2");
+  expect_same_run("fsdp_one", "fsdp_h22");
+  EXPECT_GT(total(metric("fsdp_s2", "padding_micro_batches")) + total(metric("fsdp_h22", "padding_micro_batches")), 0)
+      << "every rank packed as many micro-batches: the padding path went untested";
+  // The checkpoint is layout-independent: full HF weights for the policy and the reference.
+  const auto ck = fs::join(out_dir("fsdp_s2"), "checkpoints/step-00000002");
+  EXPECT_TRUE(fs::exists(fs::join(ck, "optimizer-rank00001-of-00002.safetensors")));
+  EXPECT_TRUE(fs::exists(fs::join(ck, "ref/config.json")));
+
+  // Resume the sharded run's step-2 checkpoint on 1 rank and as 2x2 HSDP: step 3 and the final
+  // weights continue as the sharded run did.
+  for (const auto& [name, sets, nproc] :
+       std::vector<std::tuple<std::string, std::vector<std::string>, int>>{
+           {"fsdp_r1", kShardedRl, 1},
+           {"fsdp_rh22", with({"dist.shard_size=2", "dist.replicate_size=2"}, kShardedRl), 4}}) {
+    expect_ok(run({name, sets, nproc, ck}, kShardedDeadline));
+    auto r = metric(name, "reward/mean"), l = metric(name, "loss"), k = metric(name, "kl");
+    ASSERT_EQ(l.size(), 1u) << name;
+    EXPECT_EQ(r.at(3), metric("fsdp_s2", "reward/mean").at(3)) << name;
+    EXPECT_NEAR(l.at(3), metric("fsdp_s2", "loss").at(3), 1e-6 * std::max(1.0, std::abs(l.at(3)))) << name;
+    EXPECT_NEAR(k.at(3), metric("fsdp_s2", "kl").at(3), 1e-6) << name;
+    expect_same_weights(fs::join(out_dir("fsdp_s2"), "final"), fs::join(out_dir(name), "final"), 1e-6);
+    expect_same_weights(fs::join(out_dir("fsdp_s2"), "checkpoints/step-00000003/ref"),
+                        fs::join(out_dir(name), "checkpoints/step-00000003/ref"), 1e-6);
+  }
+}
+
+// Two mini-batches per step (the later ones off-policy, with the pre-update log-probs taken in
+// extra forwards) and the KL in the reward (more forwards before the advantages): each rank splits
+// its own rollouts into mini-batches, so the oracle is the 2-rank ZeRO-1 run.
+TEST_F(GrpoE2E, ShardedOffPolicyMiniBatchesEqualZero1) {
+  const auto sets = with({"train.mini_batches=2", "kl.where=reward"}, kShardedRl);
+  expect_ok(run({"mini_z2", sets, 2}, kShardedDeadline));
+  expect_ok(run({"mini_s2", with({"dist.shard_size=2"}, sets), 2}, kShardedDeadline));
+  expect_same_run("mini_z2", "mini_s2");
+  EXPECT_GT(metric("mini_z2", "ratio/max").at(1), 1.0) << "the second update was on-policy: a weak comparison";
+}
+
+// train.trainable under parameter sharding: the frozen parameters stay resident (unsharded) and
+// bit-identical to the start, the trained ones equal the unsharded run's.
+TEST_F(GrpoE2E, ShardedTrainableSubsetEqualsOneRank) {
+  const auto sets = with({"train.trainable=[attention]"}, kShardedRl);
+  expect_ok(run({"attn_one", sets}, kShardedDeadline));
+  expect_ok(run({"attn_s2", with({"dist.shard_size=2"}, sets), 2}, kShardedDeadline));
+  expect_same_run("attn_one", "attn_s2");
+  auto start = checkpoint_weights(fs::join(prism::test::source_dir(), "configs/tiny/llama-tiny"));
+  auto end = checkpoint_weights(fs::join(out_dir("attn_s2"), "final"));
+  int frozen = 0, moved = 0;
+  for (const auto& [n, t] : start) {
+    const bool attn = n.find("self_attn.") != std::string::npos;
+    const auto& e = end.at(n);
+    if (attn) moved += !at::equal(t.to(at::kFloat), e.to(at::kFloat));
+    else {
+      ++frozen;
+      EXPECT_TRUE(at::equal(t.to(at::kFloat), e.to(at::kFloat))) << n;
+    }
+  }
+  EXPECT_GT(frozen, 0);
+  EXPECT_GT(moved, 0);
 }
 
 }  // namespace
