@@ -365,11 +365,8 @@ struct GrpoLoop {
     state.consecutive_skipped = runner->consecutive_skipped();
     state.extra["prompts"] = prompts->state_json();
     std::vector<std::pair<std::string, const models::CausalLM*>> extra_models;
-    std::shared_ptr<void> ref_full;  // sharded: the reference gathered (collective) to be written whole
-    if (ref && cfg.kl.ref_update_every > 0) {
-      ref_full = ref->gather_parameters();
-      extra_models.emplace_back("ref", ref.get());
-    }
+    // A sharded reference is gathered layer by layer by the checkpointer (CausalLM::gather_to_host).
+    if (ref && cfg.kl.ref_update_every > 0) extra_models.emplace_back("ref", ref.get());
     ckpt->save(*model, *opt, state, config::dump_config(cfg), extra_models);
   }
 

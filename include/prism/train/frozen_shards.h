@@ -6,7 +6,7 @@
 // (embeddings, final norm, lm_head) stay resident, as the policy's root unit does.
 //
 // Every forward is collective over the shard group (each rank must run the same forwards), like
-// the sharded policy's; CausalLM::gather_parameters() makes every parameter readable (to save it).
+// the sharded policy's; CausalLM::gather_to_host() copies it whole, one layer at a time (to save it).
 //
 // **Example**:
 //
