@@ -83,6 +83,8 @@ int cmd_plan(const PlanOptions& o) {
     auto cfg = config::load_config<rl::RlConfig>(o.config_path, o.sets);
     const std::string device = planned_device(o.device, cfg.model.device);
     in = rl::plan_input(cfg, models::CausalLM::read_config(cfg.model.path), world_from(o, cfg.dist), device);
+    train::set_rl_step(in, cfg.rollout.prompts_per_step, cfg.rollout.samples_per_prompt, cfg.train.mini_batches,
+                       cfg.train.trainable);
     configured = cfg.model.device_memory;
   } else {
     auto cfg = config::load_config<train::MidTrainConfig>(o.config_path, o.sets);

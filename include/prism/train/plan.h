@@ -46,10 +46,15 @@ struct MemoryPlanInput {
   int64_t micro_batch_rows = 1;        ///< rows per micro-batch (mid: data.micro_batch_size; GRPO: 1 packed row)
   int64_t seq_len = 0;                 ///< tokens per row (a micro-batch is packed into one row of rows x seq_len)
   bool optimizer_update_check = true;  ///< train.max_update_ratio > 0: the update-size guard's temporaries
+  /// train.trainable (model_setup.h trainable_mask): frozen parameters get no gradient, no master
+  /// copy, no moments, and stay resident (unsharded) under parameter sharding.
+  std::vector<std::string> trainable{"all"};
   // GRPO only.
   int64_t decode_rows = 0;       ///< DecodeState rows: rollout.slots + the engine's prefix row
   int64_t decode_length = 0;     ///< DecodeState max length (prompt + completion)
   bool reference_model = false;  ///< kl.beta > 0: a frozen copy of the policy
+  int64_t rollouts_per_rank = 0;  ///< samples one rank packs per step (0: the rollout batch is not counted)
+  int64_t mini_batches = 1;       ///< train.mini_batches (> 1: the pre-update policy's log-probs are kept)
   std::string job = "mid";       ///< "mid" | "rl", for the messages
 };
 
@@ -69,6 +74,12 @@ struct MemoryPlan {
   /// The largest item (the one to shrink first).
   const MemoryItem& biggest() const;
 };
+
+/// GRPO's per-step inputs of the plan from its config values (rl::plan_input and `prism-train plan`):
+/// the rollouts one rank packs (prompts_per_step / world_size x samples_per_prompt), the
+/// mini-batches, and train.trainable.
+void set_rl_step(MemoryPlanInput& in, int64_t prompts_per_step, int64_t samples_per_prompt, int64_t mini_batches,
+                 const std::vector<std::string>& trainable);
 
 /// The per-rank plan of `in`. Throws prism::Error for an impossible layout (shard_size not
 /// dividing world_size, seq_len 0).
