@@ -235,18 +235,27 @@ Activations activations(const MemoryPlanInput& in, bool checkpointing, const Uni
   // A frozen lm head gets no dW (the heads compute only the gradients autograd asks for).
   const double dw = u.lm_head_trained ? V * D * (e + (e < kF32 ? kF32 : 0)) : 0.0;
   if (in.job == "rl") {
-    // GRPO's head (rl/rollout_batch.cpp token_logprobs, ops/linear_logprobs.cpp) on the labelled
-    // rows (at most all T): forward keeps their hidden rows (a copy), the fp32 log-prob, entropy
-    // and log-sum-exp per row and, on the ATen path, the whole [rows, V] logits (up to 2 GiB);
-    // the log-probs and entropies scattered back to [T] fp32 and the policy loss's fp32 per-token
-    // temporaries (ratio, clipped terms, KL, mask, ...: about 16) live until backward. Backward:
-    // one [chunk, V] buffer (ATen: plus 3 fp32 copies of it), dH and the dW accumulator.
-    const double kept = !in.cuda && T * V * e <= 2.0 * 1024 * 1024 * 1024 ? T * V * e : 0.0;
-    const double per_token = T * (D * e + 5 * kF32 + 2 * kF32 + 16 * kF32);
-    const double chunk = chunk_rows * V * (e + (in.cuda ? 0 : 3 * kF32));
-    a.head = per_token + kept + chunk + T * D * e + dw;
-    a.head_detail = str("log-probs of ", num(T), " rows: ", kept > 0 ? "kept logits " : "logits chunk ",
-                        num(kept > 0 ? T : chunk_rows), " x ", num(V), " + dH + dW ", num(V), " x ", num(D));
+    // GRPO's head (rl/rollout_batch.cpp token_logprobs, ops/linear_logprobs.cpp) runs on the rows
+    // that predict a completion token: N = T x max_new / (max_new + shortest prompt - 1) at most
+    // when the prompts are known, else all T. Forward keeps their hidden rows (a copy), fp32
+    // log-prob, entropy, log-sum-exp and a saved entropy per row and, on the ATen path, the whole
+    // [N, V] logits (up to 2 GiB); the log-probs and entropies scattered back to [T] fp32 and the
+    // policy loss's fp32 per-token temporaries (ratio, clipped terms, KL, mask, ...: about 16)
+    // live until backward. Backward: one [chunk, V] buffer (ATen: plus 3 fp32 copies of it), dH of
+    // the N rows and of all T (index_select's backward), the dW accumulator.
+    double N = T;
+    if (in.prompt_tokens > 0 && in.max_new_tokens > 0) {
+      const double shortest = static_cast<double>(std::max<int64_t>(1, in.shortest_prompt_tokens));
+      const double mx = static_cast<double>(in.max_new_tokens);
+      N = std::min(T, std::ceil(T * mx / (mx + shortest - 1)));
+    }
+    const double rows = std::min(N, chunk_rows);
+    const double kept = !in.cuda && N * V * e <= 2.0 * 1024 * 1024 * 1024 ? N * V * e : 0.0;
+    const double per_token = N * (D * e + 4 * kF32) + T * (2 * kF32 + 16 * kF32);
+    const double chunk = rows * V * (e + (in.cuda ? 0 : 3 * kF32));
+    a.head = per_token + kept + chunk + (N + T) * D * e + dw;
+    a.head_detail = str("log-probs of ", num(N), " completion rows: ", kept > 0 ? "kept logits " : "logits chunk ",
+                        num(kept > 0 ? N : rows), " x ", num(V), " + dH + dW ", num(V), " x ", num(D));
   } else {
     const double logits = chunk_rows * V * (e + (in.cuda ? 0 : 2 * kF32));
     a.head = T * D * e + dw + logits;
@@ -398,19 +407,24 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     p.items.push_back({"optimizer temporaries", std::max(0.0, 2 * chunk * kF32 - act.saved - act.working),
                        "update-size guard: 2 fp32 copies of the largest segment, beyond the freed activations"});
   }
-  if (in.decode_rows > 0 && in.decode_length > 0) {
+  // A rollout is at most the longest prompt + max_new_tokens (when known) and at most decode_length.
+  const int64_t rollout_len = in.prompt_tokens > 0 && in.max_new_tokens > 0
+                                  ? std::min(in.decode_length, in.prompt_tokens + in.max_new_tokens)
+                                  : in.decode_length;
+  if (in.decode_rows > 0 && rollout_len > 0) {
     const auto& c = in.model;
     double per_row = 0;
     for (const auto& layer : c.layers)
       for (const auto& b : layer.blocks) {
         if (b.kind == BlockKind::kAttention)
-          per_row += 2.0 * static_cast<double>(c.num_kv_heads * c.head_dim) * static_cast<double>(in.decode_length) * e;
+          per_row += 2.0 * static_cast<double>(c.num_kv_heads * c.head_dim) * static_cast<double>(rollout_len) * e;
         else if (b.kind == BlockKind::kMamba2)
           per_row += static_cast<double>(c.mamba.conv_dim() * (c.mamba.conv_kernel - 1)) * e +
                      static_cast<double>(c.mamba.num_heads * c.mamba.head_dim * c.mamba.state_size) * kF32;
       }
     p.items.push_back({"decode cache", per_row * static_cast<double>(in.decode_rows),
-                       str(in.decode_rows, " rows x ", in.decode_length, " tokens (KV, conv, SSM state)")});
+                       str(in.decode_rows, " rows x ", rollout_len, " tokens (KV, conv, SSM state)",
+                           rollout_len < in.decode_length ? " (the longest prompt + max_new_tokens)" : "")});
   }
   if (in.reference_model) {
     // A frozen copy of the whole policy (also of parameters train.trainable freezes); under
@@ -423,15 +437,14 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
       p.items.push_back(
           {"reference model", u.total * e, str("frozen ", num(u.total), " x ", e, " B (kl.beta > 0)")});
   }
-  if (in.job == "rl" && in.rollouts_per_rank > 0 && in.decode_length > 0) {
+  if (in.job == "rl" && in.rollouts_per_rank > 0 && rollout_len > 0) {
     // The step's packed micro-batches, all alive from packing to the last update: input ids,
     // positions, labels, sequence ids (int64), mask (bool), advantages and sampler log-probs
-    // (fp32) per token, plus the reference's and the pre-update policy's fp32 log-probs. Rollouts
-    // are at most decode_length tokens.
-    const double tokens = static_cast<double>(in.rollouts_per_rank) * static_cast<double>(in.decode_length);
+    // (fp32) per token, plus the reference's and the pre-update policy's fp32 log-probs.
+    const double tokens = static_cast<double>(in.rollouts_per_rank) * static_cast<double>(rollout_len);
     const double per = 4 * 8 + 1 + 2 * kF32 + (in.reference_model ? kF32 : 0) + (in.mini_batches > 1 ? kF32 : 0);
     p.items.push_back({"rollout batch", tokens * per,
-                       str(in.rollouts_per_rank, " rollouts x ", in.decode_length, " tokens x ", per,
+                       str(in.rollouts_per_rank, " rollouts x ", rollout_len, " tokens x ", per,
                            " B (ids, labels, masks, advantages, fp32 log-probs)")});
   }
   if (in.job == "rl" && sharded) {
@@ -449,10 +462,14 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
 }
 
 void set_rl_step(MemoryPlanInput& in, int64_t prompts_per_step, int64_t samples_per_prompt, int64_t mini_batches,
-                 const std::vector<std::string>& trainable) {
+                 const std::vector<std::string>& trainable, int64_t max_new_tokens, int64_t shortest_prompt,
+                 int64_t longest_prompt) {
   in.rollouts_per_rank = prompts_per_step / std::max<int64_t>(1, in.world_size) * samples_per_prompt;
   in.mini_batches = mini_batches;
   in.trainable = trainable;
+  in.max_new_tokens = max_new_tokens;
+  in.shortest_prompt_tokens = shortest_prompt;
+  in.prompt_tokens = longest_prompt;
 }
 
 std::string format_plan(const MemoryPlan& plan, double device_bytes) {

@@ -23,7 +23,9 @@
 #include "prism/models/causal_lm.h"
 #include "prism/models/decode_state.h"
 #include "prism/ops/linear_cross_entropy.h"
+#include "prism/io/tokenizer.h"
 #include "prism/rl/grpo.h"
+#include "prism/rl/prompts.h"
 #include "prism/train/model_setup.h"
 #include "prism/train/plan.h"
 #include "prism/train/run_context.h"
@@ -606,8 +608,18 @@ TEST_P(PlanRlVsMeasured, WithinTenPercent) {
   sets.insert(sets.end(), c.sets.begin(), c.sets.end());
   const auto cfg = prism::config::load_config<prism::rl::RlConfig>(prism::fs::join(src, "configs/rl/tiny-cpu.yaml"), sets);
   auto in = prism::rl::plan_input(cfg, CausalLM::read_config(cfg.model.path), 1, "cpu");
+  // The shortest and longest prompt as the engine sees them (rendered and tokenized; the set has no
+  // domain weights, so one pass of draws holds every prompt).
+  const auto tok = prism::io::Tokenizer::from_file(prism::fs::join(cfg.model.path, "tokenizer.json"));
+  prism::rl::PromptSet prompts(cfg.data, *tok, 1 << 20);
+  int64_t shortest = 1 << 20, longest = 0;
+  for (const auto& p : prompts.take(prompts.size())) {
+    shortest = std::min(shortest, static_cast<int64_t>(p.tokens.size()));
+    longest = std::max(longest, static_cast<int64_t>(p.tokens.size()));
+  }
+  EXPECT_GT(shortest, 5);
   prism::train::set_rl_step(in, cfg.rollout.prompts_per_step, cfg.rollout.samples_per_prompt, cfg.train.mini_batches,
-                            cfg.train.trainable);
+                            cfg.train.trainable, cfg.rollout.max_new_tokens, shortest, longest);
   const auto plan = prism::train::plan_memory(in);
   double peak = 0;
   {

@@ -55,6 +55,12 @@ struct MemoryPlanInput {
   bool reference_model = false;  ///< kl.beta > 0: a frozen copy of the policy
   int64_t rollouts_per_rank = 0;  ///< samples one rank packs per step (0: the rollout batch is not counted)
   int64_t mini_batches = 1;       ///< train.mini_batches (> 1: the pre-update policy's log-probs are kept)
+  /// The longest rendered prompt (tokens) and rollout.max_new_tokens, both > 0 when known: the
+  /// engine sizes its DecodeState for prompt + completion, so decode_length shrinks to their sum;
+  /// with the shortest prompt they bound the completion rows of a packed micro-batch (the lm head's rows).
+  int64_t prompt_tokens = 0;
+  int64_t shortest_prompt_tokens = 0;
+  int64_t max_new_tokens = 0;
   std::string job = "mid";       ///< "mid" | "rl", for the messages
 };
 
@@ -77,9 +83,11 @@ struct MemoryPlan {
 
 /// GRPO's per-step inputs of the plan from its config values (rl::plan_input and `prism-train plan`):
 /// the rollouts one rank packs (prompts_per_step / world_size x samples_per_prompt), the
-/// mini-batches, and train.trainable.
+/// mini-batches, train.trainable, rollout.max_new_tokens and the shortest / longest rendered prompt
+/// in tokens (0: unknown; then rollouts are bounded by decode_length alone).
 void set_rl_step(MemoryPlanInput& in, int64_t prompts_per_step, int64_t samples_per_prompt, int64_t mini_batches,
-                 const std::vector<std::string>& trainable);
+                 const std::vector<std::string>& trainable, int64_t max_new_tokens, int64_t shortest_prompt,
+                 int64_t longest_prompt);
 
 /// The per-rank plan of `in`. Throws prism::Error for an impossible layout (shard_size not
 /// dividing world_size, seq_len 0).
