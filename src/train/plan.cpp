@@ -203,8 +203,10 @@ Activations activations(const MemoryPlanInput& in, bool checkpointing, const Uni
       if (!grad_in && !norm_trained && !mixer_trained) {
         b = 0;
       } else {
-        if (!grad_in) b -= in.cuda ? e * D + kF32 : kF32 * D + e * D + 2 * kF32;  // the norm keeps nothing for itself
-        else if (!norm_trained && !in.cuda) b -= e * D;
+        if (!grad_in)
+          b -= in.cuda ? e * D + kF32 : kF32 * D + e * D + 2 * kF32;  // the norm keeps nothing for itself
+        else if (!norm_trained && !in.cuda)
+          b -= e * D;
         if (!mixer_trained) {
           b -= e * D;
           if (kind == BlockKind::kAttention && !in.cuda && c.sliding_window == 0)
@@ -259,14 +261,15 @@ Activations activations(const MemoryPlanInput& in, bool checkpointing, const Uni
   } else {
     const double logits = chunk_rows * V * (e + (in.cuda ? 0 : 2 * kF32));
     a.head = T * D * e + dw + logits;
-    a.head_detail =
-        str("logits ", num(chunk_rows), " x ", num(V), " + dH ", num(T), " x ", num(D), " + dW ", num(V), " x ", num(D));
+    a.head_detail = str("logits ", num(chunk_rows), " x ", num(V), " + dH ", num(T), " x ", num(D), " + dW ", num(V),
+                        " x ", num(D));
   }
   // Backward of one layer: the incoming and outgoing hidden gradients, the gradients of the
   // widest intermediates (three at a time) and one weight gradient before the hook moves it into
   // the fp32 bucket; under checkpointing also the recomputed layer's saved tensors.
   const double width = std::max({static_cast<double>(c.intermediate_size), static_cast<double>(c.mamba.inner()), D});
-  double backward = T * e * (2 * D + 3 * width) + e * u.largest_matrix + T * D * e + (u.lm_head_trained ? V * D * e : 0.0);
+  double backward =
+      T * e * (2 * D + 3 * width) + e * u.largest_matrix + T * D * e + (u.lm_head_trained ? V * D * e : 0.0);
   if (checkpointing) backward += a.one_layer;
   a.working = std::max(a.head, backward);
   return a;
@@ -434,8 +437,7 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
                          str("frozen: ", num(u.outside), " x ", e, " B gathered + ", num(u.total - u.outside), " x ", e,
                              " B / ", num(S), " (kl.beta > 0)")});
     else
-      p.items.push_back(
-          {"reference model", u.total * e, str("frozen ", num(u.total), " x ", e, " B (kl.beta > 0)")});
+      p.items.push_back({"reference model", u.total * e, str("frozen ", num(u.total), " x ", e, " B (kl.beta > 0)")});
   }
   if (in.job == "rl" && in.rollouts_per_rank > 0 && rollout_len > 0) {
     // The step's packed micro-batches, all alive from packing to the last update: input ids,

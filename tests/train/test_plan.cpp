@@ -4,6 +4,12 @@
 //    forward, fused linear + cross-entropy, backward, AdamW, twice. Not counted: oneDNN / BLAS
 //    scratch, allocator fragmentation, code and the loader (the planner does not count them either).
 //  * hand arithmetic written out in the test for Llama-3.1-8B (parameters, gradients, AdamW state).
+//  * issue 19's "peak memory per rank falls with the shard count as planned": the same counter in
+//    every rank of real 1-, 2- and 4-rank jobs over TCP (this binary re-run as the ranks), with the
+//    parameter / gradient / optimizer terms also written out by hand; attention-only training
+//    (train.trainable) measured the same way, sharded and not.
+//  * GRPO: `prism-train rl` (rl::run_grpo, configs/rl/tiny-cpu.yaml) run in this process under
+//    the counter, with and without a reference model.
 #include <ATen/ATen.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
@@ -17,13 +23,14 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "distributed/spawn_util.h"
 #include "prism/core/config.h"
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
+#include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
 #include "prism/models/decode_state.h"
 #include "prism/ops/linear_cross_entropy.h"
-#include "prism/io/tokenizer.h"
 #include "prism/rl/grpo.h"
 #include "prism/rl/prompts.h"
 #include "prism/train/model_setup.h"
@@ -31,7 +38,6 @@
 #include "prism/train/run_context.h"
 #include "prism/train/step.h"
 #include "prism/train/train_config.h"
-#include "distributed/spawn_util.h"
 #include "util/test_util.h"
 
 using prism::models::CausalLM;
@@ -237,25 +243,22 @@ TEST_P(PlanVsMeasured, WithinTenPercent) {
 
 const std::string kLlama = llama_json(256, 768, 4, 8, 4, 4096);
 
-INSTANTIATE_TEST_SUITE_P(Small, PlanVsMeasured,
-                         ::testing::Values(Case{"llama_fp32", kLlama, at::kFloat, 1, 512, false, 0.03},
-                                           Case{"llama_fp32_ckpt", kLlama, at::kFloat, 1, 512, true, 0.03},
-                                           Case{"llama_fp32_2x1024", kLlama, at::kFloat, 2, 1024, false, 0.03},
-                                           Case{"llama_bf16", kLlama, at::kBFloat16, 1, 512, false, 0.03},
-                                           Case{"llama_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true, 0.03},
-                                           Case{"llama_mha_fp32", llama_json(384, 1024, 3, 6, 6, 8192), at::kFloat, 1,
-                                                768, false, 0.03},
-                                           Case{"hybrid_fp32", hybrid_json(), at::kFloat, 1, 512, false, 0.10},
-                                           Case{"hybrid_fp32_ckpt", hybrid_json(), at::kFloat, 1, 512, true, 0.10},
-                                           Case{"hybrid_bf16", hybrid_json(), at::kBFloat16, 1, 512, false, 0.10},
-                                           // train.trainable: attention (the long-context stage's option).
-                                           Case{"llama_attn_only_fp32", kLlama, at::kFloat, 1, 512, false, 0.03,
-                                                {"attention"}},
-                                           Case{"llama_attn_only_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true,
-                                                0.03, {"attention"}},
-                                           Case{"hybrid_attn_only_fp32", hybrid_json(), at::kFloat, 1, 512, false,
-                                                0.10, {"attention"}}),
-                         [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+INSTANTIATE_TEST_SUITE_P(
+    Small, PlanVsMeasured,
+    ::testing::Values(Case{"llama_fp32", kLlama, at::kFloat, 1, 512, false, 0.03},
+                      Case{"llama_fp32_ckpt", kLlama, at::kFloat, 1, 512, true, 0.03},
+                      Case{"llama_fp32_2x1024", kLlama, at::kFloat, 2, 1024, false, 0.03},
+                      Case{"llama_bf16", kLlama, at::kBFloat16, 1, 512, false, 0.03},
+                      Case{"llama_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true, 0.03},
+                      Case{"llama_mha_fp32", llama_json(384, 1024, 3, 6, 6, 8192), at::kFloat, 1, 768, false, 0.03},
+                      Case{"hybrid_fp32", hybrid_json(), at::kFloat, 1, 512, false, 0.10},
+                      Case{"hybrid_fp32_ckpt", hybrid_json(), at::kFloat, 1, 512, true, 0.10},
+                      Case{"hybrid_bf16", hybrid_json(), at::kBFloat16, 1, 512, false, 0.10},
+                      // train.trainable: attention (the long-context stage's option).
+                      Case{"llama_attn_only_fp32", kLlama, at::kFloat, 1, 512, false, 0.03, {"attention"}},
+                      Case{"llama_attn_only_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true, 0.03, {"attention"}},
+                      Case{"hybrid_attn_only_fp32", hybrid_json(), at::kFloat, 1, 512, false, 0.10, {"attention"}}),
+    [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
 }  // namespace
 
@@ -525,12 +528,12 @@ std::vector<double> measure_ranks(int shards, const std::string& trainable = "al
   std::vector<std::string> logs;
   for (int r = 0; r < shards; ++r) {
     logs.push_back(prism::fs::join(dir, prism::str("rank", r, ".log")));
-    pids.push_back(dist::spawn({self_exe(), "--gtest_filter=PlanShardedRank.MeasureOneRank"},
-                               {prism::str("RANK=", r), prism::str("WORLD_SIZE=", shards), prism::str("LOCAL_RANK=", r),
-                                prism::str("LOCAL_WORLD_SIZE=", shards), "MASTER_ADDR=127.0.0.1",
-                                prism::str("MASTER_PORT=", port), "PRISM_PLAN_RANK_OUT=" + dir,
-                                "PRISM_PLAN_TRAINABLE=" + trainable},
-                               logs.back()));
+    pids.push_back(
+        dist::spawn({self_exe(), "--gtest_filter=PlanShardedRank.MeasureOneRank"},
+                    {prism::str("RANK=", r), prism::str("WORLD_SIZE=", shards), prism::str("LOCAL_RANK=", r),
+                     prism::str("LOCAL_WORLD_SIZE=", shards), "MASTER_ADDR=127.0.0.1", prism::str("MASTER_PORT=", port),
+                     "PRISM_PLAN_RANK_OUT=" + dir, "PRISM_PLAN_TRAINABLE=" + trainable},
+                    logs.back()));
   }
   const auto res = dist::wait_all(pids, logs, 300);
   std::vector<double> peaks;
@@ -589,9 +592,9 @@ TEST(PlanSharded, PeakPerRankFallsWithTheShardCountAsPlanned) {
 // on 2 ranks.
 TEST(PlanSharded, FrozenParametersStayResidentAndGetNoState) {
   const auto plan = prism::train::plan_memory(shard_input(2, "attention"));
-  EXPECT_DOUBLE_EQ(item(plan, "parameters"), 6820096.0 * 4);       // frozen, resident (trained fp32 shards = master)
+  EXPECT_DOUBLE_EQ(item(plan, "parameters"), 6820096.0 * 4);  // frozen, resident (trained fp32 shards = master)
   EXPECT_DOUBLE_EQ(item(plan, "master weights"), 2097152.0 * 4 / 2);
-  EXPECT_DOUBLE_EQ(item(plan, "gradients"), 2097152.0 * 4 / 2);    // the root unit has no trained parameter
+  EXPECT_DOUBLE_EQ(item(plan, "gradients"), 2097152.0 * 4 / 2);  // the root unit has no trained parameter
   EXPECT_DOUBLE_EQ(item(plan, "optimizer state"), 2 * 2097152.0 * 4 / 2);
   // 2 gathered layers of 262,144 trained parameters (fp32) + 2 reduce-scatters (fp32 + fp32 / 2).
   EXPECT_DOUBLE_EQ(item(plan, "communication buffers"), 262144.0 * (2 * 4 + 2 * (4 + 2)));
@@ -615,8 +618,8 @@ TEST(PlanSharded, GrpoReferenceAndRolloutGather) {
   EXPECT_DOUBLE_EQ(item(plan, "reference model"), 524544.0 * 4 + 8392704.0 * 4 / 4);
   // Decoding gathers every layer (8,392,704 x 4 B); the update's activations, loss head and
   // gather buffers are not alive then, so only what exceeds them counts.
-  const double update = item(plan, "activations") + item(plan, "loss head + backward") +
-                        item(plan, "communication buffers");
+  const double update =
+      item(plan, "activations") + item(plan, "loss head + backward") + item(plan, "communication buffers");
   EXPECT_DOUBLE_EQ(item(plan, "rollout: gathered policy"), std::max(0.0, 8392704.0 * 4 - update));
   EXPECT_GT(item(plan, "rollout: gathered policy"), 0.0);
 }
@@ -640,10 +643,14 @@ RlRun plan_and_measure_rl(const std::vector<std::string>& extra) {
   std::vector<std::string> sets = {"output_dir=" + prism::fs::join(dir, "out"),
                                    "model.path=" + prism::fs::join(src, "configs/tiny/llama-tiny"),
                                    "data.prompts=[" + prism::fs::join(src, "configs/rl/data/toy-sevens.jsonl") + "]",
-                                   "train.steps=2", "train.log_every=1", "train.threads=2", "checkpoint.every=1000",
+                                   "train.steps=2",
+                                   "train.log_every=1",
+                                   "train.threads=2",
+                                   "checkpoint.every=1000",
                                    "checkpoint.export_final=false"};
   sets.insert(sets.end(), extra.begin(), extra.end());
-  const auto cfg = prism::config::load_config<prism::rl::RlConfig>(prism::fs::join(src, "configs/rl/tiny-cpu.yaml"), sets);
+  const auto cfg =
+      prism::config::load_config<prism::rl::RlConfig>(prism::fs::join(src, "configs/rl/tiny-cpu.yaml"), sets);
   auto in = prism::rl::plan_input(cfg, CausalLM::read_config(cfg.model.path), 1, "cpu");
   // The shortest and longest prompt as the engine sees them (rendered and tokenized; the set has no
   // domain weights, so one pass of draws holds every prompt).
@@ -673,7 +680,8 @@ RlRun plan_and_measure_rl(const std::vector<std::string>& extra) {
 // the 106,816 parameters) within 10 % of what turning it on (kl.beta > 0) adds to the measured peak.
 TEST(PlanRl, TinyCpuConfigPlannedVsMeasured) {
   const std::vector<std::pair<const char*, std::vector<std::string>>> cases = {
-      {"as_configured", {}}, {"reference_beta", {"kl.beta=0.05"}},
+      {"as_configured", {}},
+      {"reference_beta", {"kl.beta=0.05"}},
       {"two_updates_reference", {"kl.beta=0.05", "train.mini_batches=2"}}};
   std::map<std::string, RlRun> runs;
   for (const auto& [name, sets] : cases) {

@@ -88,7 +88,8 @@ std::pair<int64_t, int64_t> prompt_lengths(const rl::RlConfig& cfg, const models
   if (!fs::exists(tok_path)) return {0, 0};
   const auto tok = io::Tokenizer::from_file(tok_path);
   const int64_t ctx = model.max_position_embeddings;
-  rl::PromptSet prompts(cfg.data, *tok, ctx > 0 ? ctx - cfg.rollout.max_new_tokens : std::numeric_limits<int64_t>::max());
+  rl::PromptSet prompts(cfg.data, *tok,
+                        ctx > 0 ? ctx - cfg.rollout.max_new_tokens : std::numeric_limits<int64_t>::max());
   std::map<std::string, int64_t> left;
   for (const auto& d : prompts.domains()) left[d] = prompts.size(d);
   int64_t shortest = std::numeric_limits<int64_t>::max(), longest = 0, draws = 0;

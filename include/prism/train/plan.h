@@ -9,9 +9,12 @@
 // gradient accumulators, the AdamW moments (2 x fp32), what autograd keeps for backward in one
 // micro-batch (with or without activation checkpointing) plus the backward working set, the lm
 // head's chunked loss (logits chunk, stashed dH / dW), communication buffers, and for GRPO the
-// rollout engine's DecodeState and the frozen reference model. Activations follow the ops prism
-// runs: the ATen reference path (CPU) is measured against (tests/train/test_plan.cpp, within 10 %);
-// the CUDA-kernel path counts the tensors the kernels save (flash attention keeps no scores).
+// rollout engine's DecodeState, the frozen reference model, the log-prob head and policy loss on
+// the completion rows, the step's packed rollouts and, under parameter sharding, the policy
+// gathered for decoding. Frozen parameters (train.trainable) get no gradient or optimizer state
+// and stay resident; autograd keeps less around them. Activations follow the ops prism runs: the
+// ATen reference path (CPU) is measured against (tests/train/test_plan.cpp, within 10 %); the
+// CUDA-kernel path counts the tensors the kernels save (flash attention keeps no scores).
 //
 // **Example**:
 //
@@ -50,9 +53,9 @@ struct MemoryPlanInput {
   /// copy, no moments, and stay resident (unsharded) under parameter sharding.
   std::vector<std::string> trainable{"all"};
   // GRPO only.
-  int64_t decode_rows = 0;       ///< DecodeState rows: rollout.slots + the engine's prefix row
-  int64_t decode_length = 0;     ///< DecodeState max length (prompt + completion)
-  bool reference_model = false;  ///< kl.beta > 0: a frozen copy of the policy
+  int64_t decode_rows = 0;        ///< DecodeState rows: rollout.slots + the engine's prefix row
+  int64_t decode_length = 0;      ///< DecodeState max length (prompt + completion)
+  bool reference_model = false;   ///< kl.beta > 0: a frozen copy of the policy
   int64_t rollouts_per_rank = 0;  ///< samples one rank packs per step (0: the rollout batch is not counted)
   int64_t mini_batches = 1;       ///< train.mini_batches (> 1: the pre-update policy's log-probs are kept)
   /// The longest rendered prompt (tokens) and rollout.max_new_tokens, both > 0 when known: the
@@ -61,7 +64,7 @@ struct MemoryPlanInput {
   int64_t prompt_tokens = 0;
   int64_t shortest_prompt_tokens = 0;
   int64_t max_new_tokens = 0;
-  std::string job = "mid";       ///< "mid" | "rl", for the messages
+  std::string job = "mid";  ///< "mid" | "rl", for the messages
 };
 
 /// One line of the plan: bytes per rank.
