@@ -256,7 +256,7 @@ Activations activations(const MemoryPlanInput& in, bool checkpointing, const Uni
     const double per_token = N * (D * e + 4 * kF32) + T * (2 * kF32 + 16 * kF32);
     const double chunk = rows * V * (e + (in.cuda ? 0 : 3 * kF32));
     a.head = per_token + kept + chunk + (N + T) * D * e + dw;
-    a.head_detail = str("log-probs of ", num(N), " completion rows: ", kept > 0 ? "kept logits " : "logits chunk ",
+    a.head_detail = str(num(N), " completion rows: ", kept > 0 ? "kept logits " : "logits chunk ",
                         num(kept > 0 ? N : rows), " x ", num(V), " + dH + dW ", num(V), " x ", num(D));
   } else {
     const double logits = chunk_rows * V * (e + (in.cuda ? 0 : 2 * kF32));
@@ -393,7 +393,9 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
                          format_bytes(ckpt.saved), " checkpointed / ", format_bytes(full.saved), " not)")});
   const double bw = act.working - act.head;
   p.items.push_back({"loss head + backward", act.working,
-                     act.head >= bw ? str("lm head chunked loss: ", act.head_detail) : "backward of one layer"});
+                     act.head >= bw
+                         ? str(in.job == "rl" ? "lm head log-probs: " : "lm head chunked loss: ", act.head_detail)
+                         : "backward of one layer"});
   if (sharded) {
     // The gathered current and prefetched layer (compute dtype) and two reduce-scatters in flight
     // (the layer's fp32 gradient and the fp32 piece it reduces into).
