@@ -79,12 +79,13 @@ Units units(const ModelConfig& c, const std::vector<std::string>& trainable) {
   for (size_t k = 0; k < params.size(); ++k) {
     const double n = static_cast<double>(params[k].second.numel());
     u.total += n;
-    if (layer_of.at(params[k].first) < 0) u.outside += n;
+    if (auto it = layer_of.find(params[k].first); it == layer_of.end() || it->second < 0) u.outside += n;
     if (!mask[k]) continue;
     u.trained += n;
     u.largest_matrix = std::max(u.largest_matrix, n);
     if (params[k].second.is_same(head)) u.lm_head_trained = true;
-    const int64_t layer = layer_of.at(params[k].first);
+    const auto it = layer_of.find(params[k].first);
+    const int64_t layer = it == layer_of.end() ? -1 : it->second;
     if (layer < 0)
       u.root += n;
     else
@@ -98,11 +99,15 @@ Units units(const ModelConfig& c, const std::vector<std::string>& trainable) {
       if (it->second) return true;
     return false;
   };
-  u.embedding_trained = trained.at(c.embed_name);
-  u.final_norm_trained = trained.at(c.final_norm_name);
+  auto is_trained = [&](const std::string& name) {
+    auto it = trained.find(name);
+    return it != trained.end() && it->second;
+  };
+  u.embedding_trained = is_trained(c.embed_name);
+  u.final_norm_trained = is_trained(c.final_norm_name);
   for (const auto& layer : c.layers) {
     u.blocks.emplace_back();
-    for (const auto& b : layer.blocks) u.blocks.back().emplace_back(trained.at(b.norm), any_with_prefix(b.prefix));
+    for (const auto& b : layer.blocks) u.blocks.back().emplace_back(is_trained(b.norm), any_with_prefix(b.prefix));
   }
   return u;
 }
