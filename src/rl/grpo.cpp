@@ -629,6 +629,10 @@ train::MemoryPlanInput plan_input(const RlConfig& cfg, const models::ModelConfig
   in.decode_rows = cfg.rollout.slots + 1;
   in.reference_model = cfg.kl.beta > 0;
   in.job = "rl";
+  // The prompts are not read yet when the trainer checks the plan: lengths unknown (0), so the
+  // rollouts are bounded by decode_length; `prism-train plan` tokenizes them for the tighter figure.
+  train::set_rl_step(in, cfg.rollout.prompts_per_step, cfg.rollout.samples_per_prompt, cfg.train.mini_batches,
+                     cfg.train.trainable, cfg.rollout.max_new_tokens, 0, 0);
   return in;
 }
 

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <sstream>
 
 #include "prism/core/error.h"
@@ -15,6 +16,7 @@
 #include "prism/data/mixture.h"
 #include "prism/models/causal_lm.h"
 #include "prism/runtime/runtime.h"
+#include "prism/train/model_setup.h"
 
 namespace prism::train {
 namespace {
@@ -43,35 +45,70 @@ std::string num(double x) {
   return buf;
 }
 
-// Parameter sharding's units (optimizer.cpp ParamSharding): every decoder layer is gathered on
-// demand; the root unit (embeddings, final norm, lm head) stays gathered.
+// Parameter sharding's units (optimizer.cpp ParamSharding, model_setup.cpp make_optimizer): every
+// decoder layer's trained parameters are gathered on demand; the root unit (the trained parameters
+// outside the layers: embeddings, final norm, lm head) stays gathered. Frozen parameters
+// (train.trainable) are in no unit: resident, unsharded, without gradient or optimizer state.
 struct Units {
   double total = 0;
-  double root = 0;            // elements outside the decoder layers
-  double largest_layer = 0;   // elements of the largest decoder layer
-  double largest_matrix = 0;  // elements of the largest single weight (its gradient is materialised once)
+  double trained = 0;         // elements train.trainable selects
+  double root = 0;            // trained elements outside the decoder layers
+  double largest_layer = 0;   // trained elements of the largest decoder layer
+  double largest_matrix = 0;  // elements of the largest trained weight (its gradient is materialised once)
+  double outside = 0;         // all elements outside the decoder layers (a sharded reference's root unit)
+  bool lm_head_trained = true;
+  bool embedding_trained = true;
+  bool final_norm_trained = true;
+  // Per layer and block: whether its pre-norm weight / its mixer has a trained parameter.
+  std::vector<std::vector<std::pair<bool, bool>>> blocks;
 };
 
-Units units(const ModelConfig& c) {
+Units units(const ModelConfig& c, const std::vector<std::string>& trainable) {
+  // The trainer's own selection, on a model of the right shapes that allocates nothing.
+  models::LoadOptions lo;
+  lo.device = "meta";
+  const auto meta = models::CausalLM::from_config(c, lo);
+  const auto mask = trainable_mask(*meta, trainable);
+  std::map<std::string, int64_t> layer_of;
+  for (const auto& i : meta->parameter_infos()) layer_of[i.name] = i.layer;
+  const auto& params = meta->named_parameters();
+  const auto& head = meta->lm_head_weight();
+  std::map<int64_t, double> per_layer;
   Units u;
-  u.total = models::CausalLM::parameter_count(c);
-  ModelConfig base = c;
-  base.layers.clear();
-  const double outside = models::CausalLM::parameter_count(base);
-  u.root = outside;
-  for (const auto& layer : c.layers) {
-    ModelConfig one = base;
-    one.layers = {layer};
-    u.largest_layer = std::max(u.largest_layer, models::CausalLM::parameter_count(one) - outside);
+  u.lm_head_trained = false;
+  for (size_t k = 0; k < params.size(); ++k) {
+    const double n = static_cast<double>(params[k].second.numel());
+    u.total += n;
+    if (auto it = layer_of.find(params[k].first); it == layer_of.end() || it->second < 0) u.outside += n;
+    if (!mask[k]) continue;
+    u.trained += n;
+    u.largest_matrix = std::max(u.largest_matrix, n);
+    if (params[k].second.is_same(head)) u.lm_head_trained = true;
+    const auto it = layer_of.find(params[k].first);
+    const int64_t layer = it == layer_of.end() ? -1 : it->second;
+    if (layer < 0)
+      u.root += n;
+    else
+      per_layer[layer] += n;
   }
-  const double vd = static_cast<double>(c.vocab_size) * static_cast<double>(c.hidden_size);
-  const double D = static_cast<double>(c.hidden_size);
-  const double F = static_cast<double>(c.intermediate_size);
-  const double mat = std::max(
-      {vd, D * F * (c.mlp == models::MlpKind::kFusedSwiGLU ? 2.0 : 1.0),
-       D * static_cast<double>(c.num_heads * c.head_dim),
-       D * static_cast<double>(2 * c.mamba.inner() + 2 * c.mamba.n_groups * c.mamba.state_size + c.mamba.num_heads)});
-  u.largest_matrix = mat;
+  for (const auto& [l, n] : per_layer) u.largest_layer = std::max(u.largest_layer, n);
+  std::map<std::string, bool> trained;
+  for (size_t k = 0; k < params.size(); ++k) trained[params[k].first] = mask[k];
+  auto any_with_prefix = [&](const std::string& prefix) {
+    for (auto it = trained.lower_bound(prefix); it != trained.end() && it->first.rfind(prefix, 0) == 0; ++it)
+      if (it->second) return true;
+    return false;
+  };
+  auto is_trained = [&](const std::string& name) {
+    auto it = trained.find(name);
+    return it != trained.end() && it->second;
+  };
+  u.embedding_trained = is_trained(c.embed_name);
+  u.final_norm_trained = is_trained(c.final_norm_name);
+  for (const auto& layer : c.layers) {
+    u.blocks.emplace_back();
+    for (const auto& b : layer.blocks) u.blocks.back().emplace_back(is_trained(b.norm), any_with_prefix(b.prefix));
+  }
   return u;
 }
 
@@ -155,15 +192,46 @@ Activations activations(const MemoryPlanInput& in, bool checkpointing, const Uni
   const int64_t tokens = in.micro_batch_rows * in.seq_len;
   Activations a;
   double all_layers = 0;
-  for (const auto& layer : c.layers) {
+  // Frozen parameters (train.trainable) save less: autograd keeps a tensor only for a gradient it
+  // will compute. Up to the first trained parameter nothing needs a gradient (nothing is kept);
+  // a trained block without a gradient flowing in keeps only what its weights' gradients need; a
+  // frozen block with a gradient flowing through it does not keep its linears' inputs (the
+  // normalised input of its first linears, o_proj's / down's / out_proj's input) nor, with a
+  // frozen norm weight, the normalised value before the weight multiply (ATen path).
+  bool grad_in = u.embedding_trained;
+  for (size_t li = 0; li < c.layers.size(); ++li) {
     double l = 0;
-    for (const auto& b : layer.blocks) l += block_bytes_per_token(in, b.kind, tokens);
+    for (size_t bi = 0; bi < c.layers[li].blocks.size(); ++bi) {
+      const BlockKind kind = c.layers[li].blocks[bi].kind;
+      const auto [norm_trained, mixer_trained] = u.blocks[li][bi];
+      double b = block_bytes_per_token(in, kind, tokens);
+      if (!grad_in && !norm_trained && !mixer_trained) {
+        b = 0;
+      } else {
+        if (!grad_in)
+          b -= in.cuda ? e * D + kF32 : kF32 * D + e * D + 2 * kF32;  // the norm keeps nothing for itself
+        else if (!norm_trained && !in.cuda)
+          b -= e * D;
+        if (!mixer_trained) {
+          b -= e * D;
+          if (kind == BlockKind::kAttention && !in.cuda && c.sliding_window == 0)
+            b -= e * static_cast<double>(c.num_heads * c.head_dim);
+          else if (kind == BlockKind::kMlp)
+            b -= e * static_cast<double>(c.intermediate_size);
+          else if (kind == BlockKind::kMamba2)
+            b -= e * static_cast<double>(c.mamba.inner());
+        }
+      }
+      l += b;
+      grad_in = grad_in || norm_trained || mixer_trained;
+    }
     a.one_layer = std::max(a.one_layer, l * T);
     all_layers += l * T;
   }
   // Outside the layers: RoPE cos/sin tables, the final norm (as a pre-norm) and its output.
   const double rot = static_cast<double>(c.head_dim) * c.partial_rotary_factor;
-  const double outside = T * ((c.use_rope ? 2 * e * rot : 0) + (in.cuda ? 2 * e * D + kF32 : kF32 * D + 2 * e * D));
+  const double final_norm = in.cuda ? 2 * e * D + kF32 : kF32 * D + (u.final_norm_trained ? 2 : 1) * e * D;
+  const double outside = T * ((c.use_rope ? 2 * e * rot : 0) + final_norm);
   // Checkpointing keeps each layer's input and recomputes one layer at a time in backward.
   a.saved = outside + (checkpointing ? static_cast<double>(c.num_layers()) * T * e * D : all_layers);
   // linear_cross_entropy: dH [T, D] and dW [V, D] stashed from forward to backward (an fp32
@@ -171,16 +239,42 @@ Activations activations(const MemoryPlanInput& in, bool checkpointing, const Uni
   // fp32 copy and at::logsumexp's fp32 temporary (ops/linear_head_chunks.cpp: 256 MiB of logits
   // per chunk at most; the CUDA kernel works in place).
   const double chunk_rows = std::min(T, std::max(1.0, std::floor(256.0 * 1024 * 1024 / (V * e))));
-  const double logits = chunk_rows * V * (e + (in.cuda ? 0 : 2 * kF32));
-  const double dw = V * D * (e + (e < kF32 ? kF32 : 0));
-  a.head = T * D * e + dw + logits;
-  a.head_detail =
-      str("logits ", num(chunk_rows), " x ", num(V), " + dH ", num(T), " x ", num(D), " + dW ", num(V), " x ", num(D));
+  // A frozen lm head gets no dW (the heads compute only the gradients autograd asks for).
+  const double dw = u.lm_head_trained ? V * D * (e + (e < kF32 ? kF32 : 0)) : 0.0;
+  if (in.job == "rl") {
+    // GRPO's head (rl/rollout_batch.cpp token_logprobs, ops/linear_logprobs.cpp) runs on the rows
+    // that predict a completion token: N = T x max_new / (max_new + shortest prompt - 1) at most
+    // when the prompts are known, else all T. Forward keeps their hidden rows (a copy), fp32
+    // log-prob, entropy, log-sum-exp and a saved entropy per row and, on the ATen path, the whole
+    // [N, V] logits (up to 2 GiB); the log-probs and entropies scattered back to [T] fp32 and the
+    // policy loss's fp32 per-token temporaries (ratio, clipped terms, KL, mask, ...: about 16)
+    // live until backward. Backward: one [chunk, V] buffer (ATen: plus 3 fp32 copies of it), dH of
+    // the N rows and of all T (index_select's backward), the dW accumulator.
+    double N = T;
+    if (in.prompt_tokens > 0 && in.max_new_tokens > 0) {
+      const double shortest = static_cast<double>(std::max<int64_t>(1, in.shortest_prompt_tokens));
+      const double mx = static_cast<double>(in.max_new_tokens);
+      N = std::min(T, std::ceil(T * mx / (mx + shortest - 1)));
+    }
+    const double rows = std::min(N, chunk_rows);
+    const double kept = !in.cuda && N * V * e <= 2.0 * 1024 * 1024 * 1024 ? N * V * e : 0.0;
+    const double per_token = N * (D * e + 4 * kF32) + T * (2 * kF32 + 16 * kF32);
+    const double chunk = rows * V * (e + (in.cuda ? 0 : 3 * kF32));
+    a.head = per_token + kept + chunk + (N + T) * D * e + dw;
+    a.head_detail = str(num(N), " completion rows: ", kept > 0 ? "kept logits " : "logits chunk ",
+                        num(kept > 0 ? N : rows), " x ", num(V), " + dH + dW ", num(V), " x ", num(D));
+  } else {
+    const double logits = chunk_rows * V * (e + (in.cuda ? 0 : 2 * kF32));
+    a.head = T * D * e + dw + logits;
+    a.head_detail = str("logits ", num(chunk_rows), " x ", num(V), " + dH ", num(T), " x ", num(D), " + dW ", num(V),
+                        " x ", num(D));
+  }
   // Backward of one layer: the incoming and outgoing hidden gradients, the gradients of the
   // widest intermediates (three at a time) and one weight gradient before the hook moves it into
   // the fp32 bucket; under checkpointing also the recomputed layer's saved tensors.
   const double width = std::max({static_cast<double>(c.intermediate_size), static_cast<double>(c.mamba.inner()), D});
-  double backward = T * e * (2 * D + 3 * width) + e * u.largest_matrix + T * D * e + V * D * e;
+  double backward =
+      T * e * (2 * D + 3 * width) + e * u.largest_matrix + T * D * e + (u.lm_head_trained ? V * D * e : 0.0);
   if (checkpointing) backward += a.one_layer;
   a.working = std::max(a.head, backward);
   return a;
@@ -253,44 +347,47 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
               in.micro_batch_rows, " rows x ", in.seq_len, ")");
   MemoryPlan p;
   p.input = in;
-  const auto u = units(in.model);
+  const auto u = units(in.model, in.trainable);
   const double e = static_cast<double>(c10::elementSize(in.dtype));
-  const double P = u.total;
+  const double P = u.trained, frozen = u.total - u.trained;
   const double S = static_cast<double>(in.shard_size), W = static_cast<double>(in.world_size);
   const std::string dt = dtype_label(in.dtype);
   const bool sharded = in.shard_size > 1;
+  const std::string frozen_note = frozen > 0 ? str(" + ", num(frozen), " frozen x ", e, " B (resident)") : "";
   // Optimizer state is split over the parameter-sharding group (FSDP2 / HSDP keep it per group
   // and replicate it across groups); without parameter sharding ZeRO-1 splits it over the world.
   const double opt_split = sharded ? S : (in.zero1 ? W : 1.0);
   const std::string split_name = sharded ? "shard_size" : (in.zero1 && W > 1 ? "world, ZeRO-1" : "not sharded");
   if (sharded) {
-    // The root unit stays gathered; the layers' shards (fp32: the master copy itself) between uses.
+    // The root unit and frozen parameters stay gathered; the layers' trained shards (fp32: the
+    // master copy itself) between uses.
     const double layers = P - u.root;
-    p.items.push_back({"parameters", u.root * e + (e == kF32 ? 0.0 : layers * e / S),
-                       str(num(u.root), " x ", e, " B (", dt, ", embeddings / lm head, gathered) + ", num(layers),
-                           " x ", e, " B / ", num(S), e == kF32 ? " (= master)" : "")});
+    p.items.push_back({"parameters", (u.root + frozen) * e + (e == kF32 ? 0.0 : layers * e / S),
+                       str(num(u.root), " x ", e, " B (", dt, ", root unit, gathered) + ", num(layers), " x ", e,
+                           " B / ", num(S), e == kF32 ? " (= master)" : "", frozen_note)});
   } else {
-    p.items.push_back({"parameters", P * e, str(num(P), " x ", e, " B (", dt, ")")});
+    p.items.push_back({"parameters", u.total * e, str(num(u.total), " x ", e, " B (", dt, ")")});
   }
   // fp32 parameters on one rank are their own master copy (optimizer.cpp aliases them).
   const bool aliased = !sharded && e == kF32 && opt_split == 1;
+  const std::string of_trained = frozen > 0 ? " trained" : "";
   p.items.push_back({"master weights", aliased ? 0.0 : P * kF32 / opt_split,
                      aliased ? "fp32 parameters are the master copy"
-                             : str(num(P), " x 4 B / ", num(opt_split), " (", split_name, ")")});
+                             : str(num(P), of_trained, " x 4 B / ", num(opt_split), " (", split_name, ")")});
   if (sharded) {
     // The root unit's fp32 buffer lives through backward (lm head first, embedding last).
     p.items.push_back({"gradients", P * kF32 / S + u.root * kF32,
-                       str(num(P), " x 4 B / ", num(S), " (sharded fp32 accumulators) + ", num(u.root),
+                       str(num(P), of_trained, " x 4 B / ", num(S), " (sharded fp32 accumulators) + ", num(u.root),
                            " x 4 B (the root unit's buffer in backward)")});
   } else {
     // The fp32 buckets hold the whole gradient; ZeRO-1 adds the reduced piece it owns.
     const double piece = opt_split > 1 ? P * kF32 / opt_split : 0.0;
-    p.items.push_back(
-        {"gradients", P * kF32 + piece,
-         str(num(P), " x 4 B (fp32 buckets)", piece > 0 ? str(" + the owned piece / ", num(opt_split)) : "")});
+    p.items.push_back({"gradients", P * kF32 + piece,
+                       str(num(P), of_trained, " x 4 B (fp32 buckets)",
+                           piece > 0 ? str(" + the owned piece / ", num(opt_split)) : "")});
   }
-  p.items.push_back(
-      {"optimizer state", 2 * P * kF32 / opt_split, str("AdamW 2 x ", num(P), " x 4 B / ", num(opt_split))});
+  p.items.push_back({"optimizer state", 2 * P * kF32 / opt_split,
+                     str("AdamW 2 x ", num(P), of_trained, " x 4 B / ", num(opt_split))});
   const Activations full = activations(in, false, u), ckpt = activations(in, true, u);
   p.activations_full = full.saved;
   p.activations_checkpointed = ckpt.saved;
@@ -301,7 +398,9 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
                          format_bytes(ckpt.saved), " checkpointed / ", format_bytes(full.saved), " not)")});
   const double bw = act.working - act.head;
   p.items.push_back({"loss head + backward", act.working,
-                     act.head >= bw ? str("lm head chunked loss: ", act.head_detail) : "backward of one layer"});
+                     act.head >= bw
+                         ? str(in.job == "rl" ? "lm head log-probs: " : "lm head chunked loss: ", act.head_detail)
+                         : "backward of one layer"});
   if (sharded) {
     // The gathered current and prefetched layer (compute dtype) and two reduce-scatters in flight
     // (the layer's fp32 gradient and the fp32 piece it reduces into).
@@ -318,32 +417,68 @@ MemoryPlan plan_memory(const MemoryPlanInput& in) {
     p.items.push_back({"optimizer temporaries", std::max(0.0, 2 * chunk * kF32 - act.saved - act.working),
                        "update-size guard: 2 fp32 copies of the largest segment, beyond the freed activations"});
   }
-  if (in.decode_rows > 0 && in.decode_length > 0) {
+  // A rollout is at most the longest prompt + max_new_tokens (when known) and at most decode_length.
+  const int64_t rollout_len = in.prompt_tokens > 0 && in.max_new_tokens > 0
+                                  ? std::min(in.decode_length, in.prompt_tokens + in.max_new_tokens)
+                                  : in.decode_length;
+  if (in.decode_rows > 0 && rollout_len > 0) {
     const auto& c = in.model;
     double per_row = 0;
     for (const auto& layer : c.layers)
       for (const auto& b : layer.blocks) {
         if (b.kind == BlockKind::kAttention)
-          per_row += 2.0 * static_cast<double>(c.num_kv_heads * c.head_dim) * static_cast<double>(in.decode_length) * e;
+          per_row += 2.0 * static_cast<double>(c.num_kv_heads * c.head_dim) * static_cast<double>(rollout_len) * e;
         else if (b.kind == BlockKind::kMamba2)
           per_row += static_cast<double>(c.mamba.conv_dim() * (c.mamba.conv_kernel - 1)) * e +
                      static_cast<double>(c.mamba.num_heads * c.mamba.head_dim * c.mamba.state_size) * kF32;
       }
     p.items.push_back({"decode cache", per_row * static_cast<double>(in.decode_rows),
-                       str(in.decode_rows, " rows x ", in.decode_length, " tokens (KV, conv, SSM state)")});
+                       str(in.decode_rows, " rows x ", rollout_len, " tokens (KV, conv, SSM state)",
+                           rollout_len < in.decode_length ? " (the longest prompt + max_new_tokens)" : "")});
   }
-  if (sharded && in.decode_rows > 0)  // GRPO decodes from the policy gathered whole (rl/grpo.cpp)
-    p.items.push_back({"rollout: policy gathered", (P - u.root) * e,
-                       str(num(P - u.root), " x ", e, " B: the layers gathered while generating")});
   if (in.reference_model) {
-    if (sharded)  // train::FrozenShards: the layers' pieces, the root resident
-      p.items.push_back({"reference model", u.root * e + (P - u.root) * e / S,
-                         str("frozen ", num(u.root), " x ", e, " B + ", num(P - u.root), " x ", e, " B / ", num(S),
-                             " (kl.beta > 0)")});
+    // A frozen copy of the whole policy (also of parameters train.trainable freezes); under
+    // parameter sharding sharded like the policy (its layers between uses, the rest gathered).
+    if (sharded)
+      p.items.push_back({"reference model", u.outside * e + (u.total - u.outside) * e / S,
+                         str("frozen: ", num(u.outside), " x ", e, " B gathered + ", num(u.total - u.outside), " x ", e,
+                             " B / ", num(S), " (kl.beta > 0)")});
     else
-      p.items.push_back({"reference model", P * e, str("frozen ", num(P), " x ", e, " B, not sharded (kl.beta > 0)")});
+      p.items.push_back({"reference model", u.total * e, str("frozen ", num(u.total), " x ", e, " B (kl.beta > 0)")});
+  }
+  if (in.job == "rl" && in.rollouts_per_rank > 0 && rollout_len > 0) {
+    // The step's packed micro-batches, all alive from packing to the last update: input ids,
+    // positions, labels, sequence ids (int64), mask (bool), advantages and sampler log-probs
+    // (fp32) per token, plus the reference's and the pre-update policy's fp32 log-probs.
+    const double tokens = static_cast<double>(in.rollouts_per_rank) * static_cast<double>(rollout_len);
+    const double per = 4 * 8 + 1 + 2 * kF32 + (in.reference_model ? kF32 : 0) + (in.mini_batches > 1 ? kF32 : 0);
+    p.items.push_back({"rollout batch", tokens * per,
+                       str(in.rollouts_per_rank, " rollouts x ", rollout_len, " tokens x ", per,
+                           " B (ids, labels, masks, advantages, fp32 log-probs)")});
+  }
+  if (in.job == "rl" && sharded) {
+    // Rollouts decode with the policy's layers gathered (every trained layer in the compute dtype
+    // beyond its shard); the update's activations, loss head and gather buffers are not alive then.
+    const double layers = P - u.root;
+    const double update = act.saved + act.working;
+    double comm = 0;
+    for (const auto& i : p.items)
+      if (i.name == "communication buffers") comm = i.bytes;
+    p.items.push_back({"rollout: gathered policy", std::max(0.0, layers * e - update - comm),
+                       str(num(layers), " x ", e, " B gathered for decoding, beyond the update's transients")});
   }
   return p;
+}
+
+void set_rl_step(MemoryPlanInput& in, int64_t prompts_per_step, int64_t samples_per_prompt, int64_t mini_batches,
+                 const std::vector<std::string>& trainable, int64_t max_new_tokens, int64_t shortest_prompt,
+                 int64_t longest_prompt) {
+  in.rollouts_per_rank = prompts_per_step / std::max<int64_t>(1, in.world_size) * samples_per_prompt;
+  in.mini_batches = mini_batches;
+  in.trainable = trainable;
+  in.max_new_tokens = max_new_tokens;
+  in.shortest_prompt_tokens = shortest_prompt;
+  in.prompt_tokens = longest_prompt;
 }
 
 std::string format_plan(const MemoryPlan& plan, double device_bytes) {
@@ -432,6 +567,7 @@ MemoryPlanInput plan_input(const MidTrainConfig& cfg, const models::ModelConfig&
     if (in.micro_batch_rows == 0) in.micro_batch_rows = mix.batch_size;
   }
   in.optimizer_update_check = cfg.train.max_update_ratio > 0;
+  in.trainable = cfg.train.trainable;
   in.job = "mid";
   return in;
 }

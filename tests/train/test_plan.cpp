@@ -4,23 +4,35 @@
 //    forward, fused linear + cross-entropy, backward, AdamW, twice. Not counted: oneDNN / BLAS
 //    scratch, allocator fragmentation, code and the loader (the planner does not count them either).
 //  * hand arithmetic written out in the test for Llama-3.1-8B (parameters, gradients, AdamW state).
+//  * issue 19's "peak memory per rank falls with the shard count as planned": the same counter in
+//    every rank of real 1-, 2- and 4-rank jobs over TCP (this binary re-run as the ranks), with the
+//    parameter / gradient / optimizer terms also written out by hand; attention-only training
+//    (train.trainable) measured the same way, sharded and not.
+//  * GRPO: `prism-train rl` (rl::run_grpo, configs/rl/tiny-cpu.yaml) run in this process under
+//    the counter, with and without a reference model.
 #include <ATen/ATen.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 
+#include "distributed/spawn_util.h"
 #include "prism/core/config.h"
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
+#include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
 #include "prism/models/decode_state.h"
 #include "prism/ops/linear_cross_entropy.h"
 #include "prism/rl/grpo.h"
+#include "prism/rl/prompts.h"
 #include "prism/train/model_setup.h"
 #include "prism/train/plan.h"
 #include "prism/train/run_context.h"
@@ -142,13 +154,18 @@ struct Measured {
   double peak = 0;  // bytes above what was live before the model was built
 };
 
-// One rank of `prism-train mid` (trainer.cpp MidLoop): the model, DistributedAdamW over it, and
-// one optimizer step of one packed micro-batch (several documents) through the fused loss.
-Measured measure_steps(const MemoryPlanInput& in) {
+// One rank of `prism-train mid` (trainer.cpp MidLoop): the model, DistributedAdamW over its
+// trainable parameters (in.trainable, as the trainer selects them), and one optimizer step of one
+// packed micro-batch (several documents) through the fused loss. The ranks of the job are this
+// process's torchrun environment (RANK / WORLD_SIZE / MASTER_*; none: one rank), with
+// dist.shard_size = in.shard_size.
+Measured measure_steps(const MemoryPlanInput& in, int64_t threads = 2) {
   CountingScope scope;
   auto& counter = scope.counter;
   prism::train::DistSection dist;
-  auto ctx = prism::train::RunContext::create("cpu", dist, 2);
+  dist.shard_size = in.shard_size;
+  dist.timeout_s = 120;
+  auto ctx = prism::train::RunContext::create("cpu", dist, threads);
   const int64_t base = counter.current();
   counter.reset_peak();
   {
@@ -157,7 +174,7 @@ Measured measure_steps(const MemoryPlanInput& in) {
     auto model = CausalLM::from_config(in.model, lo);
     model->init_weights(1);
     prism::train::OptimizerConfig oc;
-    auto opt = prism::train::make_optimizer(*model, *ctx, oc);
+    auto opt = prism::train::make_optimizer(*model, *ctx, oc, prism::train::trainable_mask(*model, in.trainable));
     prism::train::StepRunner runner(*ctx, *opt, {1.0, in.optimizer_update_check ? 1.0 : 0.0});
     const int64_t T = in.micro_batch_rows * in.seq_len;
     for (int step = 0; step < 1; ++step) {
@@ -188,8 +205,10 @@ Measured measure_steps(const MemoryPlanInput& in) {
   return {static_cast<double>(counter.peak() - base)};
 }
 
-MemoryPlanInput input(const ModelConfig& cfg, c10::ScalarType dtype, int64_t rows, int64_t seq, bool ckpt) {
+MemoryPlanInput input(const ModelConfig& cfg, c10::ScalarType dtype, int64_t rows, int64_t seq, bool ckpt,
+                      std::vector<std::string> trainable = {"all"}) {
   MemoryPlanInput in;
+  in.trainable = std::move(trainable);
   in.model = cfg;
   in.dtype = dtype;
   in.micro_batch_rows = rows;
@@ -205,6 +224,7 @@ struct Case {
   int64_t rows, seq;
   bool ckpt;
   double tolerance;  // the issue's 10 %; dense models are counted tensor by tensor and held to 3 %
+  std::vector<std::string> trainable = {"all"};  // train.trainable
 };
 
 class PlanVsMeasured : public ::testing::TestWithParam<Case> {};
@@ -212,7 +232,7 @@ class PlanVsMeasured : public ::testing::TestWithParam<Case> {};
 // The planner's per-rank total within 10 % of the measured peak of live CPU tensor bytes.
 TEST_P(PlanVsMeasured, WithinTenPercent) {
   const auto& c = GetParam();
-  const auto in = input(config_from_json(c.json), c.dtype, c.rows, c.seq, c.ckpt);
+  const auto in = input(config_from_json(c.json), c.dtype, c.rows, c.seq, c.ckpt, c.trainable);
   const auto plan = prism::train::plan_memory(in);
   const auto m = measure_steps(in);
   const double planned = plan.total();
@@ -223,18 +243,22 @@ TEST_P(PlanVsMeasured, WithinTenPercent) {
 
 const std::string kLlama = llama_json(256, 768, 4, 8, 4, 4096);
 
-INSTANTIATE_TEST_SUITE_P(Small, PlanVsMeasured,
-                         ::testing::Values(Case{"llama_fp32", kLlama, at::kFloat, 1, 512, false, 0.03},
-                                           Case{"llama_fp32_ckpt", kLlama, at::kFloat, 1, 512, true, 0.03},
-                                           Case{"llama_fp32_2x1024", kLlama, at::kFloat, 2, 1024, false, 0.03},
-                                           Case{"llama_bf16", kLlama, at::kBFloat16, 1, 512, false, 0.03},
-                                           Case{"llama_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true, 0.03},
-                                           Case{"llama_mha_fp32", llama_json(384, 1024, 3, 6, 6, 8192), at::kFloat, 1,
-                                                768, false, 0.03},
-                                           Case{"hybrid_fp32", hybrid_json(), at::kFloat, 1, 512, false, 0.10},
-                                           Case{"hybrid_fp32_ckpt", hybrid_json(), at::kFloat, 1, 512, true, 0.10},
-                                           Case{"hybrid_bf16", hybrid_json(), at::kBFloat16, 1, 512, false, 0.10}),
-                         [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
+INSTANTIATE_TEST_SUITE_P(
+    Small, PlanVsMeasured,
+    ::testing::Values(Case{"llama_fp32", kLlama, at::kFloat, 1, 512, false, 0.03},
+                      Case{"llama_fp32_ckpt", kLlama, at::kFloat, 1, 512, true, 0.03},
+                      Case{"llama_fp32_2x1024", kLlama, at::kFloat, 2, 1024, false, 0.03},
+                      Case{"llama_bf16", kLlama, at::kBFloat16, 1, 512, false, 0.03},
+                      Case{"llama_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true, 0.03},
+                      Case{"llama_mha_fp32", llama_json(384, 1024, 3, 6, 6, 8192), at::kFloat, 1, 768, false, 0.03},
+                      Case{"hybrid_fp32", hybrid_json(), at::kFloat, 1, 512, false, 0.10},
+                      Case{"hybrid_fp32_ckpt", hybrid_json(), at::kFloat, 1, 512, true, 0.10},
+                      Case{"hybrid_bf16", hybrid_json(), at::kBFloat16, 1, 512, false, 0.10},
+                      // train.trainable: attention (the long-context stage's option).
+                      Case{"llama_attn_only_fp32", kLlama, at::kFloat, 1, 512, false, 0.03, {"attention"}},
+                      Case{"llama_attn_only_bf16_ckpt", kLlama, at::kBFloat16, 2, 512, true, 0.03, {"attention"}},
+                      Case{"hybrid_attn_only_fp32", hybrid_json(), at::kFloat, 1, 512, false, 0.10, {"attention"}}),
+    [](const ::testing::TestParamInfo<Case>& i) { return std::string(i.param.name); });
 
 }  // namespace
 
@@ -454,6 +478,224 @@ TEST(PlanDecodeCache, EqualsTheDecodeStateAndTheHandArithmetic) {
   EXPECT_DOUBLE_EQ(item(p, "decode cache"), 257.0 * 16384 * 32 * 2 * 8 * 128 * 2);
   EXPECT_DOUBLE_EQ(item(p, "reference model"), 16060522496.0);
   EXPECT_EQ(p.biggest().name, "decode cache");
+}
+
+}  // namespace
+
+namespace {
+
+// Issue 19: peak memory per rank falls with the shard count as the planner predicts. The same
+// fp32 Llama (8 layers of 1,049,088 parameters: parameter state, ~16 B per parameter unsharded, is
+// ~85 % of the peak) trained one step on 1, 2 and 4 real ranks over TCP with dist.shard_size =
+// world size; each rank measures its own peak of live CPU tensor bytes (the CountingAllocator) and
+// the test process compares every rank with plan_memory. Oracles: the measured peaks, and the
+// parameter / gradient / optimizer terms written out by hand below.
+const std::string kShardLlama = llama_json(256, 1024, 8, 8, 8, 1024);
+constexpr int64_t kShardSeq = 128;
+
+MemoryPlanInput shard_input(int64_t shards, const std::string& trainable = "all") {
+  auto in = input(config_from_json(kShardLlama), at::kFloat, 1, kShardSeq, false, {trainable});
+  in.world_size = shards;
+  in.shard_size = shards;
+  return in;
+}
+
+// One rank of the job the test below starts (this binary again, under a torchrun environment):
+// writes its measured peak to $PRISM_PLAN_RANK_OUT/rank<RANK>. Skipped when run on its own.
+TEST(PlanShardedRank, MeasureOneRank) {
+  const char* out = std::getenv("PRISM_PLAN_RANK_OUT");
+  if (out == nullptr) GTEST_SKIP() << "a rank of PlanSharded.PeakPerRankFallsWithTheShardCountAsPlanned";
+  const int64_t world = std::atoll(std::getenv("WORLD_SIZE"));
+  const char* trainable = std::getenv("PRISM_PLAN_TRAINABLE");
+  const auto m = measure_steps(shard_input(world, trainable ? trainable : "all"), /*threads=*/1);
+  prism::fs::write_file_atomic(prism::fs::join(out, prism::str("rank", std::getenv("RANK"))),
+                               prism::str(static_cast<int64_t>(m.peak)));
+}
+
+std::string self_exe() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  PRISM_CHECK(n > 0, "readlink /proc/self/exe");
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+// The peak of every rank of a `shards`-rank job.
+std::vector<double> measure_ranks(int shards, const std::string& trainable = "all") {
+  namespace dist = prism::test::dist;
+  const std::string dir = prism::test::make_temp_dir("plan-ranks");
+  const int port = dist::free_port();
+  std::vector<pid_t> pids;
+  std::vector<std::string> logs;
+  for (int r = 0; r < shards; ++r) {
+    logs.push_back(prism::fs::join(dir, prism::str("rank", r, ".log")));
+    pids.push_back(
+        dist::spawn({self_exe(), "--gtest_filter=PlanShardedRank.MeasureOneRank"},
+                    {prism::str("RANK=", r), prism::str("WORLD_SIZE=", shards), prism::str("LOCAL_RANK=", r),
+                     prism::str("LOCAL_WORLD_SIZE=", shards), "MASTER_ADDR=127.0.0.1", prism::str("MASTER_PORT=", port),
+                     "PRISM_PLAN_RANK_OUT=" + dir, "PRISM_PLAN_TRAINABLE=" + trainable},
+                    logs.back()));
+  }
+  const auto res = dist::wait_all(pids, logs, 300);
+  std::vector<double> peaks;
+  for (int r = 0; r < shards; ++r) {
+    const std::string f = prism::fs::join(dir, prism::str("rank", r));
+    EXPECT_EQ(res.procs[static_cast<size_t>(r)].code, 0) << res.describe();
+    peaks.push_back(prism::fs::exists(f) ? std::atof(prism::fs::read_file(f).c_str()) : 0.0);
+  }
+  if (!::testing::Test::HasFailure()) prism::fs::remove_all(dir);
+  return peaks;
+}
+
+TEST(PlanSharded, PeakPerRankFallsWithTheShardCountAsPlanned) {
+  // (b) The planned reduction, by hand. P = 8 x 1,049,088 (q k v o 4 x 256^2, gate up down
+  // 3 x 256 x 1024, 2 norms x 256) + the root unit 524,544 (embedding and lm head 2 x 1024 x 256,
+  // final norm 256) = 8,917,248 parameters, fp32.
+  //   S = 1: parameters P x 4 (their own master), gradient buckets P x 4, AdamW 2 x P x 4.
+  //   S > 1: the root unit gathered (524,544 x 4) and the layers' shards are the fp32 master
+  //          (P x 4 / S); gradients P x 4 / S + the root unit's buffer 524,544 x 4; AdamW 2 x P x 4 / S.
+  const std::map<int64_t, std::array<double, 4>> by_hand = {
+      {1, {35668992.0, 0.0, 35668992.0, 71337984.0}},
+      {2, {2098176.0, 17834496.0, 17834496.0 + 2098176.0, 35668992.0}},
+      {4, {2098176.0, 8917248.0, 8917248.0 + 2098176.0, 17834496.0}}};
+  std::map<int64_t, double> planned, measured;
+  for (int64_t S : {1, 2, 4}) {
+    const auto plan = prism::train::plan_memory(shard_input(S));
+    const auto& h = by_hand.at(S);
+    EXPECT_DOUBLE_EQ(item(plan, "parameters"), h[0]) << S;
+    EXPECT_DOUBLE_EQ(item(plan, "master weights"), h[1]) << S;
+    EXPECT_DOUBLE_EQ(item(plan, "gradients"), h[2]) << S;
+    EXPECT_DOUBLE_EQ(item(plan, "optimizer state"), h[3]) << S;
+    planned[S] = plan.total();
+    // (a) Every rank's measured peak within 10 % of the plan.
+    const auto peaks = measure_ranks(static_cast<int>(S));
+    for (size_t r = 0; r < peaks.size(); ++r) {
+      std::printf("[plan] shards %ld rank %zu: planned %8.2f MiB measured %8.2f MiB (%+.1f %%)\n", static_cast<long>(S),
+                  r, planned[S] / 1048576.0, peaks[r] / 1048576.0, 100.0 * (planned[S] - peaks[r]) / peaks[r]);
+      EXPECT_NEAR(planned[S] / peaks[r], 1.0, 0.10) << "shards " << S << " rank " << r << "\n"
+                                                    << prism::train::format_plan(plan, 0);
+    }
+    measured[S] = *std::max_element(peaks.begin(), peaks.end());
+  }
+  // The measured peak falls with the shard count by the planned amount (within 10 % of it).
+  for (auto [from, to] : {std::pair<int64_t, int64_t>{1, 2}, {2, 4}}) {
+    const double planned_drop = planned[from] - planned[to], measured_drop = measured[from] - measured[to];
+    std::printf("[plan] shards %ld -> %ld: planned drop %8.2f MiB measured %8.2f MiB\n", static_cast<long>(from),
+                static_cast<long>(to), planned_drop / 1048576.0, measured_drop / 1048576.0);
+    EXPECT_GT(measured_drop, 0) << from << " -> " << to;
+    EXPECT_NEAR(measured_drop / planned_drop, 1.0, 0.10) << from << " -> " << to;
+  }
+}
+
+// train.trainable: attention under 2-way sharding. Only the 8 x 262,144 attention weights are
+// trained (and sharded); the other 6,820,096 parameters, the root unit's included, are frozen:
+// resident at full size, no gradient, no master copy, no moments. Planned by hand, then measured
+// on 2 ranks.
+TEST(PlanSharded, FrozenParametersStayResidentAndGetNoState) {
+  const auto plan = prism::train::plan_memory(shard_input(2, "attention"));
+  EXPECT_DOUBLE_EQ(item(plan, "parameters"), 6820096.0 * 4);  // frozen, resident (trained fp32 shards = master)
+  EXPECT_DOUBLE_EQ(item(plan, "master weights"), 2097152.0 * 4 / 2);
+  EXPECT_DOUBLE_EQ(item(plan, "gradients"), 2097152.0 * 4 / 2);  // the root unit has no trained parameter
+  EXPECT_DOUBLE_EQ(item(plan, "optimizer state"), 2 * 2097152.0 * 4 / 2);
+  // 2 gathered layers of 262,144 trained parameters (fp32) + 2 reduce-scatters (fp32 + fp32 / 2).
+  EXPECT_DOUBLE_EQ(item(plan, "communication buffers"), 262144.0 * (2 * 4 + 2 * (4 + 2)));
+  const auto peaks = measure_ranks(2, "attention");
+  for (size_t r = 0; r < peaks.size(); ++r) {
+    std::printf("[plan] attention-only, shards 2, rank %zu: planned %8.2f MiB measured %8.2f MiB (%+.1f %%)\n", r,
+                plan.total() / 1048576.0, peaks[r] / 1048576.0, 100.0 * (plan.total() - peaks[r]) / peaks[r]);
+    EXPECT_NEAR(plan.total() / peaks[r], 1.0, 0.10) << prism::train::format_plan(plan, 0);
+  }
+}
+
+// GRPO under parameter sharding (as the trainer is planned to run it: the reference sharded like
+// the policy, the policy's layers gathered for the rollouts), against the arithmetic.
+TEST(PlanSharded, GrpoReferenceAndRolloutGather) {
+  auto in = shard_input(4);
+  in.job = "rl";
+  in.reference_model = true;
+  in.activation_checkpointing = true;  // small update transients: the gathered policy is the larger phase
+  const auto plan = prism::train::plan_memory(in);
+  // The reference: the 524,544 parameters outside the layers gathered, 8,392,704 / 4 in layers.
+  EXPECT_DOUBLE_EQ(item(plan, "reference model"), 524544.0 * 4 + 8392704.0 * 4 / 4);
+  // Decoding gathers every layer (8,392,704 x 4 B); the update's activations, loss head and
+  // gather buffers are not alive then, so only what exceeds them counts.
+  const double update =
+      item(plan, "activations") + item(plan, "loss head + backward") + item(plan, "communication buffers");
+  EXPECT_DOUBLE_EQ(item(plan, "rollout: gathered policy"), std::max(0.0, 8392704.0 * 4 - update));
+  EXPECT_GT(item(plan, "rollout: gathered policy"), 0.0);
+}
+
+}  // namespace
+
+namespace {
+
+// Issue 19: the GRPO terms of the plan against `prism-train rl` itself (rl::run_grpo in this
+// process, 2 steps of configs/rl/tiny-cpu.yaml on the bundled tiny Llama, 1 rank) under the
+// CountingAllocator: the peak of live CPU tensor bytes over the whole run (rollouts with the
+// decode cache, reference and old-policy log-probs, the packed micro-batches, the update).
+struct RlRun {
+  prism::train::MemoryPlan plan;
+  double peak = 0;
+};
+
+RlRun plan_and_measure_rl(const std::vector<std::string>& extra) {
+  const std::string src = prism::test::source_dir();
+  const std::string dir = prism::test::make_temp_dir("plan-rl");
+  std::vector<std::string> sets = {"output_dir=" + prism::fs::join(dir, "out"),
+                                   "model.path=" + prism::fs::join(src, "configs/tiny/llama-tiny"),
+                                   "data.prompts=[" + prism::fs::join(src, "configs/rl/data/toy-sevens.jsonl") + "]",
+                                   "train.steps=2",
+                                   "train.log_every=1",
+                                   "train.threads=2",
+                                   "checkpoint.every=1000",
+                                   "checkpoint.export_final=false"};
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  const auto cfg =
+      prism::config::load_config<prism::rl::RlConfig>(prism::fs::join(src, "configs/rl/tiny-cpu.yaml"), sets);
+  auto in = prism::rl::plan_input(cfg, CausalLM::read_config(cfg.model.path), 1, "cpu");
+  // The shortest and longest prompt as the engine sees them (rendered and tokenized; the set has no
+  // domain weights, so one pass of draws holds every prompt).
+  const auto tok = prism::io::Tokenizer::from_file(prism::fs::join(cfg.model.path, "tokenizer.json"));
+  prism::rl::PromptSet prompts(cfg.data, *tok, 1 << 20);
+  int64_t shortest = 1 << 20, longest = 0;
+  for (const auto& p : prompts.take(prompts.size())) {
+    shortest = std::min(shortest, static_cast<int64_t>(p.tokens.size()));
+    longest = std::max(longest, static_cast<int64_t>(p.tokens.size()));
+  }
+  EXPECT_GT(shortest, 5);
+  prism::train::set_rl_step(in, cfg.rollout.prompts_per_step, cfg.rollout.samples_per_prompt, cfg.train.mini_batches,
+                            cfg.train.trainable, cfg.rollout.max_new_tokens, shortest, longest);
+  RlRun r{prism::train::plan_memory(in), 0};
+  {
+    CountingScope scope;
+    const int64_t base = scope.counter.current();
+    scope.counter.reset_peak();
+    prism::rl::run_grpo(cfg);
+    r.peak = static_cast<double>(scope.counter.peak() - base);
+  }
+  if (!::testing::Test::HasFailure()) prism::fs::remove_all(dir);
+  return r;
+}
+
+// Each run's total within 10 %, and the reference model's planned bytes (a frozen fp32 copy of
+// the 106,816 parameters) within 10 % of what turning it on (kl.beta > 0) adds to the measured peak.
+TEST(PlanRl, TinyCpuConfigPlannedVsMeasured) {
+  const std::vector<std::pair<const char*, std::vector<std::string>>> cases = {
+      {"as_configured", {}},
+      {"reference_beta", {"kl.beta=0.05"}},
+      {"two_updates_reference", {"kl.beta=0.05", "train.mini_batches=2"}}};
+  std::map<std::string, RlRun> runs;
+  for (const auto& [name, sets] : cases) {
+    const auto r = plan_and_measure_rl(sets);
+    std::printf("[plan] rl %-24s planned %8.3f MiB measured %8.3f MiB (%+.1f %%)\n", name, r.plan.total() / 1048576.0,
+                r.peak / 1048576.0, 100.0 * (r.plan.total() - r.peak) / r.peak);
+    EXPECT_NEAR(r.plan.total() / r.peak, 1.0, 0.10) << name << "\n" << prism::train::format_plan(r.plan, 0);
+    runs[name] = r;
+  }
+  const double ref = item(runs["reference_beta"].plan, "reference model");
+  EXPECT_DOUBLE_EQ(ref, 106816.0 * 4);
+  const double added = runs["reference_beta"].peak - runs["as_configured"].peak;
+  std::printf("[plan] rl reference model: planned %.0f B, measured increase %.0f B\n", ref, added);
+  EXPECT_NEAR(added / ref, 1.0, 0.10);
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <limits>
+#include <map>
 #include <memory>
 #include <regex>
 #include <string>
@@ -13,8 +15,10 @@
 #include "prism/core/config.h"
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
+#include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
 #include "prism/rl/grpo.h"
+#include "prism/rl/prompts.h"
 #include "prism/runtime/runtime.h"
 #include "prism/train/plan.h"
 #include "prism/train/train_config.h"
@@ -75,6 +79,31 @@ int64_t world_from(const PlanOptions& o, const train::DistSection& d) {
   return d.replicate_size > 0 ? d.shard_size * d.replicate_size : d.shard_size;
 }
 
+// The shortest and longest rendered prompt of a GRPO config's data (the engine sizes its decode
+// cache for the longest + max_new_tokens); {0, 0} when the checkpoint has no tokenizer. Draws
+// until every prompt of every domain was drawn once (domain weights repeat some domains before
+// others finish an epoch).
+std::pair<int64_t, int64_t> prompt_lengths(const rl::RlConfig& cfg, const models::ModelConfig& model) {
+  const std::string tok_path = fs::join(cfg.model.path, "tokenizer.json");
+  if (!fs::exists(tok_path)) return {0, 0};
+  const auto tok = io::Tokenizer::from_file(tok_path);
+  const int64_t ctx = model.max_position_embeddings;
+  rl::PromptSet prompts(cfg.data, *tok,
+                        ctx > 0 ? ctx - cfg.rollout.max_new_tokens : std::numeric_limits<int64_t>::max());
+  std::map<std::string, int64_t> left;
+  for (const auto& d : prompts.domains()) left[d] = prompts.size(d);
+  int64_t shortest = std::numeric_limits<int64_t>::max(), longest = 0, draws = 0;
+  while (!left.empty() && draws < 100 * prompts.size()) {
+    for (const auto& p : prompts.take(prompts.size())) {
+      shortest = std::min(shortest, static_cast<int64_t>(p.tokens.size()));
+      longest = std::max(longest, static_cast<int64_t>(p.tokens.size()));
+      if (auto it = left.find(p.target.domain); it != left.end() && --it->second == 0) left.erase(it);
+    }
+    draws += prompts.size();
+  }
+  return {longest > 0 ? shortest : 0, longest};
+}
+
 int cmd_plan(const PlanOptions& o) {
   const bool rl = o.job == "rl" || (o.job == "auto" && looks_like_rl(o.config_path));
   train::MemoryPlanInput in;
@@ -82,7 +111,11 @@ int cmd_plan(const PlanOptions& o) {
   if (rl) {
     auto cfg = config::load_config<rl::RlConfig>(o.config_path, o.sets);
     const std::string device = planned_device(o.device, cfg.model.device);
-    in = rl::plan_input(cfg, models::CausalLM::read_config(cfg.model.path), world_from(o, cfg.dist), device);
+    const auto model = models::CausalLM::read_config(cfg.model.path);
+    in = rl::plan_input(cfg, model, world_from(o, cfg.dist), device);
+    const auto [shortest, longest] = prompt_lengths(cfg, model);
+    train::set_rl_step(in, cfg.rollout.prompts_per_step, cfg.rollout.samples_per_prompt, cfg.train.mini_batches,
+                       cfg.train.trainable, cfg.rollout.max_new_tokens, shortest, longest);
     configured = cfg.model.device_memory;
   } else {
     auto cfg = config::load_config<train::MidTrainConfig>(o.config_path, o.sets);
@@ -97,7 +130,7 @@ int cmd_plan(const PlanOptions& o) {
   const auto fix = train::suggest_layout(in, device_bytes);
   if (!fix) {
     std::cout << "no layout fits on " << in.world_size << " ranks ("
-              << (rl ? "ZeRO-1 (GRPO refuses parameter sharding for now), activation checkpointing, fewer decode slots"
+              << (rl ? "shard sizes up to the world size, activation checkpointing, fewer decode slots"
                      : "shard sizes up to the world size, activation checkpointing, smaller micro-batches")
               << " were tried); plan with more ranks: --world-size N\n";
   } else {

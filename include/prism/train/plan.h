@@ -9,9 +9,12 @@
 // gradient accumulators, the AdamW moments (2 x fp32), what autograd keeps for backward in one
 // micro-batch (with or without activation checkpointing) plus the backward working set, the lm
 // head's chunked loss (logits chunk, stashed dH / dW), communication buffers, and for GRPO the
-// rollout engine's DecodeState and the frozen reference model. Activations follow the ops prism
-// runs: the ATen reference path (CPU) is measured against (tests/train/test_plan.cpp, within 10 %);
-// the CUDA-kernel path counts the tensors the kernels save (flash attention keeps no scores).
+// rollout engine's DecodeState, the frozen reference model, the log-prob head and policy loss on
+// the completion rows, the step's packed rollouts and, under parameter sharding, the policy
+// gathered for decoding. Frozen parameters (train.trainable) get no gradient or optimizer state
+// and stay resident; autograd keeps less around them. Activations follow the ops prism runs: the
+// ATen reference path (CPU) is measured against (tests/train/test_plan.cpp, within 10 %); the
+// CUDA-kernel path counts the tensors the kernels save (flash attention keeps no scores).
 //
 // **Example**:
 //
@@ -46,11 +49,22 @@ struct MemoryPlanInput {
   int64_t micro_batch_rows = 1;        ///< rows per micro-batch (mid: data.micro_batch_size; GRPO: 1 packed row)
   int64_t seq_len = 0;                 ///< tokens per row (a micro-batch is packed into one row of rows x seq_len)
   bool optimizer_update_check = true;  ///< train.max_update_ratio > 0: the update-size guard's temporaries
+  /// train.trainable (model_setup.h trainable_mask): frozen parameters get no gradient, no master
+  /// copy, no moments, and stay resident (unsharded) under parameter sharding.
+  std::vector<std::string> trainable{"all"};
   // GRPO only.
-  int64_t decode_rows = 0;       ///< DecodeState rows: rollout.slots + the engine's prefix row
-  int64_t decode_length = 0;     ///< DecodeState max length (prompt + completion)
-  bool reference_model = false;  ///< kl.beta > 0: a frozen copy of the policy
-  std::string job = "mid";       ///< "mid" | "rl", for the messages
+  int64_t decode_rows = 0;        ///< DecodeState rows: rollout.slots + the engine's prefix row
+  int64_t decode_length = 0;      ///< DecodeState max length (prompt + completion)
+  bool reference_model = false;   ///< kl.beta > 0: a frozen copy of the policy
+  int64_t rollouts_per_rank = 0;  ///< samples one rank packs per step (0: the rollout batch is not counted)
+  int64_t mini_batches = 1;       ///< train.mini_batches (> 1: the pre-update policy's log-probs are kept)
+  /// The longest rendered prompt (tokens) and rollout.max_new_tokens, both > 0 when known: the
+  /// engine sizes its DecodeState for prompt + completion, so decode_length shrinks to their sum;
+  /// with the shortest prompt they bound the completion rows of a packed micro-batch (the lm head's rows).
+  int64_t prompt_tokens = 0;
+  int64_t shortest_prompt_tokens = 0;
+  int64_t max_new_tokens = 0;
+  std::string job = "mid";  ///< "mid" | "rl", for the messages
 };
 
 /// One line of the plan: bytes per rank.
@@ -69,6 +83,14 @@ struct MemoryPlan {
   /// The largest item (the one to shrink first).
   const MemoryItem& biggest() const;
 };
+
+/// GRPO's per-step inputs of the plan from its config values (rl::plan_input and `prism-train plan`):
+/// the rollouts one rank packs (prompts_per_step / world_size x samples_per_prompt), the
+/// mini-batches, train.trainable, rollout.max_new_tokens and the shortest / longest rendered prompt
+/// in tokens (0: unknown; then rollouts are bounded by decode_length alone).
+void set_rl_step(MemoryPlanInput& in, int64_t prompts_per_step, int64_t samples_per_prompt, int64_t mini_batches,
+                 const std::vector<std::string>& trainable, int64_t max_new_tokens, int64_t shortest_prompt,
+                 int64_t longest_prompt);
 
 /// The per-rank plan of `in`. Throws prism::Error for an impossible layout (shard_size not
 /// dividing world_size, seq_len 0).
