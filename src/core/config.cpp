@@ -315,6 +315,15 @@ std::string found_text(const YAML::Node& n) {
 class YamlReader final : public Visitor {
  public:
   explicit YamlReader(const YAML::Node& root) { stack_.push_back({root, false, "", TypeDesc{}, {}}); }
+  /// Every key path present in the YAML (after overrides) -> the line it was written on.
+  const std::map<std::string, int64_t>& lines() const { return lines_; }
+  /// The line of `path`, or of its nearest present parent (a default's section); 0 if none.
+  int64_t line_of_key(std::string path) const {
+    for (; !path.empty(); path = parent_path(path)) {
+      if (auto it = lines_.find(path); it != lines_.end()) return it->second;
+    }
+    return 0;
+  }
 
  protected:
   void enter_field(std::string_view key, const TypeDesc& desc, const Check& check, std::string_view) override {
@@ -433,17 +442,6 @@ class YamlReader final : public Visitor {
     const Frame& f = stack_.back();
     if (f.absent) return has_value;
     return !f.node.IsNull();
-  }
-
- public:
-  /// Every key path present in the YAML (after overrides) -> the line it was written on.
-  const std::map<std::string, int64_t>& lines() const { return lines_; }
-  /// The line of `path`, or of its nearest present parent (a default's section); 0 if none.
-  int64_t line_of_key(std::string path) const {
-    for (; !path.empty(); path = parent_path(path)) {
-      if (auto it = lines_.find(path); it != lines_.end()) return it->second;
-    }
-    return 0;
   }
 
  private:

@@ -87,7 +87,8 @@ TEST_F(ConfigErrorsCli, RlStartUpCheckNamesTheLine) {
                                 "  prompts_per_step: 1\n"                                                // 5
                                 "  samples_per_prompt: 2\n"                                              // 6
                                 "train:\n"                                                               // 7
-                                "  mini_batches: 4\n");                                                  // 8
+                                "  mini_batches: 4\n"                                                    // 8
+                                "  steps: 1\n");                                                         // 9
   const std::string err = fs::join(dir, "rl-layout.err");
   const int rc = std::system((fs::join(prism::test::bin_dir(), "prism-train") + " rl -c " + cfg + " >/dev/null 2>" + err).c_str());
   EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
@@ -124,7 +125,7 @@ TEST_F(ConfigErrorsCli, EvalNamesTheLineOfAValidationRuleAndOfADuplicateKey) {
 TEST_F(ConfigErrorsCli, StudyNamesTheStudyLineOfABadSetEntryAndTheStageFileLine) {
   const std::string study_head = "# a study whose stages are composed with `set:` lists\n"  // 1
                                  "output_dir: " + dir + "/study\n"                          // 2
-                                 "model: configs/tiny/study-dense\n"                        // 3
+                                 "model: " + prism::test::source_dir() + "/configs/tiny/study-dense\n"  // 3
                                  "pretrain: {config: " + stage("pretrain") + "}\n"          // 4
                                  "mid: {config: " + stage("mid") + "}\n";                   // 5
   const std::string cfg = write("study.yaml", study_head +
