@@ -301,8 +301,7 @@ struct Study {
            eval_sources({{"general", tokens("general", true)}}), "checkpoint.export_final=true"});
       // The scratch model keeps cfg.model as its source (CausalLM::from_architecture), so the
       // export carries the tokenizer files every later stage reads.
-      if (!train_stage("pretrain", pc,
-                       [](const auto& c, const auto& r) { return train::run_mid_training(c, r); }))
+      if (!train_stage("pretrain", pc, [](const auto& c, const auto& r) { return train::run_mid_training(c, r); }))
         return false;
     }
     const auto w = mid_weights(domains);

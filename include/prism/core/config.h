@@ -331,7 +331,8 @@ template <class T>
 T parse_config_string(std::string_view yaml, const std::vector<std::string>& overrides = {},
                       const std::string& source = "<string>", Origins* origins = nullptr) {
   T cfg{};
-  detail::parse_yaml(yaml, source, overrides, [&cfg](Visitor& v) { v.visit_value(cfg); }, origins);
+  auto visit = [&cfg](Visitor& v) { v.visit_value(cfg); };
+  detail::parse_yaml(yaml, source, overrides, visit, origins);
   return cfg;
 }
 
