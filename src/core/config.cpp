@@ -7,8 +7,10 @@
 //      scalars are also range-checked here, so the message can quote what the user wrote.
 //   2. Validator: constraints on every value, defaults included, plus each struct's validate().
 //      The same pass serves structs built directly in C++ (validate_config).
-// Errors are raised with only the key path; parse_yaml() adds the file, or the `--set` override
-// that introduced the key, so a message always says where the bad value came from.
+// Errors are raised with only the key path; parse_yaml() adds where that key was written: the
+// file and line (from the reader's record of every key's YAML mark, or the nearest written parent
+// for a default), or the `--set` override that introduced it, so a message always says where the
+// bad value came from.
 //
 // Overrides are merged into the YAML tree before reading, not applied to the typed struct:
 // that way `--set` can supply a required key the file lacks, and every check runs exactly once.
@@ -28,7 +30,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <set>
+#include <map>
 #include <sstream>
 
 namespace prism::config {
@@ -275,8 +277,17 @@ ErrorContext in_file(std::string file, std::string key = {}) {
   throw Error(message, in_file("", path));
 }
 
-/// An error at a known line of the parsed text; parse_yaml() names it as `file:line` when the
-/// value came from the file (not from a `--set` override).
+/// The key path one level up: `a.b[2]` -> `a.b` -> `a` -> `` (empty: the root).
+std::string parent_path(const std::string& path) {
+  const auto pos = path.find_last_of(".[");
+  return pos == std::string::npos ? std::string() : path.substr(0, pos);
+}
+
+/// A line of the parsed text (1-based; 0: unknown), or 0 for nodes an override created.
+int64_t line_of(const YAML::Node& n) { return n.Mark().line + 1; }
+
+/// An error about a key the reader does not record (an unknown or repeated key): it carries the
+/// key's line itself, for parse_yaml() to name as `file:line`.
 class LineError : public Error {
  public:
   LineError(const std::string& message, const std::string& key, int64_t line)
@@ -304,6 +315,15 @@ std::string found_text(const YAML::Node& n) {
 class YamlReader final : public Visitor {
  public:
   explicit YamlReader(const YAML::Node& root) { stack_.push_back({root, false, "", TypeDesc{}, {}}); }
+  /// Every key path present in the YAML (after overrides) -> the line it was written on.
+  const std::map<std::string, int64_t>& lines() const { return lines_; }
+  /// The line of `path`, or of its nearest present parent (a default's section); 0 if none.
+  int64_t line_of_key(std::string path) const {
+    for (; !path.empty(); path = parent_path(path)) {
+      if (auto it = lines_.find(path); it != lines_.end()) return it->second;
+    }
+    return 0;
+  }
 
  protected:
   void enter_field(std::string_view key, const TypeDesc& desc, const Check& check, std::string_view) override {
@@ -315,6 +335,7 @@ class YamlReader final : public Visitor {
         if (it->first.IsScalar() && it->first.Scalar() == key) {
           child.node.reset(it->second);  // rebind the handle; `=` would assign through it
           child.absent = false;
+          lines_[child.path] = line_of(it->first);  // the key's line: its value may start below
           break;
         }
       }
@@ -332,10 +353,6 @@ class YamlReader final : public Visitor {
     Check c = check;
     auto fail = [&] {
       fail_at(f.path, str("expected ", describe_kind(kind_of(ref), c, false), ", got ", found_text(n)));
-    };
-    // Messages name the line too: a .inf is easy to overlook in a long file.
-    auto fail_non_finite = [&] {
-      throw LineError(str("expected ", expected_text(ref, c), ", got ", found_text(n)), f.path, n.Mark().line + 1);
     };
     if (!n.IsScalar()) fail();
     const std::string& s = n.Scalar();
@@ -362,7 +379,7 @@ class YamlReader final : public Visitor {
         *std::get<std::int64_t*>(ref) = *v;
       }
     }
-    if (non_finite_refused(ref, c)) fail_non_finite();
+    if (non_finite_refused(ref, c)) fail_at(f.path, str("expected ", expected_text(ref, c), ", got ", found_text(n)));
     if (!satisfies(ref, c)) fail();
   }
 
@@ -375,15 +392,22 @@ class YamlReader final : public Visitor {
   void leave_struct() override {
     const Frame& f = stack_.back();
     if (!f.absent && f.node.IsMap()) {
-      std::set<std::string> seen;
+      std::map<std::string, int64_t> seen;  // key -> its first line
       for (auto it = f.node.begin(); it != f.node.end(); ++it) {
-        if (!it->first.IsScalar()) fail_at(f.path, "map keys must be plain strings");
+        const int64_t line = line_of(it->first);
+        if (!it->first.IsScalar()) throw LineError("map keys must be plain strings", f.path, line);
         const std::string& key = it->first.Scalar();
         std::string path = child_path(f.path, key);
-        if (!seen.insert(key).second) fail_at(path, "duplicate key");
+        if (auto [first, fresh] = seen.emplace(key, line); !fresh) {
+          throw LineError(first->second > 0 ? str("duplicate key (first written on line ", first->second, ")")
+                                            : std::string("duplicate key"),
+                          path, line);
+        }
         if (std::find(f.known.begin(), f.known.end(), key) != f.known.end()) continue;
-        if (auto guess = closest(key, f.known)) fail_at(path, str("unknown key (did you mean '", *guess, "'?)"));
-        fail_at(path, str("unknown key (expected one of: ", join(f.known, ", "), ")"));
+        if (auto guess = closest(key, f.known)) {
+          throw LineError(str("unknown key (did you mean '", *guess, "'?)"), path, line);
+        }
+        throw LineError(str("unknown key (expected one of: ", join(f.known, ", "), ")"), path, line);
       }
     }
     if (stack_.size() == 1 && !missing_.empty()) {
@@ -408,6 +432,7 @@ class YamlReader final : public Visitor {
     const Frame& f = stack_.back();
     TypeDesc item{f.desc.item};
     Frame child{f.absent ? YAML::Node() : f.node[index], f.absent, str(f.path, "[", index, "]"), item, {}};
+    if (!child.absent) lines_[child.path] = line_of(child.node);
     stack_.push_back(std::move(child));
   }
   void leave_item() override { stack_.pop_back(); }
@@ -429,6 +454,7 @@ class YamlReader final : public Visitor {
   };
   std::vector<Frame> stack_;
   std::vector<std::string> missing_;
+  std::map<std::string, int64_t> lines_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -603,12 +629,14 @@ struct Segment {
   std::optional<std::size_t> index;  // a list index
 };
 
-YAML::Node load_yaml(const std::string& text, const std::string& source) {
+/// `source`: a file (errors name `file:line`) or an override (`--set ...`, its text is one line).
+YAML::Node load_yaml(const std::string& text, const std::string& source, bool is_file = true) {
   try {
     return YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    throw Error(str("invalid YAML: ", e.msg, " (line ", e.mark.line + 1, ", column ", e.mark.column + 1, ")"),
-                in_file(source));
+    if (!is_file || e.mark.line < 0) throw Error(str("invalid YAML: ", e.msg), in_file(source));
+    throw Error(str("invalid YAML: ", e.msg, " (column ", e.mark.column + 1, ")"),
+                in_file(str(source, ":", e.mark.line + 1)));
   }
 }
 
@@ -643,7 +671,7 @@ Override apply_override(YAML::Node& root, const std::string& text) {
   auto eq = text.find('=');
   if (eq == std::string::npos) throw Error("expected KEY.PATH=VALUE", in_file(where));
   std::vector<Segment> segs = parse_key_path(std::string_view(text).substr(0, eq), where);
-  YAML::Node value = load_yaml(text.substr(eq + 1), where);
+  YAML::Node value = load_yaml(text.substr(eq + 1), where, /*is_file=*/false);
 
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   YAML::Node cur = root;  // a handle into the tree: assignments through it edit `root`
@@ -708,34 +736,49 @@ bool is_under(const std::string& key, const std::string& prefix) {
 // ---------------------------------------------------------------------------------------------
 // Entry points behind the templates in config.h.
 
+std::string origin_of(const Origins& origins, const std::string& key, const std::string& fallback) {
+  for (std::string path = key; !path.empty(); path = parent_path(path)) {
+    if (auto it = origins.find(path); it != origins.end()) return it->second;
+  }
+  return fallback;
+}
+
 namespace detail {
 
 void parse_yaml(std::string_view text, const std::string& source, const std::vector<std::string>& overrides,
-                const VisitRoot& visit) {
+                const VisitRoot& visit, Origins* origins) {
   YAML::Node root = load_yaml(std::string(text), source);
   std::vector<Override> applied;
   for (const auto& o : overrides) applied.push_back(apply_override(root, o));
+  // Where the key at `key` (written on `line`, 0: not in the file) came from. The latest override
+  // at or above the key wins; then the file's line; then an override below the key, which created
+  // it (such as an unknown key's map). Never a line of an override's text, whose nodes have marks
+  // of their own.
+  auto origin = [&](const std::string& key, int64_t line) -> std::string {
+    for (auto it = applied.rbegin(); it != applied.rend(); ++it) {
+      if (is_under(key, it->path)) return "--set " + it->text;
+    }
+    if (line > 0) return str(source, ":", line);
+    for (auto it = applied.rbegin(); it != applied.rend(); ++it) {
+      if (is_under(it->path, key)) return "--set " + it->text;
+    }
+    return source;
+  };
+  YamlReader reader(root);
   try {
-    YamlReader reader(root);
     visit(reader);
     Validator validator;
     visit(validator);
   } catch (const Error& e) {
     ErrorContext c = e.context();
     if (c.file.empty()) {
-      c.file = source;
-      for (auto it = applied.rbegin(); it != applied.rend(); ++it) {
-        // Under the override's path, or above it (a key the override created, such as an unknown one).
-        if (is_under(c.key, it->path) || is_under(it->path, c.key)) {
-          c.file = "--set " + it->text;
-          break;
-        }
-      }
-      // A line of the file (never of an override's text, whose nodes have their own marks).
       const auto* at_line = dynamic_cast<const LineError*>(&e);
-      if (at_line && c.file == source && at_line->line() > 0) c.file = str(source, ":", at_line->line());
+      c.file = origin(c.key, at_line ? at_line->line() : reader.line_of_key(c.key));
     }
     throw Error(e.message(), c);
+  }
+  if (origins) {
+    for (const auto& [path, line] : reader.lines()) (*origins)[path] = origin(path, line);
   }
 }
 

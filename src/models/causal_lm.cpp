@@ -703,6 +703,14 @@ std::unique_ptr<CausalLM> CausalLM::from_config(const ModelConfig& cfg, const Lo
   return std::unique_ptr<CausalLM>(new CausalLM(std::move(impl)));
 }
 
+std::unique_ptr<CausalLM> CausalLM::from_architecture(const std::string& dir, const LoadOptions& opts) {
+  auto model = from_config(read_config(dir), opts);
+  // Only a directory is a source: a bare config.json path says nothing about which files around
+  // it belong to the checkpoint.
+  if (fs::is_directory(dir)) model->impl_->source_dir = dir;
+  return model;
+}
+
 std::unique_ptr<CausalLM> CausalLM::from_pretrained(const std::string& dir, const LoadOptions& opts) {
   auto impl = std::make_unique<Impl>();
   impl->cfg = read_config(dir);

@@ -80,7 +80,8 @@ struct GrpoLoop {
   GrpoLoop(const RlConfig& c, const train::RunOptions& o) : cfg(c), opts(o) {}
 
   ErrorContext key(const std::string& k, std::string expected = {}, std::string found = {}) const {
-    return key_context(opts.config_file, k, std::move(expected), std::move(found));
+    return key_context(config::origin_of(opts.config_origins, k, opts.config_file), k, std::move(expected),
+                       std::move(found));
   }
 
   void take_lock() {

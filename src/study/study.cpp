@@ -23,7 +23,6 @@
 #include "prism/eval/suite.h"
 #include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
-#include "prism/models/checkpoint_files.h"
 #include "prism/rl/grpo.h"
 #include "prism/runtime/runtime.h"
 #include "prism/train/trainer.h"
@@ -108,6 +107,16 @@ struct Study {
     try {
       return config::load_config<T>(s.config, o);
     } catch (const Error& e) {
+      // A bad `set:` entry is named where the study config wrote it (`study.yaml:17: rl.set[0]: ...`),
+      // not as the `--set` the composition turned it into.
+      ErrorContext c = e.context();
+      for (std::size_t i = 0; i < s.set.size(); ++i) {
+        if (c.file != "--set " + s.set[i]) continue;
+        const std::string entry = str(key, ".set[", i, "]");
+        c.file = config::origin_of(opts.config_origins, entry, opts.config_file);
+        c.key = c.key.empty() ? entry : str(entry, ": ", c.key);
+        throw Error(str(e.message(), " (study stage `", key, "`)"), c);
+      }
       throw Error(str(e.what(), " (study stage `", key, "` of ",
                       opts.config_file.empty() ? "the study" : opts.config_file, ")"));
     }
@@ -244,7 +253,7 @@ struct Study {
     if (cfg.data.real()) {
       if (!cfg.mixture.empty())
         throw Error("`mixture` weights apply to the generated data; with data.mixture set the weights are that file's",
-                    key_context(opts.config_file, "mixture"));
+                    key_context(config::origin_of(opts.config_origins, "mixture", opts.config_file), "mixture"));
     } else if (cfg.mixture.empty()) {
       w.emplace_back("general", 1.0);
       for (const auto& d : doms) w.emplace_back(d, 1.0);
@@ -252,10 +261,12 @@ struct Study {
       for (size_t i = 0; i < cfg.mixture.size(); ++i) {
         const auto& m = cfg.mixture[i];
         const bool known = m.source == "general" || std::count(doms.begin(), doms.end(), m.source);
-        if (!known)
+        if (!known) {
+          const std::string key = str("mixture[", i, "].source");
           throw Error(str("'", m.source, "' is neither general nor a task domain"),
-                      key_context(opts.config_file, str("mixture[", i, "].source"),
+                      key_context(config::origin_of(opts.config_origins, key, opts.config_file), key,
                                   "general or one of the task domains", m.source));
+        }
         w.emplace_back(m.source, m.weight);
       }
     }
@@ -288,13 +299,9 @@ struct Study {
           {"output_dir=" + q(dir("base")), "model.path=" + q(cfg.model), "model.init=scratch",
            "data.mixture=" + q(write_mixture("pretrain", {{"general", 1.0}})),
            eval_sources({{"general", tokens("general", true)}}), "checkpoint.export_final=true"});
-      if (!train_stage("pretrain", pc, [this](const auto& c, const auto& r) {
-            auto res = train::run_mid_training(c, r);
-            // A model initialised from config.json alone has no source checkpoint, so its export lacks
-            // the tokenizer files every later stage reads: copy them from the architecture directory.
-            if (!res.stopped && main_rank) models::copy_checkpoint_files(cfg.model, res.final_export);
-            return res;
-          }))
+      // The scratch model keeps cfg.model as its source (CausalLM::from_architecture), so the
+      // export carries the tokenizer files every later stage reads.
+      if (!train_stage("pretrain", pc, [](const auto& c, const auto& r) { return train::run_mid_training(c, r); }))
         return false;
     }
     const auto w = mid_weights(domains);

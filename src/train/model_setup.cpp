@@ -34,7 +34,7 @@ std::unique_ptr<models::CausalLM> load_model(const ModelSection& m, const c10::D
   }
   if (!resume_dir.empty()) return models::CausalLM::from_pretrained(fs::join(resume_dir, "model"), lo);
   if (m.init == ModelInit::kScratch) {
-    auto model = models::CausalLM::from_config(models::CausalLM::read_config(m.path), lo);
+    auto model = models::CausalLM::from_architecture(m.path, lo);
     model->init_weights(static_cast<uint64_t>(m.init_seed));
     return model;
   }

@@ -203,42 +203,42 @@ TEST(ConfigParse, EmptySectionMeansDefaults) {
 
 TEST(ConfigErrors, UnknownKeyWithPathAndSuggestion) {
   EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {lrr: 0.1}\n"),
-            "configs/x.yaml: optimizer.lrr: unknown key (did you mean 'lr'?)");
+            "configs/x.yaml:5: optimizer.lrr: unknown key (did you mean 'lr'?)");
   EXPECT_EQ(train_error(std::string(kMinimal) + "complie: true\n"),
-            "configs/x.yaml: complie: unknown key (did you mean 'compile'?)");
+            "configs/x.yaml:5: complie: unknown key (did you mean 'compile'?)");
 }
 
 TEST(ConfigErrors, UnknownKeyInsideAList) {
   EXPECT_EQ(train_error("output_dir: o\ndata:\n  mixture:\n    - {name: a, path: p}\n"
                         "    - {name: b, path: q, wieght: 2}\n"),
-            "configs/x.yaml: data.mixture[1].wieght: unknown key (did you mean 'weight'?)");
+            "configs/x.yaml:5: data.mixture[1].wieght: unknown key (did you mean 'weight'?)");
 }
 
 TEST(ConfigErrors, UnknownKeyWithoutCloseMatchListsKnownKeys) {
   EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {momentum: 0.9}\n"),
-            "configs/x.yaml: optimizer.momentum: unknown key (expected one of: lr, betas, weight_decay, schedule, "
+            "configs/x.yaml:5: optimizer.momentum: unknown key (expected one of: lr, betas, weight_decay, schedule, "
             "lr_warmup_steps)");
 }
 
 TEST(ConfigErrors, TypoIsReportedBeforeTheMissingKeyItCauses) {
   EXPECT_EQ(train_error("output_dri: o\ndata: {mixture: [{name: a, path: p}]}\n"),
-            "configs/x.yaml: output_dri: unknown key (did you mean 'output_dir'?)");
+            "configs/x.yaml:1: output_dri: unknown key (did you mean 'output_dir'?)");
 }
 
 TEST(ConfigErrors, DuplicateKey) {
   EXPECT_EQ(train_error(std::string(kMinimal) + "compile: true\ncompile: false\n"),
-            "configs/x.yaml: compile: duplicate key");
+            "configs/x.yaml:6: compile: duplicate key (first written on line 5)");
 }
 
 TEST(ConfigErrors, WrongTypeQuotesWhatWasWritten) {
   EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {lr: abc}\n"),
-            "configs/x.yaml: optimizer.lr: expected a number > 0, got \"abc\"");
+            "configs/x.yaml:5: optimizer.lr: expected a number > 0, got \"abc\"");
   // A quoted number is a string in YAML, and a config number must be a number.
   EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {lr: \"3e-4\"}\n"),
-            "configs/x.yaml: optimizer.lr: expected a number > 0, got \"3e-4\"");
-  EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: 3\n"), "configs/x.yaml: optimizer: expected a map, got 3");
+            "configs/x.yaml:5: optimizer.lr: expected a number > 0, got \"3e-4\"");
+  EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: 3\n"), "configs/x.yaml:5: optimizer: expected a map, got 3");
   EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {lr: [1]}\n"),
-            "configs/x.yaml: optimizer.lr: expected a number > 0, got a list of 1 item");
+            "configs/x.yaml:5: optimizer.lr: expected a number > 0, got a list of 1 item");
 }
 
 // Issue 13 item 3: `lr: .inf` used to pass `> 0`, and the first update made every weight NaN.
@@ -279,60 +279,60 @@ TEST(ConfigParse, AFieldMayExplicitlyAllowNonFiniteNumbers) {
 
 TEST(ConfigErrors, IntegersRejectFractionsAndOverflow) {
   EXPECT_EQ(train_error(std::string(kMinimal) + "max_steps: 1.5\n"),
-            "configs/x.yaml: max_steps: expected an integer > 0, got 1.5");
+            "configs/x.yaml:5: max_steps: expected an integer > 0, got 1.5");
   EXPECT_EQ(train_error(std::string(kMinimal) + "max_steps: 1e3\n"),
-            "configs/x.yaml: max_steps: expected an integer > 0, got 1e3");
+            "configs/x.yaml:5: max_steps: expected an integer > 0, got 1e3");
   EXPECT_EQ(train_error("output_dir: o\ndata: {seq_len: 3000000000, mixture: [{name: a, path: p}]}\n"),
-            "configs/x.yaml: data.seq_len: expected an integer in (0, 2147483647], got 3000000000");
+            "configs/x.yaml:2: data.seq_len: expected an integer in (0, 2147483647], got 3000000000");
 }
 
 TEST(ConfigErrors, BoolsAcceptTrueAndFalseOnly) {
   EXPECT_EQ(train_error(std::string(kMinimal) + "compile: yes\n"),
-            "configs/x.yaml: compile: expected true or false, got \"yes\"");
+            "configs/x.yaml:5: compile: expected true or false, got \"yes\"");
   EXPECT_EQ(train_error(std::string(kMinimal) + "compile: 1\n"),
-            "configs/x.yaml: compile: expected true or false, got 1");
+            "configs/x.yaml:5: compile: expected true or false, got 1");
 }
 
 TEST(ConfigErrors, OutOfRangeNamesFileAndListElement) {
   EXPECT_EQ(train_error("output_dir: o\ndata:\n  mixture:\n    - {name: a, path: p}\n    - {name: b, path: q}\n"
                         "    - {name: c, path: r, weight: -1}\n"),
-            "configs/x.yaml: data.mixture[2].weight: expected a number > 0, got -1");
+            "configs/x.yaml:6: data.mixture[2].weight: expected a number > 0, got -1");
   EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {betas: [0.9, 1.5]}\n"),
-            "configs/x.yaml: optimizer.betas[1]: expected a number in [0, 1], got 1.5");
+            "configs/x.yaml:5: optimizer.betas[1]: expected a number in [0, 1], got 1.5");
 }
 
 TEST(ConfigErrors, ListShapes) {
   EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {betas: [0.9]}\n"),
-            "configs/x.yaml: optimizer.betas: expected a list of 2 numbers in [0, 1], got a list of 1 item");
+            "configs/x.yaml:5: optimizer.betas: expected a list of 2 numbers in [0, 1], got a list of 1 item");
   EXPECT_EQ(train_error("output_dir: o\ndata: {mixture: []}\n"),
-            "configs/x.yaml: data.mixture: expected a non-empty list of maps, got []");
+            "configs/x.yaml:2: data.mixture: expected a non-empty list of maps, got []");
   EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {betas: 0.9}\n"),
-            "configs/x.yaml: optimizer.betas: expected a list of 2 numbers in [0, 1], got 0.9");
+            "configs/x.yaml:5: optimizer.betas: expected a list of 2 numbers in [0, 1], got 0.9");
 }
 
 TEST(ConfigErrors, BadChoice) {
   EXPECT_EQ(train_error(std::string(kMinimal) + "dtype: fp16\n"),
-            "configs/x.yaml: dtype: expected one of fp32 | bf16, got \"fp16\"");
+            "configs/x.yaml:5: dtype: expected one of fp32 | bf16, got \"fp16\"");
   EXPECT_EQ(train_error(std::string(kMinimal) + "optimizer: {schedule: step}\n"),
-            "configs/x.yaml: optimizer.schedule: expected one of cosine | linear | constant, got \"step\"");
+            "configs/x.yaml:5: optimizer.schedule: expected one of cosine | linear | constant, got \"step\"");
 }
 
 TEST(ConfigErrors, MissingRequiredKeys) {
   EXPECT_EQ(train_error("data: {mixture: [{name: a, path: p}]}\n"), "configs/x.yaml: output_dir: missing required key");
   EXPECT_EQ(train_error("output_dir: o\ndata: {mixture: [{name: a}]}\n"),
-            "configs/x.yaml: data.mixture[0].path: missing required key");
+            "configs/x.yaml:2: data.mixture[0].path: missing required key");
   // A required key inside an absent section is still reported.
   EXPECT_EQ(error_of([] { prism::config::parse_config_string<prism::GenerateJobConfig>("output_dir: o\n"); }),
             "<string>: model.path: missing required key (also missing: generate.prompt_ids)");
   // Present but null is not a value for a string.
   EXPECT_EQ(train_error("output_dir:\ndata: {mixture: [{name: a, path: p}]}\n"),
-            "configs/x.yaml: output_dir: expected a non-empty string, got null");
+            "configs/x.yaml:1: output_dir: expected a non-empty string, got null");
 }
 
 TEST(ConfigErrors, SyntaxErrorNamesFileAndLine) {
-  std::string msg = train_error("output_dir: o\ndata: {mixture: [\n");
-  EXPECT_CONTAINS(msg, "configs/x.yaml: invalid YAML: ");
-  EXPECT_CONTAINS(msg, "(line ");
+  EXPECT_EQ(train_error("output_dir: o\ndata:\n  seq_len: 1\n   mixture: []\n"),
+            "configs/x.yaml:4: invalid YAML: illegal map value (column 11)");
+  EXPECT_EQ(train_error(kMinimal, {"optimizer.betas=[1"}), "--set optimizer.betas=[1: invalid YAML: end of sequence flow not found");
   EXPECT_EQ(train_error("- a\n- b\n"), "configs/x.yaml: expected a map, got a list of 2 items");
 }
 
@@ -381,7 +381,89 @@ TEST(ConfigOverrides, ErrorsNameTheOverride) {
   EXPECT_CONTAINS(train_error(kMinimal, {"optimizer..lr=1"}), "--set optimizer..lr=1: expected KEY.PATH=VALUE");
   // An error in the file itself is still attributed to the file.
   EXPECT_EQ(train_error(std::string(kMinimal) + "compile: 2\n", {"optimizer.lr=1"}),
-            "configs/x.yaml: compile: expected true or false, got 2");
+            "configs/x.yaml:5: compile: expected true or false, got 2");
+}
+
+// A block-style config with a comment and a value below its key, so that line numbers are not
+// simply the order of the keys.
+const std::vector<std::string> kBlockLines = {
+    "# a comment",             // 1
+    "output_dir: out/x",       // 2
+    "data:",                   // 3
+    "  seq_len: 128",          // 4
+    "  mixture:",              // 5
+    "    - name: web",         // 6
+    "      path: data/web",    // 7
+    "    - name: code",        // 8
+    "      path: data/code",   // 9
+    "optimizer:",              // 10
+    "  lr:",                   // 11
+    "    0.001",               // 12
+};
+
+/// kBlockLines with line `line` (1-based) replaced by `text` (empty: removed), or `text` inserted
+/// before it when `insert`; line 13 appends.
+std::string block_yaml(std::size_t line = 0, const std::string& text = "", bool insert = false) {
+  std::vector<std::string> lines = kBlockLines;
+  if (line > 0) {
+    if (insert || line > lines.size()) {
+      lines.insert(lines.begin() + static_cast<std::ptrdiff_t>(line - 1), text);
+    } else if (text.empty()) {
+      lines.erase(lines.begin() + static_cast<std::ptrdiff_t>(line - 1));
+    } else {
+      lines[line - 1] = text;
+    }
+  }
+  std::string y;
+  for (const auto& l : lines) y += l + "\n";
+  return y;
+}
+
+TEST(ConfigErrors, EveryErrorAboutAWrittenKeyNamesItsLine) {
+  ASSERT_NO_THROW(parse_config_string<TrainConfig>(block_yaml()));
+  // Unknown key in a block list element.
+  EXPECT_EQ(train_error(block_yaml(8, "      wieght: 2", true)),
+            "configs/x.yaml:8: data.mixture[0].wieght: unknown key (did you mean 'weight'?)");
+  // Out of range in the second element.
+  EXPECT_EQ(train_error(block_yaml(10, "      weight: 0", true)),
+            "configs/x.yaml:10: data.mixture[1].weight: expected a number > 0, got 0");
+  // Wrong type.
+  EXPECT_EQ(train_error(block_yaml(4, "  seq_len: 1.5")),
+            "configs/x.yaml:4: data.seq_len: expected an integer > 0, got 1.5");
+  // A value on the line below its key: the key's line.
+  EXPECT_EQ(train_error(block_yaml(12, "    -1")), "configs/x.yaml:11: optimizer.lr: expected a number > 0, got -1");
+  // Bad enum string, and a list element on a line of its own.
+  EXPECT_EQ(train_error(block_yaml(13, "  schedule: step")),
+            "configs/x.yaml:13: optimizer.schedule: expected one of cosine | linear | constant, got \"step\"");
+  EXPECT_EQ(train_error(block_yaml() + "  betas:\n    - 0.9\n    - 2\n"),
+            "configs/x.yaml:15: optimizer.betas[1]: expected a number in [0, 1], got 2");
+  // Duplicate key: the repeat's line, and the first one's.
+  EXPECT_EQ(train_error(block_yaml(13, "  lr: 0.1")),
+            "configs/x.yaml:13: optimizer.lr: duplicate key (first written on line 11)");
+  // A missing key names the element that lacks it.
+  EXPECT_EQ(train_error(block_yaml(9, "")), "configs/x.yaml:8: data.mixture[1].path: missing required key");
+  // A struct's validate() rule, raised after the YAML was read.
+  EXPECT_EQ(train_error(block_yaml(13, "max_steps: 10")),
+            "configs/x.yaml:13: max_steps: must be >= optimizer.lr_warmup_steps (100), got 10");
+  // An override elsewhere leaves the file's line; an override of the bad key is named instead.
+  EXPECT_EQ(train_error(block_yaml(4, "  seq_len: 0"), {"optimizer.lr=0.5"}),
+            "configs/x.yaml:4: data.seq_len: expected an integer > 0, got 0");
+  EXPECT_EQ(train_error(block_yaml(), {"data.seq_len=0"}),
+            "--set data.seq_len=0: data.seq_len: expected an integer > 0, got 0");
+}
+
+TEST(ConfigOrigins, RecordWhereEveryKeyWasWritten) {
+  Origins o;
+  parse_config_string<TrainConfig>(block_yaml(), {"optimizer.lr=0.5", "compile=true"}, "configs/x.yaml", &o);
+  EXPECT_EQ(o["output_dir"], "configs/x.yaml:2");
+  EXPECT_EQ(o["data.mixture[1]"], "configs/x.yaml:8");
+  EXPECT_EQ(o["data.mixture[1].path"], "configs/x.yaml:9");
+  EXPECT_EQ(o["optimizer"], "configs/x.yaml:10");
+  EXPECT_EQ(o["optimizer.lr"], "--set optimizer.lr=0.5");
+  EXPECT_EQ(o["compile"], "--set compile=true");
+  EXPECT_EQ(o.count("dtype"), 0u);  // a default was written nowhere
+  EXPECT_EQ(origin_of(o, "optimizer.weight_decay", "configs/x.yaml"), "configs/x.yaml:10");  // its section
+  EXPECT_EQ(origin_of(o, "dtype", "configs/x.yaml"), "configs/x.yaml");
 }
 
 TEST(ConfigDump, RoundTripsAStructBuiltInCpp) {
@@ -442,7 +524,7 @@ TEST(ConfigValidate, CrossFieldRuleGetsTheStructPath) {
   cfg.max_steps = 10;
   EXPECT_EQ(error_of([&] { validate_config(cfg); }), "max_steps: must be >= optimizer.lr_warmup_steps (100), got 10");
   EXPECT_EQ(train_error(std::string(kMinimal) + "max_steps: 10\n"),
-            "configs/x.yaml: max_steps: must be >= optimizer.lr_warmup_steps (100), got 10");
+            "configs/x.yaml:5: max_steps: must be >= optimizer.lr_warmup_steps (100), got 10");
 }
 
 TEST(ConfigDescribe, ListsEveryFieldWithPathTypeDefaultAndDoc) {

@@ -551,8 +551,8 @@ TEST_F(Mixture, WeightsMustBeFiniteAndPositive) {
   };
   EXPECT_EQ(error_of(".inf"), "mix.yaml:3: sources[1].weight: expected a finite number > 0, got .inf");
   EXPECT_EQ(error_of(".nan"), "mix.yaml:3: sources[1].weight: expected a finite number > 0, got .nan");
-  EXPECT_EQ(error_of("-2"), "mix.yaml: sources[1].weight: expected a number > 0, got -2");
-  EXPECT_EQ(error_of("0"), "mix.yaml: sources[1].weight: expected a number > 0, got 0");
+  EXPECT_EQ(error_of("-2"), "mix.yaml:3: sources[1].weight: expected a number > 0, got -2");
+  EXPECT_EQ(error_of("0"), "mix.yaml:3: sources[1].weight: expected a number > 0, got 0");
   EXPECT_EQ(error_of("1.0e308"), "(no error)");
 
   // Built in C++ (as the trainer composes it): the loader validates before touching any file.

@@ -209,20 +209,20 @@ std::string error_of(const std::string& yaml) {
   return "no error";
 }
 
-// prism::config names the file and the key path (the line only for non-finite numbers).
+// prism::config names the file, the line and the key path.
 TEST(StudyTasks, BadConfigNamesFileAndKey) {
   EXPECT_EQ(error_of("tasks:\n  seed: 1\n  math:\n    max_operand: 1\n"),
-            "study.yaml: tasks.math.max_operand: expected an integer in [2, 1000], got 1");
-  EXPECT_EQ(error_of("tasks:\n  mid_doc: 3\n"), "study.yaml: tasks.mid_doc: unknown key (did you mean 'mid_docs'?)");
+            "study.yaml:4: tasks.math.max_operand: expected an integer in [2, 1000], got 1");
+  EXPECT_EQ(error_of("tasks:\n  mid_doc: 3\n"), "study.yaml:2: tasks.mid_doc: unknown key (did you mean 'mid_docs'?)");
   const auto domain = error_of("tasks:\n  domains: [math, poetry]\n");
-  EXPECT_NE(domain.find("study.yaml: tasks.domains"), std::string::npos) << domain;
+  EXPECT_NE(domain.find("study.yaml:2: tasks.domains"), std::string::npos) << domain;
   EXPECT_NE(domain.find("poetry"), std::string::npos) << domain;
-  EXPECT_EQ(error_of("tasks:\n  domains: [math, math]\n"), "study.yaml: tasks: domains: 'math' is listed twice");
+  EXPECT_EQ(error_of("tasks:\n  domains: [math, math]\n"), "study.yaml:1: tasks: domains: 'math' is listed twice");
   EXPECT_EQ(error_of("tasks:\n  rl_prompts: 300\n  science: {creatures: 50}\n"),
-            "study.yaml: tasks: science.creatures: 50 creatures give 200 facts, fewer than test_prompts + rl_prompts + "
+            "study.yaml:1: tasks: science.creatures: 50 creatures give 200 facts, fewer than test_prompts + rl_prompts + "
             "1 = 365 (the mid-training documents need facts of their own)");
   EXPECT_EQ(error_of("tasks:\n  math: {min_steps: 3, max_steps: 2}\n"),
-            "study.yaml: tasks.math: min_steps (3) must be <= max_steps (2)");
+            "study.yaml:2: tasks.math: min_steps (3) must be <= max_steps (2)");
 }
 
 TEST(StudyTasks, ProblemSpaceTooSmallNamesTheKnob) {

@@ -586,6 +586,36 @@ TEST_F(MidE2E, RunsUnderTorchrunAndFromScratch) {
   EXPECT_LT(l[20], l[1] - 0.5);
 }
 
+// A model.init: scratch run starts from the architecture directory's config.json, not from a
+// checkpoint; its export must still carry that directory's tokenizer and generation files, so that
+// generate and eval take it as is (the study used to copy them after pretraining).
+TEST_F(MidE2E, ScratchExportIsAUsableCheckpoint) {
+  ASSERT_EQ(run({"scratch-export", {"train.steps=2", "model.init=scratch", "checkpoint.every=2"}}), 0);
+  const auto src = prism::test::source_dir();
+  const auto arch = fs::join(src, "configs/tiny/llama-tiny");
+  const auto final_dir = fs::join(out_dir("scratch-export"), "final");
+  for (const std::string f : {"tokenizer.json", "generation_config.json"}) {
+    ASSERT_TRUE(fs::exists(fs::join(final_dir, f))) << f;
+    EXPECT_EQ(fs::read_file(fs::join(final_dir, f)), fs::read_file(fs::join(arch, f))) << f;
+  }
+  const auto bin = fs::join(prism::test::bin_dir(), "prism-train");
+  const auto dir = fs::join(g_root, "scratch-use");
+  fs::create_directories(dir);
+  fs::write_file_atomic(fs::join(dir, "prompts.jsonl"), "{\"prompt\": \"2 + 5 =\"}\n");
+  auto gen = spawn({bin, "generate", final_dir, "--prompts", fs::join(dir, "prompts.jsonl"), "--field", "prompt",
+                    "--max-new-tokens", "3", "-o", fs::join(dir, "gen.jsonl")},
+                   {}, fs::join(dir, "generate.log"));
+  ASSERT_EQ(wait_for(gen), 0) << read_log(gen);
+  EXPECT_TRUE(fs::exists(fs::join(dir, "gen.jsonl")));
+  auto ev = spawn({bin, "eval", final_dir, "--suite", fs::join(src, "configs/eval/toy.yaml"), "--set",
+                   "benchmarks=[{name: sevens, path: " + fs::join(src, "configs/rl/data/toy-sevens.jsonl") +
+                       ", n: 1, max_new_tokens: 3, ks: [1], limit: 2}]",
+                   "-o", fs::join(dir, "eval"), "--threads", "1"},
+                  {}, fs::join(dir, "eval.log"));
+  ASSERT_EQ(wait_for(ev), 0) << read_log(ev);
+  EXPECT_TRUE(fs::exists(fs::join(dir, "eval/samples.jsonl")));
+}
+
 }  // namespace
 
 // ---- issue 13 ("Nothing lost"): each test fails on the code before its fix -------------------

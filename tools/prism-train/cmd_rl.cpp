@@ -25,12 +25,12 @@ struct RlOptions {
 };
 
 int cmd_rl(const RlOptions& o) {
-  auto cfg = config::load_config<rl::RlConfig>(o.config_path, with_threads(o.sets, o.threads));
+  train::RunOptions ro;
+  auto cfg = config::load_config<rl::RlConfig>(o.config_path, with_threads(o.sets, o.threads), &ro.config_origins);
   if (o.print_config) {
     std::cout << config::dump_config(cfg);
     return 0;
   }
-  train::RunOptions ro;
   ro.resume = o.resume;
   ro.config_file = o.config_path;
   ro.faults = o.faults;

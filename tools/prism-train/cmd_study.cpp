@@ -33,7 +33,8 @@ int cmd_study_tasks(const StudyCliOptions& o) {
 }
 
 int cmd_study(const StudyCliOptions& o) {
-  auto cfg = config::load_config<study::StudyConfig>(o.config_path, o.sets);
+  config::Origins origins;  // a stage error in a `set:` entry names that entry's line
+  auto cfg = config::load_config<study::StudyConfig>(o.config_path, o.sets, &origins);
   if (o.print_config) {
     std::cout << config::dump_config(cfg);
     return 0;
@@ -42,6 +43,7 @@ int cmd_study(const StudyCliOptions& o) {
   study::StudyOptions so;
   so.resume = o.resume;
   so.config_file = o.config_path;
+  so.config_origins = std::move(origins);
   so.should_stop = [] { return stop_requested(); };
   so.progress = [](const std::string& line) { std::cerr << "study: " << line << "\n"; };
   auto res = study::run_study(cfg, so);

@@ -324,12 +324,12 @@ decltype(train::RunOptions::periodic_eval) in_loop_eval(const train::SuiteEvalSe
 }
 
 int cmd_mid(const Options& o) {
-  auto cfg = config::load_config<train::MidTrainConfig>(o.config_path, with_threads(o.sets, o.threads));
+  train::RunOptions ro;
+  auto cfg = config::load_config<train::MidTrainConfig>(o.config_path, with_threads(o.sets, o.threads), &ro.config_origins);
   if (o.print_config) {
     std::cout << config::dump_config(cfg);
     return 0;
   }
-  train::RunOptions ro;
   ro.resume = o.resume;
   ro.config_file = o.config_path;
   ro.faults = o.faults;

@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -300,11 +301,20 @@ class Visitor {
   }
 };
 
+/// Where each key of a parsed config was written: key path (`optimizer.lr`, `rl.set[0]`) ->
+/// `file:line`, or `--set KEY=VALUE` for a key an override wrote. Lets a caller that finds a bad
+/// value after parsing (or composes another config from it) point at the line, as parse errors do.
+using Origins = std::map<std::string, std::string>;
+
+/// The origin of `key` or, when the key was not written (a default), of its nearest written
+/// parent; `fallback` (typically the file name) when neither was.
+std::string origin_of(const Origins& origins, const std::string& key, const std::string& fallback);
+
 namespace detail {
 /// Visits a root struct with the given visitor.
 using VisitRoot = std::function<void(Visitor&)>;
 void parse_yaml(std::string_view text, const std::string& source, const std::vector<std::string>& overrides,
-                const VisitRoot& visit);
+                const VisitRoot& visit, Origins* origins);
 std::string read_text_file(const std::string& path);
 std::string dump_yaml(const VisitRoot& visit);
 void validate(const VisitRoot& visit);
@@ -313,21 +323,23 @@ void write_file_atomic(const std::string& path, std::string_view text);
 }  // namespace detail
 
 /// Parses YAML text into T, then applies `overrides` (`a.b[2].c=value`, value parsed as YAML).
-/// Unknown keys, wrong types, out-of-range values, non-finite numbers and missing required keys
-/// throw prism::Error naming `source` (or the override) and the key path; a non-finite number
-/// also gets its line (`file:12: optimizer.lr: ...`).
+/// Unknown keys, duplicate keys, wrong types, out-of-range values, bad choices, failed validate()
+/// rules and missing required keys throw prism::Error naming where the key was written and its
+/// path: `source:12: optimizer.lr: expected a number > 0, got -1`, or `--set optimizer.lr=-1: ...`
+/// for a value from an override. `origins`, when given, receives where every key was written.
 template <class T>
 T parse_config_string(std::string_view yaml, const std::vector<std::string>& overrides = {},
-                      const std::string& source = "<string>") {
+                      const std::string& source = "<string>", Origins* origins = nullptr) {
   T cfg{};
-  detail::parse_yaml(yaml, source, overrides, [&cfg](Visitor& v) { v.visit_value(cfg); });
+  auto visit = [&cfg](Visitor& v) { v.visit_value(cfg); };
+  detail::parse_yaml(yaml, source, overrides, visit, origins);
   return cfg;
 }
 
-/// Reads and parses a YAML file (see parse_config_string); errors name `path`.
+/// Reads and parses a YAML file (see parse_config_string); errors name `path` and the line.
 template <class T>
-T load_config(const std::string& path, const std::vector<std::string>& overrides = {}) {
-  return parse_config_string<T>(detail::read_text_file(path), overrides, path);
+T load_config(const std::string& path, const std::vector<std::string>& overrides = {}, Origins* origins = nullptr) {
+  return parse_config_string<T>(detail::read_text_file(path), overrides, path, origins);
 }
 
 /// The fully resolved config (defaults included) as YAML; parse_config_string reads it back equal.

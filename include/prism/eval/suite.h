@@ -64,9 +64,12 @@ struct SuiteConfig {
     v.field("seed", seed, non_negative(), "sampling seed (problem i of a benchmark uses its own stream)");
   }
   void validate() const {
-    for (const auto& b : benchmarks)
-      for (auto k : b.ks)
-        PRISM_CHECK(k <= b.n, "benchmarks: ", b.name, ": pass@", k, " needs n >= ", k, " samples, n is ", b.n);
+    // Keyed by the list element, so that a config error names the line of the benchmark.
+    for (std::size_t i = 0; i < benchmarks.size(); ++i)
+      for (auto k : benchmarks[i].ks)
+        if (k > benchmarks[i].n)
+          throw Error(str("pass@", k, " needs n >= ", k, " samples, n is ", benchmarks[i].n),
+                      key_context("", str("benchmarks[", i, "].ks")));
   }
 };
 

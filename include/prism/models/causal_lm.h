@@ -104,6 +104,10 @@ class CausalLM {
   /// A model with uninitialised (empty) parameters of the right shapes; on the "meta" device it
   /// allocates nothing (for parameter counts of 8B–24B configs).
   static std::unique_ptr<CausalLM> from_config(const ModelConfig& cfg, const LoadOptions& opts = {});
+  /// from_config of `dir`/config.json (for training from scratch: call init_weights), keeping the
+  /// directory as the model's source, so save_pretrained copies its tokenizer and generation files
+  /// as it does for from_pretrained and the export is a usable checkpoint.
+  static std::unique_ptr<CausalLM> from_architecture(const std::string& dir, const LoadOptions& opts = {});
   /// The number of parameters from_config(cfg) would create, computed from the shapes alone
   /// (each distinct layer kind is built once; nothing is allocated), in floating point so that an
   /// absurd config cannot overflow. check_fits (prism/models/memory.h) uses it.

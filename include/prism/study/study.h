@@ -166,6 +166,7 @@ struct StudyOptions {
   bool resume = false;
   std::function<bool()> should_stop;                 ///< polled by the training stages (SIGTERM/SIGINT)
   std::string config_file;                           ///< named in errors
+  config::Origins config_origins;                    ///< where its keys were written (load_config)
   std::function<void(const std::string&)> progress;  ///< one line per stage event
 };
 

@@ -50,6 +50,8 @@ struct RunOptions {
   std::function<bool()> should_stop;
   /// The YAML the config came from, named in start-up errors (eval sources, ...); may be empty.
   std::string config_file;
+  /// Where the config's keys were written (config::load_config), so that those errors name the line.
+  config::Origins config_origins;
   FaultInjection faults;
   /// The benchmark evaluation of `eval.benchmarks` (required when eval.benchmarks.every > 0): called
   /// on rank 0 with the live model after step `step` (the others wait), returns metrics logged with
