@@ -331,6 +331,32 @@ std::string story(Rng& rng) {
   return out;
 }
 
+/// A note that lists invented words with numbers and reads the list back, then looks one entry up.
+/// The rest of the general text is templates over a fixed vocabulary that a model can memorise, so
+/// nothing in it rewards copying from the context; every task needs exactly that (operands, list
+/// items, a creature's name), and without such text a small model forms no copying in its
+/// pretraining (docs/study.md, "Why GRPO from mid did not help"). Real web text repeats rare
+/// tokens all the time; these notes are this world's version of it.
+std::string copy_note(Rng& rng, const std::set<std::string>& avoid) {
+  static const std::string letters = "abcdefghijklmnopqrstuvwxyz";
+  const Person& who = rng.pick(kPeople);
+  const int64_t k = rng.uniform(2, 4);
+  std::vector<std::string> entries, words, numbers;
+  while (static_cast<int64_t>(words.size()) < k) {
+    std::string w;
+    for (int64_t i = rng.uniform(5, 7); i > 0; --i) w += letters[static_cast<size_t>(rng.uniform(0, 25))];
+    if (avoid.count(w) || std::find(words.begin(), words.end(), w) != words.end()) continue;
+    words.push_back(w);
+    numbers.push_back(str(rng.uniform(0, 99)));
+    entries.push_back(w + " " + numbers.back());
+  }
+  std::string list;
+  for (size_t i = 0; i < entries.size(); ++i) list += (i ? ", " : "") + entries[i];
+  const auto j = static_cast<size_t>(rng.uniform(0, k - 1));
+  return std::string(who.name) + " made a list: " + list + ". " + capitalize(who.pron) + " read it back: " + list +
+         ". The " + words[j] + " is " + numbers[j] + ".";
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// Draws `count` problems whose keys are new (not in `taken`), adding their keys to it.
@@ -472,6 +498,10 @@ TaskFiles write_tasks(const TaskConfig& cfg, const std::string& out_dir) {
       general.push_back(fact_document(c, r + static_cast<int64_t>(c.name.size())));
   Rng stories(seed, "general/stories");
   for (int64_t i = 0; i < cfg.general_stories; ++i) general.push_back(story(stories));
+  std::set<std::string> names;
+  for (const auto& c : creatures) names.insert(c.name);
+  Rng notes(seed, "general/notes");
+  for (int64_t i = 0; i < cfg.general_notes; ++i) general.push_back(copy_note(notes, names));
 
   std::vector<std::pair<std::string, std::string>> outputs;  // relative path -> content
   for (const auto& domain : cfg.domains) {

@@ -67,6 +67,27 @@ def split_doc(text):
 
 # Worked problems mixed into the general text (tasks.general_worked) list distractors: facts come from prose.
 general = [d["text"] for d in jsonl(root / "general/train.jsonl") if not d["text"].startswith("Question: ")]
+# Notes (tasks.general_notes): a list of invented words with numbers, read back verbatim, then one
+# entry looked up; none of the words may be a creature's name (it would state no fact about it).
+creatures = set()
+for d in general:
+    creatures.update(re.findall(r"\b(?:The|the) (\w+) (?:is|has|eats|lives|feeds)\b", d) if "made a list" not in d else [])
+notes = 0
+for d in general:
+    if " made a list: " not in d:
+        continue
+    m = re.fullmatch(r"(\w+) made a list: ([a-z0-9, ]+)\. (?:He|She) read it back: ([a-z0-9, ]+)\. The ([a-z]+) is (\d+)\.", d)
+    if not m:
+        errors.append(f"general note not in the expected form: {d!r}")
+        continue
+    entries = dict(e.split(" ") for e in m.group(2).split(", "))
+    if m.group(3) != m.group(2):
+        errors.append(f"general note reads back something else: {d!r}")
+    if entries.get(m.group(4)) != m.group(5):
+        errors.append(f"general note looks up {m.group(4)} = {m.group(5)}, its list says {entries.get(m.group(4))}: {d!r}")
+    if set(entries) & creatures:
+        errors.append(f"general note uses a creature's name: {d!r}")
+    notes += 1
 domains = sorted(p.stem for p in (root / "test").glob("*.jsonl"))
 if not domains:
     errors.append("no test files")
@@ -136,5 +157,5 @@ for domain in domains:
 
 for e in errors[:20]:
     print(e)
-print(f"checked {checked} prompt records in {domains}: {len(errors)} problem(s)")
+print(f"checked {checked} prompt records in {domains} and {notes} notes: {len(errors)} problem(s)")
 sys.exit(1 if errors or checked == 0 else 0)

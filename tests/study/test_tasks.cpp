@@ -36,6 +36,7 @@ TaskConfig small_config(int64_t seed = 7) {
   c.rl_prompts = 40;
   c.test_prompts = 20;
   c.general_worked = 5;
+  c.general_notes = 12;
   c.science.creatures = 20;
   return c;
 }
@@ -84,8 +85,8 @@ TEST(StudyTasks, CountsAndFormat) {
   const auto cfg = small_config();
   const auto f = write_tasks(cfg, d.path);
   ASSERT_EQ(f.domains, (std::vector<std::string>{"math", "code", "science"}));
-  // fact documents (creatures x repeats) + stories + worked problems in the general text
-  EXPECT_EQ(read_jsonl(f.general_train).size(), 20u * 3u + 40u + 3u * 5u);
+  // fact documents (creatures x repeats) + stories + notes + worked problems in the general text
+  EXPECT_EQ(read_jsonl(f.general_train).size(), 20u * 3u + 40u + 12u + 3u * 5u);
   EXPECT_EQ(read_jsonl(f.general_heldout).size(), 10u);
   for (size_t i = 0; i < f.domains.size(); ++i) {
     EXPECT_EQ(read_jsonl(f.mid_train[i]).size(), 200u);
@@ -187,6 +188,24 @@ TEST(StudyTasks, OracleCatchesAWrongAnswer) {
                           d.path + " > " + d.path + "/oracle.txt 2>&1";
   EXPECT_NE(std::system(cmd.c_str()), 0);
   EXPECT_NE(fs::read_file(d.path + "/oracle.txt").find("the problem gives " + answer), std::string::npos)
+      << fs::read_file(d.path + "/oracle.txt");
+}
+
+TEST(StudyTasks, OracleCatchesAWrongNote) {
+  // A note whose looked-up number is not the one its list gives must fail the oracle.
+  TempDir d;
+  const auto f = write_tasks(small_config(), d.path);
+  auto text = fs::read_file(f.general_train);
+  const auto at = text.find(" made a list: ");
+  ASSERT_NE(at, std::string::npos);
+  const auto end = text.find(".\"}", at);  // the note's last sentence ends "... is <n>."
+  ASSERT_NE(end, std::string::npos);
+  text.insert(end, "7");  // <n> becomes <n>7: not the listed number
+  fs::write_file_atomic(f.general_train, text);
+  const std::string cmd = "python3 " + fs::join(prism::test::source_dir(), "tests/study/oracle_tasks.py") + " " +
+                          d.path + " > " + d.path + "/oracle.txt 2>&1";
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  EXPECT_NE(fs::read_file(d.path + "/oracle.txt").find("general note looks up"), std::string::npos)
       << fs::read_file(d.path + "/oracle.txt");
 }
 

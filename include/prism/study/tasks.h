@@ -74,6 +74,7 @@ struct TaskConfig {
   int64_t rl_prompts = 192;       ///< RL prompts per domain
   int64_t test_prompts = 64;      ///< test prompts per domain
   int64_t general_worked = 0;     ///< worked problems per domain mixed into the general text
+  int64_t general_notes = 0;      ///< general-text notes that list invented words with numbers and repeat them
   MathTaskConfig math;
   CodeTaskConfig code;
   ScienceTaskConfig science;
@@ -88,6 +89,9 @@ struct TaskConfig {
     v.field("test_prompts", test_prompts, positive(), "test prompts per domain");
     v.field("general_worked", general_worked, non_negative(),
             "worked problems per domain mixed into the general text (a base model's prior exposure)");
+    v.field("general_notes", general_notes, non_negative(),
+            "general-text notes that list invented words with numbers and read them back (text that rewards "
+            "copying from the context)");
     v.field("math", math, "arithmetic word problems");
     v.field("code", code, "Python list snippets");
     v.field("science", science, "multiple choice over facts stated in the general text");
