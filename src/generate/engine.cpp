@@ -21,6 +21,7 @@
 #include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
 #include "prism/models/decode_state.h"
+#include "prism/models/decode_weights.h"
 
 namespace prism::generate {
 
@@ -49,12 +50,17 @@ struct Engine::Impl {
   std::vector<int64_t> eos;
   Stats stats;
   std::unique_ptr<models::DecodeState> slots, prefix;
+  bool use_weights = false;
+  std::unique_ptr<models::DecodeWeights> weights;  // built on the first generate() call
 
   Impl(const models::CausalLM& m, EngineOptions o, const io::Tokenizer* t) : model(m), opts(std::move(o)), tok(t) {
     PRISM_CHECK(opts.slots >= 1, "Engine: slots must be >= 1, got ", opts.slots);
     PRISM_CHECK(opts.max_length >= 0, "Engine: max_length must be >= 0 (0 = per call), got ", opts.max_length);
     eos = opts.eos_token_ids ? *opts.eos_token_ids : model.config().eos_token_ids;
     if (opts.max_length > 0) allocate(opts.max_length);
+    use_weights = opts.decode_weights.value_or(model.device().is_cpu() && !model.has_layer_hooks());
+    PRISM_CHECK(!use_weights || !model.has_layer_hooks(),
+                "Engine: decode_weights cannot be used with layer hooks (sharded parameters)");
   }
 
   int64_t context() const { return model.config().max_position_embeddings; }
@@ -163,6 +169,17 @@ struct Engine::Impl {
     allocate(max_len);
     stats.max_length = slots->max_length();
     stats.state_bytes = slots->bytes() + prefix->bytes();
+    if (use_weights) {
+      // Re-copied on every call: the optimizer may have updated the parameters in place since.
+      const auto tw = std::chrono::steady_clock::now();
+      if (weights) {
+        weights->refresh();
+      } else {
+        weights = std::make_unique<models::DecodeWeights>(model);
+      }
+      stats.weight_copy_bytes = weights->bytes();
+      stats.weight_copy_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tw).count();
+    }
 
     // Output slots in (request, index) order.
     std::vector<int64_t> first(reqs.size() + 1, 0);
@@ -185,6 +202,7 @@ struct Engine::Impl {
     at::Tensor prefix_logits;  // [1, V] of the prompt in the prefix row
     models::ForwardOptions fo;
     fo.last_logits_only = true;
+    fo.decode_weights = weights.get();
 
     while (true) {
       // 1. fill free slots
