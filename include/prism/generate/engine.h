@@ -84,9 +84,10 @@ struct EngineOptions {
   /// Decode with [in, out] copies of the weight matrices (prism/models/decode_weights.h): on CPU,
   /// MKL then skips re-packing every transposed weight on every decode step. Costs one more copy of
   /// the matrices in memory (Stats::weight_copy_bytes) and a refresh from the live parameters at the
-  /// start of every generate() call (Stats::weight_copy_seconds). Unset = on for a CPU model
-  /// without layer hooks (sharded parameters), off otherwise (cuBLAS reads transposed weights as
-  /// they are).
+  /// start of every generate() call that uses them (Stats::weight_copy_seconds). Unset = on for a
+  /// CPU model without layer hooks (sharded parameters) in calls where rows decode together (slots
+  /// > 1 and more than one sample); off otherwise: one row is a matrix-vector product, which needs
+  /// no packing, and cuBLAS reads transposed weights as they are.
   std::optional<bool> decode_weights;
 };
 
