@@ -21,6 +21,7 @@
 #include "prism/io/tokenizer.h"
 #include "prism/models/causal_lm.h"
 #include "prism/models/decode_state.h"
+#include "prism/models/decode_weights.h"
 
 namespace prism::generate {
 
@@ -49,12 +50,17 @@ struct Engine::Impl {
   std::vector<int64_t> eos;
   Stats stats;
   std::unique_ptr<models::DecodeState> slots, prefix;
+  bool may_use_weights = false;  // EngineOptions::decode_weights resolved for this model (auto: CPU, no hooks)
+  std::unique_ptr<models::DecodeWeights> weights;  // built on the first generate() call
 
   Impl(const models::CausalLM& m, EngineOptions o, const io::Tokenizer* t) : model(m), opts(std::move(o)), tok(t) {
     PRISM_CHECK(opts.slots >= 1, "Engine: slots must be >= 1, got ", opts.slots);
     PRISM_CHECK(opts.max_length >= 0, "Engine: max_length must be >= 0 (0 = per call), got ", opts.max_length);
     eos = opts.eos_token_ids ? *opts.eos_token_ids : model.config().eos_token_ids;
     if (opts.max_length > 0) allocate(opts.max_length);
+    may_use_weights = opts.decode_weights.value_or(model.device().is_cpu() && !model.has_layer_hooks());
+    PRISM_CHECK(!may_use_weights || !model.has_layer_hooks(),
+                "Engine: decode_weights cannot be used with layer hooks (sharded parameters)");
   }
 
   int64_t context() const { return model.config().max_position_embeddings; }
@@ -163,13 +169,28 @@ struct Engine::Impl {
     allocate(max_len);
     stats.max_length = slots->max_length();
     stats.state_bytes = slots->bytes() + prefix->bytes();
-
     // Output slots in (request, index) order.
     std::vector<int64_t> first(reqs.size() + 1, 0);
     for (size_t r = 0; r < reqs.size(); ++r) first[r + 1] = first[r] + reqs[r].params.n;
     std::vector<Sample> out(static_cast<size_t>(first.back()));
     std::vector<int64_t> left(reqs.size());
     for (size_t r = 0; r < reqs.size(); ++r) left[r] = reqs[r].params.n;
+
+    // Auto: only when rows decode together. One row is a matrix-vector product, as fast on the
+    // [out, in] parameters (no packing there) as on the copies, which would only cost their refresh.
+    const bool use_weights =
+        opts.decode_weights ? *opts.decode_weights : may_use_weights && opts.slots > 1 && first.back() > 1;
+    if (use_weights) {
+      // Re-copied on every call: the optimizer may have updated the parameters in place since.
+      const auto tw = std::chrono::steady_clock::now();
+      if (weights) {
+        weights->refresh();
+      } else {
+        weights = std::make_unique<models::DecodeWeights>(model);
+      }
+      stats.weight_copy_bytes = weights->bytes();
+      stats.weight_copy_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tw).count();
+    }
 
     Progress prog;
     prog.requests_total = static_cast<int64_t>(reqs.size());
@@ -185,6 +206,7 @@ struct Engine::Impl {
     at::Tensor prefix_logits;  // [1, V] of the prompt in the prefix row
     models::ForwardOptions fo;
     fo.last_logits_only = true;
+    fo.decode_weights = use_weights ? weights.get() : nullptr;
 
     while (true) {
       // 1. fill free slots

@@ -165,7 +165,8 @@ SampleResult sample_tokens(const at::Tensor& logits, const std::vector<RowParams
     slp = at::zeros({B, 1}, x.options());
   } else {
     auto s = processed_logits(x, params);
-    auto plse = at::logsumexp(s, 1, /*keepdim=*/true);
+    // No filter and temperature 1 leave the logits as they are: their logsumexp is already known.
+    auto plse = s.is_same(x) ? lse : at::logsumexp(s, 1, /*keepdim=*/true);
     // Gumbel-max: argmax(s + g) with g = -log(-log u) is a draw from softmax(s). Removed tokens
     // (-inf) never win; the noise is a pure function of (row key, token id).
     tokens = gumbel_argmax(s, keys);

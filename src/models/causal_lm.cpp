@@ -232,29 +232,38 @@ struct CausalLM::Impl {
     return cfg.attention_multiplier ? *cfg.attention_multiplier : 1.0 / std::sqrt(static_cast<double>(cfg.head_dim));
   }
 
-  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
+  // x @ w^T (+ b); with decode weights, x @ (the [in, out] copy of w), which MKL multiplies
+  // without re-packing the transposed weight on every call.
+  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const DecodeWeights* dw) const {
+    if (const at::Tensor* wt = dw ? dw->transposed(w) : nullptr) {
+      auto x2 = x.reshape({-1, x.size(-1)});
+      auto y = b.defined() ? at::addmm(b, x2, *wt) : at::mm(x2, *wt);
+      auto sizes = x.sizes().vec();
+      sizes.back() = wt->size(1);
+      return y.view(sizes);
+    }
     return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
   }
 
-  at::Tensor mlp_forward(const Block& b, const at::Tensor& x) const {
+  at::Tensor mlp_forward(const Block& b, const at::Tensor& x, const DecodeWeights* dw) const {
     switch (cfg.mlp) {
       case MlpKind::kSwiGLU:
-        return linear(at::silu(linear(x, b.mlp.gate, b.mlp.gate_b)) * linear(x, b.mlp.up, b.mlp.up_b), b.mlp.down,
-                      b.mlp.down_b);
+        return linear(at::silu(linear(x, b.mlp.gate, b.mlp.gate_b, dw)) * linear(x, b.mlp.up, b.mlp.up_b, dw),
+                      b.mlp.down, b.mlp.down_b, dw);
       case MlpKind::kFusedSwiGLU: {
-        auto gu = at::linear(x, b.mlp.gate_up).chunk(2, -1);  // [gate | up]
-        return at::linear(at::silu(gu[0]) * gu[1], b.mlp.out);
+        auto gu = linear(x, b.mlp.gate_up, {}, dw).chunk(2, -1);  // [gate | up]
+        return linear(at::silu(gu[0]) * gu[1], b.mlp.out, {}, dw);
       }
       case MlpKind::kRelu2: {
-        auto h = at::relu(linear(x, b.mlp.up, b.mlp.up_b));
-        return linear(h * h, b.mlp.down, b.mlp.down_b);
+        auto h = at::relu(linear(x, b.mlp.up, b.mlp.up_b, dw));
+        return linear(h * h, b.mlp.down, b.mlp.down_b, dw);
       }
     }
     return {};
   }
 
   // Where a forward call's rows live in a DecodeState: rows [row0, row0 + B) holding `past` tokens
-  // each (uniform) or lens[b] tokens (ragged, L == 1 only).
+  // each (uniform) or lens[b] tokens (ragged, L == 1 only); and the decode-time weight copies.
   struct StateRows {
     DecodeState* state = nullptr;
     int64_t row0 = 0;
@@ -263,14 +272,15 @@ struct CausalLM::Impl {
     bool any_past = false;    // some row holds tokens (Mamba2 states are live)
     int64_t key_len = 0;      // keys visible to this call: max row length after appending
     at::Tensor write_index;   // ragged: [B, 1, 1, 1] int64 position of each row's new key
+    const DecodeWeights* weights = nullptr;  // ForwardOptions::decode_weights
   };
 
   at::Tensor attention_forward(const Block& b, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                                ops::AttentionParams params, const StateRows& sr) const {
     const int64_t B = x.size(0), L = x.size(1), d = cfg.head_dim;
-    auto q = linear(x, b.attn.q, b.attn.q_b).view({B, L, cfg.num_heads, d}).transpose(1, 2);
-    auto k = linear(x, b.attn.k, b.attn.k_b).view({B, L, cfg.num_kv_heads, d}).transpose(1, 2);
-    auto v = linear(x, b.attn.v, b.attn.v_b).view({B, L, cfg.num_kv_heads, d}).transpose(1, 2);
+    auto q = linear(x, b.attn.q, b.attn.q_b, sr.weights).view({B, L, cfg.num_heads, d}).transpose(1, 2);
+    auto k = linear(x, b.attn.k, b.attn.k_b, sr.weights).view({B, L, cfg.num_kv_heads, d}).transpose(1, 2);
+    auto v = linear(x, b.attn.v, b.attn.v_b, sr.weights).view({B, L, cfg.num_kv_heads, d}).transpose(1, 2);
     if (cos.defined()) {
       q = ops::apply_rope(q, cos, sin);
       k = ops::apply_rope(k, cos, sin);
@@ -291,7 +301,7 @@ struct CausalLM::Impl {
     }
     auto o = ops::attention(q, k, v, params);  // [B, Hq, L, d]
     o = o.transpose(1, 2).reshape({B, L, cfg.num_heads * d});
-    return linear(o, b.attn.o, b.attn.o_b);
+    return linear(o, b.attn.o, b.attn.o_b, sr.weights);
   }
 
   // Mamba2 mixer (architectures.md §2.3-2.6; transformers' torch path): in_proj, causal conv +
@@ -304,7 +314,7 @@ struct CausalLM::Impl {
     const int64_t B = x_in.size(0), L = x_in.size(1), I = m.inner(), H = m.num_heads, P = m.head_dim;
     const int64_t G = m.n_groups, N = m.state_size;
     auto x = token_mask.defined() ? x_in * token_mask.unsqueeze(-1).to(x_in.scalar_type()) : x_in;
-    auto zxbcdt = linear(x, b.mamba.in_proj, b.mamba.in_proj_b);
+    auto zxbcdt = linear(x, b.mamba.in_proj, b.mamba.in_proj_b, sr.weights);
     auto parts = zxbcdt.split_with_sizes({I, m.conv_dim(), H}, -1);
     auto z = parts[0], xbc = parts[1], dt_raw = parts[2];
 
@@ -347,7 +357,7 @@ struct CausalLM::Impl {
       y = r.y;
     }
     auto yn = ops::rms_norm_gated(y.reshape({B, L, I}), z, b.mamba.norm, I / G, m.norm_eps, impl);
-    return linear(yn.to(dtype), b.mamba.out_proj, b.mamba.out_proj_b);
+    return linear(yn.to(dtype), b.mamba.out_proj, b.mamba.out_proj_b, sr.weights);
   }
 
   // What every block of a forward call shares besides the hidden state.
@@ -366,7 +376,7 @@ struct CausalLM::Impl {
       at::Tensor y;
       switch (b.kind) {
         case BlockKind::kAttention: y = attention_forward(b, x, c.cos, c.sin, c.ap, c.state); break;
-        case BlockKind::kMlp: y = mlp_forward(b, x); break;
+        case BlockKind::kMlp: y = mlp_forward(b, x, c.state.weights); break;
         case BlockKind::kMamba2: y = mamba_forward(b, x, c.token_mask, c.ap.cu_seqlens, c.state, c.impl); break;
       }
       h = cfg.residual_multiplier != 1.0 ? h + y * cfg.residual_multiplier : h + y;
@@ -396,6 +406,7 @@ struct CausalLM::Impl {
   // Validates opts.state against this model and the call, and describes the rows it extends.
   StateRows state_rows(const ForwardOptions& opts, int64_t B, int64_t L) const {
     StateRows sr;
+    sr.weights = opts.decode_weights;
     DecodeState* st = opts.state;
     if (!st) return sr;
     PRISM_CHECK(st->keys().size() == static_cast<size_t>(num_attention_blocks) &&
@@ -439,6 +450,9 @@ struct CausalLM::Impl {
                 "forward: activation_checkpointing cannot be combined with a DecodeState (the state would be "
                 "appended to again when a layer is recomputed in backward)");
     PRISM_CHECK(device.type() != at::kMeta, "forward: the model is on the meta device (no weights)");
+    PRISM_CHECK(!opts.decode_weights || !at::GradMode::is_enabled(),
+                "forward: decode_weights are copies of the parameters (no gradient reaches them); use them with "
+                "grad mode off");
     const int64_t B = input_ids.size(0), L = input_ids.size(1);
     auto ids = input_ids.to(device, at::kLong);
     const StateRows sr = state_rows(opts, B, L);
@@ -532,7 +546,7 @@ struct CausalLM::Impl {
     if (opts.skip_lm_head) {
       out.last_hidden = h;  // the caller applies lm_head_weight() / logits_scaling (fused linear + CE)
     } else {
-      out.logits = at::linear(h, lm_head);
+      out.logits = linear(h, lm_head, {}, opts.decode_weights);
       if (cfg.logits_scaling != 1.0) out.logits = out.logits / cfg.logits_scaling;
     }
     if (sr.state) sr.state->advance(sr.row0, B, L);
@@ -548,6 +562,7 @@ const std::vector<std::pair<std::string, at::Tensor>>& CausalLM::named_parameter
 const std::vector<ParameterKind>& CausalLM::parameter_kinds() const { return impl_->param_kinds; }
 void CausalLM::set_layer_hooks(std::shared_ptr<LayerHooks> hooks) { impl_->hooks = std::move(hooks); }
 std::shared_ptr<void> CausalLM::gather_parameters() const { return impl_->hooks ? impl_->hooks->gather_all() : nullptr; }
+bool CausalLM::has_layer_hooks() const { return impl_->hooks != nullptr; }
 
 std::vector<at::Tensor> CausalLM::gather_to_host(bool keep) const {
   const auto& ps = impl_->params;

@@ -7,6 +7,7 @@
 //   * stop strings (one token per character, so every stop string spans tokens), n > slots,
 //     max_new_tokens 1, a prompt of exactly the context length.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
@@ -206,6 +207,62 @@ TEST_P(EngineFamilies, MoreSamplesThanSlotsAndOneTokenCompletions) {
     EXPECT_EQ(s.finish_reason, FinishReason::kLength);
     EXPECT_EQ(s.tokens[0], out[s.index].tokens[0]) << "the first draw of a stream does not depend on the limit";
   }
+}
+
+// The decode weight copies are taken from the live parameters at every generate() call: after an
+// in-place update (what an optimizer step does) the same engine samples what a fresh engine without
+// copies samples from the updated model. A stale copy would keep the old model's tokens.
+TEST_P(EngineFamilies, DecodeWeightsFollowInPlaceParameterUpdates) {
+  auto m = load(GetParam());
+  const int64_t V = m->config().vocab_size;
+  std::vector<Request> reqs;
+  for (int i = 0; i < 3; ++i) {
+    Request r;
+    r.prompt = random_prompt(3 + 2 * i, V, 40 + i);
+    r.params.n = 2;
+    r.params.temperature = 1.0;
+    r.params.max_new_tokens = 10;
+    r.params.stop_token_ids = std::vector<int64_t>{};
+    r.params.seed = 9 + i;
+    reqs.push_back(r);
+  }
+  EngineOptions on, off;
+  on.slots = off.slots = 4;
+  on.decode_weights = true;
+  off.decode_weights = false;
+  Engine engine(*m, on);
+  const auto before = engine.generate(reqs);
+  // Expected copy size, counted here from the parameters: every 2-D matrix + the lm_head (counted
+  // once when it is the tied embedding).
+  int64_t want_bytes = 0;
+  const auto& named = m->named_parameters();
+  const auto& kinds = m->parameter_kinds();
+  for (size_t i = 0; i < named.size(); ++i)
+    if ((kinds[i] == prism::models::ParameterKind::kMatrix || kinds[i] == prism::models::ParameterKind::kLmHead) &&
+        named[i].second.dim() == 2)
+      want_bytes += named[i].second.nbytes();
+  if (m->config().tie_word_embeddings) want_bytes += m->lm_head_weight().nbytes();
+  EXPECT_EQ(engine.stats().weight_copy_bytes, want_bytes);
+  EXPECT_GT(engine.stats().weight_copy_seconds, 0.0);
+  {
+    at::NoGradGuard ng;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
+    for (const auto& [name, p] : named)
+      if (p.dim() == 2) p.add_(at::randn(p.sizes(), gen, p.options()) * 0.5 * p.std());
+  }
+  const auto after = engine.generate(reqs);
+  Engine plain(*m, off);
+  const auto want = plain.generate(reqs);
+  EXPECT_EQ(plain.stats().weight_copy_bytes, 0);
+  ASSERT_EQ(after.size(), want.size());
+  int changed = 0;
+  for (size_t k = 0; k < want.size(); ++k) {
+    EXPECT_EQ(after[k].tokens, want[k].tokens) << "sample " << k;
+    changed += after[k].tokens != before[k].tokens;
+    for (size_t t = 0; t < std::min(after[k].logprobs.size(), want[k].logprobs.size()); ++t)
+      EXPECT_NEAR(after[k].logprobs[t], want[k].logprobs[t], 1e-5) << "sample " << k << " token " << t;
+  }
+  EXPECT_GT(changed, 0) << "the update must change some samples, or this test cannot see a stale copy";
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, EngineFamilies, ::testing::Values("llama", "mistral", "granite4_hybrid", "bamba"));

@@ -12,6 +12,7 @@
 #include "prism/io/safetensors.h"
 #include "prism/models/causal_lm.h"
 #include "prism/models/decode_state.h"
+#include "prism/models/decode_weights.h"
 #include "util/test_util.h"
 
 using prism::models::CausalLM;
@@ -151,6 +152,42 @@ TEST_P(DecodeStateTest, PreallocatedBytesAndBuffersStayPut) {
   EXPECT_EQ(st.length(0), 9);
 }
 
+// Decoding through [in, out] weight copies (the rollout engine's CPU default) gives the logits of
+// the uncached forward on the parameters themselves, prefill and ragged steps alike; the copies
+// cover every matrix the family has (attention, the three MLP kinds, Mamba2 in/out_proj, lm_head).
+TEST_P(DecodeStateTest, DecodeWeightsEqualTheParameters) {
+  auto m = load(GetParam());
+  at::NoGradGuard ng;
+  auto seqs = sequences(GetParam());
+  prism::models::DecodeWeights dw(*m);
+  ASSERT_NE(dw.transposed(m->lm_head_weight()), nullptr);
+  EXPECT_TRUE(at::equal(*dw.transposed(m->lm_head_weight()), m->lm_head_weight().t()));
+  int64_t matrices = 0;
+  for (const auto& [name, p] : m->named_parameters())
+    if (p.dim() == 2 && dw.transposed(p)) ++matrices;
+  EXPECT_GE(matrices, 2 * m->config().num_layers()) << "every layer has at least two matrices";
+  EXPECT_EQ(dw.transposed(m->named_parameters().front().second.clone()), nullptr) << "keyed by the parameter object";
+  const std::vector<int64_t> lens{4, 8};
+  DecodeState st(*m, 2, 16);
+  ForwardOptions fo;
+  fo.state = &st;
+  fo.decode_weights = &dw;
+  for (int64_t r = 0; r < 2; ++r) {
+    fo.state_row = r;
+    auto lg = m->forward(seqs[r].narrow(0, 0, lens[r]).view({1, -1}), fo).logits;
+    EXPECT_TRUE(close_rel(lg[0][lens[r] - 1], full_at(*m, seqs[r], lens[r], lens[r] - 1), 1e-5, 0, "prefill"));
+  }
+  fo.state_row = 0;
+  for (int64_t t = 0; t < 5; ++t) {
+    std::vector<int64_t> next;
+    for (int64_t r = 0; r < 2; ++r) next.push_back(seqs[r][lens[r] + t].item<int64_t>());
+    auto lg = m->forward(at::tensor(next, at::kLong).view({2, 1}), fo).logits;
+    for (int64_t r = 0; r < 2; ++r)
+      ASSERT_TRUE(close_rel(lg[r][0], full_at(*m, seqs[r], lens[r] + t + 1, lens[r] + t), 1e-5, 0,
+                            "row " + std::to_string(r) + " step " + std::to_string(t)));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, DecodeStateTest,
                          ::testing::Values("llama", "mistral", "granite", "nemotron_h", "granite4_hybrid", "bamba"));
 
@@ -184,6 +221,14 @@ TEST(DecodeStateErrors, MisuseIsRefusedWithAMessage) {
             std::string::npos);
   EXPECT_NE(msg([&] { st.copy_row(0, 5); }).find("out of range"), std::string::npos);
   EXPECT_NE(msg([&] { st.fork(2, 2); }).find("do not fit"), std::string::npos);
+  prism::models::DecodeWeights dw(*m);
+  ForwardOptions with_grad;
+  with_grad.decode_weights = &dw;
+  {
+    at::AutoGradMode grad(true);
+    EXPECT_NE(msg([&] { m->forward(ids.narrow(0, 0, 2).view({1, 2}), with_grad); }).find("grad mode off"),
+              std::string::npos);
+  }
 }
 
 }  // namespace

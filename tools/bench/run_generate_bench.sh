@@ -20,7 +20,10 @@
 # Memory read bandwidth (tools/bench/bench_membw.c, same thread count) gives case (a)'s bound:
 # tokens/s <= bandwidth / weight bytes read per token.
 # When build/bin/prism-train has no `generate --prompts` (older branch), only the transformers side
-# and the bandwidth run; the table says "n/a" for prism.
+# and the bandwidth run; the table says "n/a" for prism. When it has `--decode-weights`, prism also
+# runs with `--decode-weights off` (the matrices multiplied in their [out, in] parameter layout, as
+# before the decode weight copies), interleaved with the other two: the copies' gain under the same
+# load ("prism, copies off" column).
 # Environment:
 #   PRISM_BUILD_DIR       build tree with bin/prism-train (default: build)
 #   PRISM_BENCH_MODELS    default "smollm2 hybrid100m"
@@ -43,6 +46,8 @@ if [[ -x "$prism_bin" ]] && "$prism_bin" generate --help 2>/dev/null | grep -q -
 else
   echo "run_generate_bench: $prism_bin has no 'generate --prompts': transformers side only" >&2
 fi
+have_copies=0
+((have_prism)) && "$prism_bin" generate --help 2>/dev/null | grep -q -- "--decode-weights" && have_copies=1
 
 # Case parameters for the prism CLI (bench_generate_hf.py CASES holds the same numbers); $2
 # overrides the new-token limit.
@@ -72,11 +77,12 @@ hf() {  # model dir case
     "$name" "$rss" >>"$res"
 }
 
-prism() {  # model dir case
-  local name="$1" dir="$2" c="$3"
+prism() {  # model dir case [off: --decode-weights off]
+  local name="$1" dir="$2" c="$3" side=prism extra=()
+  if [[ "${4:-}" == off ]]; then side=prism_copies_off; extra=(--decode-weights off); fi
   # shellcheck disable=SC2046
   read -r rss wall rc < <(timed "$tmp/prism" "$prism_bin" generate "$dir" --prompts "$tmp/$name.$c.jsonl" --field ids \
-    $(case_flags "$c") --seed 0 --threads "$threads" -o "$tmp/prism.$c.out.jsonl")
+    $(case_flags "$c") --seed 0 --threads "$threads" "${extra[@]}" -o "$tmp/prism.$c.out.jsonl")
   [[ $rc -eq 0 ]] || return 0
   local base=""
   if ! grep -Eq '[0-9]+ generated tokens in [0-9.]+ s' "$tmp/prism.err"; then
@@ -85,20 +91,23 @@ prism() {  # model dir case
     read -r _ base _ < <(timed "$tmp/prism1" "$prism_bin" generate "$dir" --prompts "$tmp/$name.$c.jsonl" --field ids \
       $(case_flags "$c" 1) --seed 0 --threads "$threads" -o "$tmp/prism1.out.jsonl")
   fi
-  "$py" - "$name" "$c" "$threads" "$rss" "$wall" "${base:-}" "$tmp/prism.err" "$tmp/prism.$c.out.jsonl" >>"$res" <<'EOF'
+  "$py" - "$side" "$name" "$c" "$threads" "$rss" "$wall" "${base:-}" "$tmp/prism.err" "$tmp/prism.$c.out.jsonl" >>"$res" <<'EOF'
 import json, re, sys
-name, case, threads, rss, wall, base, err, out = sys.argv[1:]
+side, name, case, threads, rss, wall, base, err, out = sys.argv[1:]
 rows = [json.loads(l) for l in open(out) if l.strip()]
 lens = [r.get("completion_tokens", len(r.get("token_ids", []))) for r in rows]
 fin = sum(1 for r in rows if r.get("finish_reason") == "stop")
-m = re.search(r"(\d+) generated tokens in ([0-9.]+) s", open(err).read())
+log = open(err).read()
+m = re.search(r"(\d+) generated tokens in ([0-9.]+) s", log)
+wc = re.search(r"weight copies ([0-9.]+) MB \(([0-9.]+) s\)", log)
 if m:
     gen, sec, timing = int(m.group(1)), float(m.group(2)), "engine"
 else:
     gen, sec, timing = sum(lens), float(wall) - float(base), "wall minus 1-token run"
-print(json.dumps({"side": "prism", "model": name, "case": case, "threads": int(threads), "generated_tokens": gen,
+print(json.dumps({"side": side, "model": name, "case": case, "threads": int(threads), "generated_tokens": gen,
                   "seconds": sec, "tokens_per_s": round(gen / sec, 2), "mean_completion": round(sum(lens) / len(lens), 1),
-                  "finished_eos": fin, "sequences": len(rows), "peak_rss_mb": float(rss), "timing": timing}))
+                  "finished_eos": fin, "sequences": len(rows), "peak_rss_mb": float(rss), "timing": timing,
+                  "weight_copy_mb": float(wc.group(1)) if wc else None, "weight_copy_s": float(wc.group(2)) if wc else None}))
 EOF
 }
 
@@ -118,7 +127,9 @@ for name in ${PRISM_BENCH_MODELS:-smollm2 hybrid100m}; do
     for ((r = 0; r < repeats; ++r)); do
       if ((r % 2 == 0)); then
         hf "$name" "$dir" "$c"; ((have_prism)) && prism "$name" "$dir" "$c"
+        ((have_copies)) && prism "$name" "$dir" "$c" off
       else
+        ((have_copies)) && prism "$name" "$dir" "$c" off
         ((have_prism)) && prism "$name" "$dir" "$c"; hf "$name" "$dir" "$c"
       fi
     done
@@ -138,19 +149,22 @@ med = lambda k, side, f: statistics.median(x[f] for x in by[k + (side,)]) if by[
 fmt = lambda v, p=1: "n/a" if v is None else f"{v:.{p}f}"
 threads = next(r["threads"] for r in rows if r["side"] != "membw")
 print(f"Memory read bandwidth ({threads} threads): {bw:.1f} GB/s\n")
-print("| model | case | transformers tok/s | prism tok/s | prism / HF | HF peak RSS MB | prism peak RSS MB "
-      "| mean completion HF / prism | runs |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| model | case | transformers tok/s | prism tok/s | prism / HF | prism, copies off tok/s | off / HF "
+      "| HF peak RSS MB | prism peak RSS MB (copies off) | mean completion HF / prism | runs HF + prism + off |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for k in keys:
-    h, p = med(k, "transformers", "tokens_per_s"), med(k, "prism", "tokens_per_s")
-    ratio = f"{p / h:.2f}x" if h and p else "n/a"
-    print(f"| {k[0]} | {k[1]} | {fmt(h)} | {fmt(p)} | {ratio} | {fmt(med(k, 'transformers', 'peak_rss_mb'), 0)} "
-          f"| {fmt(med(k, 'prism', 'peak_rss_mb'), 0)} | {fmt(med(k, 'transformers', 'mean_completion'))} / "
-          f"{fmt(med(k, 'prism', 'mean_completion'))} | {len(by[k + ('transformers',)])} + {len(by[k + ('prism',)])} |")
+    h, p, o = (med(k, s, "tokens_per_s") for s in ("transformers", "prism", "prism_copies_off"))
+    ratio = lambda a: f"{a / h:.2f}x" if h and a else "n/a"
+    print(f"| {k[0]} | {k[1]} | {fmt(h)} | {fmt(p)} | {ratio(p)} | {fmt(o)} | {ratio(o)} "
+          f"| {fmt(med(k, 'transformers', 'peak_rss_mb'), 0)} | {fmt(med(k, 'prism', 'peak_rss_mb'), 0)} "
+          f"({fmt(med(k, 'prism_copies_off', 'peak_rss_mb'), 0)}) | {fmt(med(k, 'transformers', 'mean_completion'))} / "
+          f"{fmt(med(k, 'prism', 'mean_completion'))} | {len(by[k + ('transformers',)])} + {len(by[k + ('prism',)])} + "
+          f"{len(by[k + ('prism_copies_off',)])} |")
 print()
 print("Case (a) against the bandwidth bound (batch-1 decoding reads every weight once per token):\n")
-print("| model | weight MB read per token | bound tok/s | transformers (% of bound) | prism (% of bound) |")
-print("|---|---|---|---|---|")
+print("| model | weight MB read per token | bound tok/s | transformers (% of bound) | prism (% of bound) "
+      "| prism, copies off (% of bound) |")
+print("|---|---|---|---|---|---|")
 for k in keys:
     if k[1] != "a" or not by[k + ("transformers",)]:
         continue
@@ -158,7 +172,7 @@ for k in keys:
     bound = bw * 1e9 / wb
     h, p = med(k, "transformers", "tokens_per_s"), med(k, "prism", "tokens_per_s")
     pct = lambda v: "n/a" if v is None else f"{v:.1f} ({100 * v / bound:.0f} %)"
-    print(f"| {k[0]} | {wb / 1e6:.0f} | {bound:.1f} | {pct(h)} | {pct(p)} |")
+    print(f"| {k[0]} | {wb / 1e6:.0f} | {bound:.1f} | {pct(h)} | {pct(p)} | {pct(med(k, 'prism_copies_off', 'tokens_per_s'))} |")
 EOF
 cat "$tmp/table.md"
 if [[ -n "${PRISM_BENCH_OUT:-}" ]]; then

@@ -2,7 +2,7 @@
 //
 //   prism-train generate <hf_dir> --prompts prompts.jsonl [--field prompt | --template "...{question}..."]
 //       [--n 16] [--temperature T] [--top-p P] [--top-k K] [--min-p M] [--max-new-tokens N] [--stop S]...
-//       [--seed S] [--slots N] [--threads N] -o out.jsonl
+//       [--seed S] [--slots N] [--threads N] [--decode-weights auto|on|off] -o out.jsonl
 //   prism-train generate <hf_dir> --ids "1 2 3" [...]        (token ids in; ids printed, or JSONL with -o)
 //
 // Text goes in and out through the checkpoint's tokenizer.json. Each output line is one sample:
@@ -38,7 +38,7 @@ namespace {
 
 struct GenerateOptions {
   std::string model_dir, prompts, ids, field = "prompt", text_template, output;
-  std::string dtype = "fp32", device = "cpu";
+  std::string dtype = "fp32", device = "cpu", decode_weights = "auto";
   int64_t n = 1, max_new_tokens = 16, top_k = 0, slots = 16;
   double temperature = 0.0, top_p = 1.0, min_p = 0.0;
   std::vector<std::string> stop;
@@ -207,6 +207,7 @@ int run_generate(const GenerateOptions& o) {
 
   generate::EngineOptions eo;
   eo.slots = o.slots;
+  if (o.decode_weights != "auto") eo.decode_weights = o.decode_weights == "on";
   generate::Engine engine(*model, eo, tok.get());
   const bool tty = ::isatty(STDERR_FILENO) != 0;
   auto last = std::chrono::steady_clock::now() - std::chrono::seconds(1);
@@ -258,12 +259,14 @@ int run_generate(const GenerateOptions& o) {
   }
   std::fprintf(stderr,
                "generate: %zu requests x %lld samples, %lld prompt + %lld generated tokens in %.2f s (%.1f tok/s), "
-               "%lld decode steps, %d threads, decode state %.1f MB (%lld slots x %lld tokens)%s%s\n",
+               "%lld decode steps, %d threads, decode state %.1f MB (%lld slots x %lld tokens), weight copies %.1f MB "
+               "(%.3f s)%s%s\n",
                reqs.size(), static_cast<long long>(o.n), static_cast<long long>(st.prompt_tokens),
                static_cast<long long>(st.generated_tokens), st.seconds,
                st.seconds > 0 ? st.generated_tokens / st.seconds : 0.0, static_cast<long long>(st.decode_steps),
                at::get_num_threads(), st.state_bytes / 1e6, static_cast<long long>(o.slots),
-               static_cast<long long>(st.max_length), o.output.empty() ? "" : "; wrote ", o.output.c_str());
+               static_cast<long long>(st.max_length), st.weight_copy_bytes / 1e6,
+               st.weight_copy_seconds, o.output.empty() ? "" : "; wrote ", o.output.c_str());
   return 0;
 }
 
@@ -292,6 +295,11 @@ void register_generate_commands(CLI::App& app, Commands& cmds) {
   add_threads_option(s, o->threads);
   s->add_option("--dtype", o->dtype, "fp32 | bf16")->capture_default_str();
   s->add_option("--device", o->device, "cpu | cuda | auto")->capture_default_str();
+  s->add_option("--decode-weights", o->decode_weights,
+                "Decode with [in, out] copies of the weight matrices (faster on CPU, one more copy of the weights in "
+                "memory): auto (on for CPU) | on | off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   s->add_option("--output,-o", o->output, "Output JSONL (one line per sample); with --ids, ids go to stdout when omitted");
   ids->excludes(prompts);
   tmpl->excludes(field);

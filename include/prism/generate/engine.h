@@ -7,8 +7,10 @@
 // exactly the occupied slots, whatever their lengths (no padding). A finished sample frees its slot
 // at once for the next queued sample.
 //
-// The engine holds a reference to the model, never a copy of its weights: parameters updated in
-// place by an optimizer between calls are what the next call samples from.
+// The engine reads the model's live parameters: parameters updated in place by an optimizer
+// between calls are what the next call samples from. (With EngineOptions::decode_weights it
+// multiplies by transposed copies of the matrices, re-copied from the live parameters at the start
+// of every call.)
 //
 // Determinism: sample i of a request draws its token at step t with the key
 // sample_key(seed, i, t) (sampler.h), so its tokens depend only on (weights, prompt, parameters,
@@ -79,6 +81,14 @@ struct EngineOptions {
   int64_t max_length = 0;
   /// Default stop token ids; unset = the model's ModelConfig::eos_token_ids.
   std::optional<std::vector<int64_t>> eos_token_ids;
+  /// Decode with [in, out] copies of the weight matrices (prism/models/decode_weights.h): on CPU,
+  /// MKL then skips re-packing every transposed weight on every decode step. Costs one more copy of
+  /// the matrices in memory (Stats::weight_copy_bytes) and a refresh from the live parameters at the
+  /// start of every generate() call that uses them (Stats::weight_copy_seconds). Unset = on for a
+  /// CPU model without layer hooks (sharded parameters) in calls where rows decode together (slots
+  /// > 1 and more than one sample); off otherwise: one row is a matrix-vector product, which needs
+  /// no packing, and cuBLAS reads transposed weights as they are.
+  std::optional<bool> decode_weights;
 };
 
 struct Progress {
@@ -94,6 +104,8 @@ struct Stats {
   int64_t prompt_tokens = 0;      ///< tokens prefilled (once per request)
   int64_t generated_tokens = 0;   ///< completion tokens of all samples
   int64_t decode_steps = 0;       ///< batched forward calls of the decode loop
+  int64_t weight_copy_bytes = 0;  ///< decode weight copies (EngineOptions::decode_weights), 0 = none
+  double weight_copy_seconds = 0.0;  ///< refreshing them at the start of the call (in `seconds`)
   double seconds = 0.0;
 };
 

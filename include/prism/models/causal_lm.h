@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "prism/models/decode_state.h"
+#include "prism/models/decode_weights.h"
 #include "prism/models/model_config.h"
 #include "prism/ops/dispatch.h"
 
@@ -46,6 +47,9 @@ struct ForwardOptions {
   /// a trainer can fuse lm_head with the loss (ops::linear_cross_entropy with lm_head_weight()
   /// and config().logits_scaling) instead of materialising [B, L, V] logits.
   bool skip_lm_head = false;
+  /// [in, out] copies of the matrices (decode_weights.h) used instead of at::linear on the
+  /// parameters' [out, in] layout; the caller keeps them refreshed. Null = the parameters.
+  const DecodeWeights* decode_weights = nullptr;
 };
 
 struct ForwardOutput {
@@ -152,6 +156,8 @@ class CausalLM {
   /// callers passing `keep` get the copies (the others an empty vector). Without sharding: the
   /// live tensors (no copy) when `keep`.
   std::vector<at::Tensor> gather_to_host(bool keep) const;
+  /// Whether layer hooks are installed (the parameters may then be sharded outside forward).
+  bool has_layer_hooks() const;
 
   /// Writes config.json (the original one, with torch_dtype updated) and safetensors shards
   /// (+ index) into `dir`, atomically (temp dir, then rename). Other files of the source
