@@ -1,8 +1,10 @@
 // RMSNorm and RoPE against hand-computed values (double loops, closed-form formulas).
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <vector>
 
 #include "prism/ops/rmsnorm.h"
 #include "prism/ops/rotary.h"
@@ -36,6 +38,44 @@ TEST(RmsNorm, Bf16CastsBeforeWeightMultiply) {
   EXPECT_TRUE(at::equal(y, w * n));
   auto fused = (w.to(at::kFloat) * (x32 * at::rsqrt(x32.pow(2).mean(-1, true) + 1e-6))).to(at::kBFloat16);
   EXPECT_FALSE(at::equal(y, fused)) << "the weight must be applied after rounding (differs from fp32-weight order)";
+}
+
+// Training on a CPU (grad mode, an input that requires grad) runs the one-pass autograd Function
+// of rmsnorm_cpu.cpp: output, d x and d weight against torch autograd through the reference's
+// formula in float64, for fp32 and fp64 inputs; 210 rows make 4 blocks of the weight-gradient sum
+// (the last partial), and that sum is bit-identical at 1 and 2 threads.
+TEST(RmsNorm, CpuTrainingPathMatchesFloat64Autograd) {
+  at::manual_seed(3);
+  auto x64 = at::randn({3, 70, 40}, at::kDouble) * 2;
+  auto w64 = at::randn({40}, at::kDouble);
+  auto g64 = at::randn({3, 70, 40}, at::kDouble);
+  auto xo = x64.clone().requires_grad_(true), wo = w64.clone().requires_grad_(true);
+  auto yo = wo * (xo * at::rsqrt(xo.pow(2).mean(-1, true) + 1e-5));
+  yo.backward(g64);
+  for (auto dt : {at::kFloat, at::kDouble}) {
+    SCOPED_TRACE(::testing::Message() << dt);
+    auto x = x64.to(dt).clone().requires_grad_(true), w = w64.to(dt).clone().requires_grad_(true);
+    auto y = prism::ops::rms_norm(x, w, 1e-5);
+    y.backward(g64.to(dt));
+    const double tol = dt == at::kFloat ? 2e-6 : 1e-13;
+    EXPECT_TRUE(prism::test::close_rel(y, yo.detach(), tol, 0, "y"));
+    EXPECT_TRUE(prism::test::close_rel(x.grad(), xo.grad(), tol * 4, 0, "d x"));
+    EXPECT_TRUE(prism::test::close_rel(w.grad(), wo.grad(), tol * 4, 0, "d weight"));
+    // Only the weight needs a gradient (a frozen input): d weight alone, the same values.
+    auto w2 = w64.to(dt).clone().requires_grad_(true);
+    prism::ops::rms_norm(x64.to(dt), w2, 1e-5).backward(g64.to(dt));
+    EXPECT_TRUE(at::equal(w2.grad(), w.grad()));
+  }
+  const int threads = at::get_num_threads();
+  std::vector<at::Tensor> dws;
+  for (int t : {1, 2}) {
+    at::set_num_threads(t);
+    auto x = x64.to(at::kFloat).requires_grad_(true), w = w64.to(at::kFloat).requires_grad_(true);
+    prism::ops::rms_norm(x, w, 1e-5).backward(g64.to(at::kFloat));
+    dws.push_back(w.grad());
+  }
+  at::set_num_threads(threads);
+  EXPECT_TRUE(at::equal(dws[0], dws[1]));
 }
 
 TEST(Rope, DefaultInvFreqMatchesFormula) {
