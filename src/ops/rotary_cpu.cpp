@@ -53,7 +53,8 @@ at::Tensor rope_run(const at::Tensor& x, const at::Tensor& cos, const at::Tensor
   auto in = x.stride(3) == 1 ? x : x.contiguous();
   auto out = at::empty_like(in);
   if (out.stride(3) != 1) out = at::empty(in.sizes(), in.options());
-  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "apply_rope_cpu", [&] { rope_apply<scalar_t>(in, out, cos, sin, transpose); });
+  AT_DISPATCH_FLOATING_TYPES(in.scalar_type(), "apply_rope_cpu",
+                             [&] { rope_apply<scalar_t>(in, out, cos, sin, transpose); });
   return out;
 }
 
