@@ -29,6 +29,7 @@
 #include "prism/ops/ssd_scan.h"
 #include "prism/ops/rmsnorm.h"
 #include "prism/ops/rotary.h"
+#include "prism/ops/swiglu.h"
 
 namespace prism::models {
 namespace {
@@ -238,7 +239,7 @@ struct CausalLM::Impl {
   at::Tensor mlp_forward(const Block& b, const at::Tensor& x) const {
     switch (cfg.mlp) {
       case MlpKind::kSwiGLU:
-        return linear(at::silu(linear(x, b.mlp.gate, b.mlp.gate_b)) * linear(x, b.mlp.up, b.mlp.up_b), b.mlp.down,
+        return linear(ops::swiglu(linear(x, b.mlp.gate, b.mlp.gate_b), linear(x, b.mlp.up, b.mlp.up_b)), b.mlp.down,
                       b.mlp.down_b);
       case MlpKind::kFusedSwiGLU: {
         auto gu = at::linear(x, b.mlp.gate_up).chunk(2, -1);  // [gate | up]
