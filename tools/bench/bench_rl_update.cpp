@@ -3,8 +3,11 @@
 // training forward up to the final norm, ops::linear_logprobs on the labelled rows, a policy-loss
 // stand-in (-sum advantage * logp) and backward; separately the lm-head op alone (forward +
 // backward on a detached hidden) so the body's share follows by difference. Prints one JSON line
-// with seconds per phase and the FLOPs: body 6 * non-embedding params * tokens, head 8 * V * D *
-// labelled tokens (its backward recomputes the logits: 4 GEMMs).
+// with seconds per phase, the process CPU seconds of the update (update_cpu_s: on a shared machine
+// the wall clock measures the neighbours too) and the FLOPs: body 6 * non-embedding params *
+// tokens, head 8 * V * D * labelled tokens (4 GEMMs; on CPU token_logprobs keeps the logits and
+// runs 3). PRISM_BENCH_PROFILE=<trace.json> writes a Kineto CPU trace of the last iteration's
+// update (per-op times: aggregate by name).
 //
 //   bench_rl_update <hf_dir> [threads=2] [rollouts=32] [prompt=12] [completion=128] [capacity=4096] [iters=2]
 #include <ATen/ATen.h>
