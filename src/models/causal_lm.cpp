@@ -30,6 +30,7 @@
 #include "prism/ops/ssd_scan.h"
 #include "prism/ops/rmsnorm.h"
 #include "prism/ops/rotary.h"
+#include "prism/ops/swiglu.h"
 
 namespace prism::models {
 namespace {
@@ -248,7 +249,7 @@ struct CausalLM::Impl {
   at::Tensor mlp_forward(const Block& b, const at::Tensor& x, const DecodeWeights* dw) const {
     switch (cfg.mlp) {
       case MlpKind::kSwiGLU:
-        return linear(at::silu(linear(x, b.mlp.gate, b.mlp.gate_b, dw)) * linear(x, b.mlp.up, b.mlp.up_b, dw),
+        return linear(ops::swiglu(linear(x, b.mlp.gate, b.mlp.gate_b, dw), linear(x, b.mlp.up, b.mlp.up_b, dw)),
                       b.mlp.down, b.mlp.down_b, dw);
       case MlpKind::kFusedSwiGLU: {
         auto gu = linear(x, b.mlp.gate_up, {}, dw).chunk(2, -1);  // [gate | up]

@@ -38,10 +38,16 @@ std::pair<at::Tensor, at::Tensor> rope_cos_sin(const at::Tensor& inv_freq, const
   return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
+// rotary_cpu.cpp: the one-pass CPU autograd Function (training, fp32 / fp64, full rotary).
+bool apply_rope_cpu_supports(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+at::Tensor apply_rope_cpu(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   const int64_t rot = cos.size(-1);
   const int64_t d = x.size(-1);
   PRISM_CHECK(rot <= d && rot % 2 == 0, "rope: rotary dim ", rot, " does not fit head_dim ", d);
+  // Training on a CPU: one pass forward and backward. Inference keeps the composite below.
+  if (apply_rope_cpu_supports(x, cos, sin)) return apply_rope_cpu(x, cos, sin);
   auto c = cos.unsqueeze(1);  // [B, 1, L, rot]
   auto s = sin.unsqueeze(1);
   auto xr = rot == d ? x : x.narrow(-1, 0, rot);

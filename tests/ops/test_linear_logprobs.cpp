@@ -242,6 +242,39 @@ TEST(LinearLogprobs, KeptLogitsMatchOracleAndSurviveRepeatedBackward) {
   }
 }
 
+// On a CPU the chunk steps walk their rows in blocks of ~1 MiB of logits (a 49K vocabulary: 5 rows
+// per block). A vocabulary of 100,003 makes 2-row blocks, so 9 rows per chunk end in a partial
+// block; with ignored rows, labels 0 and V - 1, scaling and temperature, the
+// kept logits and recomputed ones, fp32 and bf16 (steps in fp32, cast into the bf16 buffer):
+// values and both gradients against the float64 oracle.
+TEST(LinearLogprobs, CpuBlockedStepsMatchOracleAcrossBlocks) {
+  at::manual_seed(17);
+  const int64_t N = 23, D = 8, V = 100003;
+  auto h64 = at::randn({N, D}, at::kDouble), w64 = at::randn({V, D}, at::kDouble) * 0.6;
+  auto labels = random_labels(N, V, 0.3);
+  labels[4] = -100;
+  labels[5] = 0;
+  labels[V % 7] = V - 1;
+  auto g_lp = at::randn({N}, at::kDouble), g_h = at::randn({N}, at::kDouble);
+  for (auto dt : {at::kFloat, at::kBFloat16}) {
+    for (int64_t keep : {int64_t{0}, int64_t{1} << 30}) {
+      for (auto use : {Use::kBoth, Use::kLogprobs}) {
+        SCOPED_TRACE(::testing::Message() << dt << " keep " << keep << " use " << static_cast<int>(use));
+        auto o = opts(1.5, 0.7, 9);
+        o.keep_logits_bytes = keep;
+        auto h = h64.to(dt), w = w64.to(dt);
+        auto want = oracle(h, w, labels, o, g_lp, g_h, use);
+        auto got = run(h, w, labels, o, g_lp, g_h, use, Impl::kAuto);
+        const double tol = dt == at::kFloat ? 1e-5 : 2e-2;
+        EXPECT_TRUE(close_rel(got.logprobs, want.logprobs, tol, 1e-6, "logprobs"));
+        EXPECT_TRUE(close_rel(got.entropy, want.entropy, tol, 1e-6, "entropy"));
+        EXPECT_TRUE(close_rel(got.dh, want.dh, dt == at::kFloat ? 1e-4 : 5e-2, 1e-6, "d hidden"));
+        EXPECT_TRUE(close_rel(got.dw, want.dw, dt == at::kFloat ? 1e-4 : 5e-2, 1e-6, "d weight"));
+      }
+    }
+  }
+}
+
 // bf16 / fp32: the chunked path's error against float64 (on the same rounded inputs) is at most
 // twice the reference's error in the same dtype.
 TEST(LinearLogprobs, LowPrecisionWithinTwiceReferenceError) {

@@ -62,7 +62,11 @@ TEST(TokenLogprobs, PackedRowEqualsEachRolloutAloneInFloat64) {
     std::vector<int64_t> seq(r.prompt);
     seq.insert(seq.end(), r.completion.begin(), r.completion.end() - 1);
     const auto n = static_cast<int64_t>(seq.size());
-    auto logits = m64->forward(at::tensor(seq, at::kLong).reshape({1, n}), {}).logits[0];  // [n, V]
+    // The ATen references (RMSNorm, attention) in the oracle: the packed fp32 row runs the CPU
+    // training paths (one-pass RMSNorm Function, per-document SDPA, blocked head steps).
+    prism::models::ForwardOptions fo;
+    fo.impl = prism::ops::Impl::kReference;
+    auto logits = m64->forward(at::tensor(seq, at::kLong).reshape({1, n}), fo).logits[0];  // [n, V]
     auto logp = at::log_softmax(logits, -1);
     const auto P = static_cast<int64_t>(r.prompt.size());
     for (int64_t j = P - 1; j < n; ++j) {

@@ -3,14 +3,20 @@
 // training forward up to the final norm, ops::linear_logprobs on the labelled rows, a policy-loss
 // stand-in (-sum advantage * logp) and backward; separately the lm-head op alone (forward +
 // backward on a detached hidden) so the body's share follows by difference. Prints one JSON line
-// with seconds per phase and the FLOPs: body 6 * non-embedding params * tokens, head 8 * V * D *
-// labelled tokens (its backward recomputes the logits: 4 GEMMs).
+// with seconds per phase, the process CPU seconds of the update (update_cpu_s: on a shared machine
+// the wall clock measures the neighbours too) and the FLOPs: body 6 * non-embedding params *
+// tokens, head 8 * V * D * labelled tokens (4 GEMMs; on CPU token_logprobs keeps the logits and
+// runs 3). PRISM_BENCH_PROFILE=<trace.json> writes a Kineto CPU trace of the last iteration's
+// update (per-op times: aggregate by name).
 //
 //   bench_rl_update <hf_dir> [threads=2] [rollouts=32] [prompt=12] [completion=128] [capacity=4096] [iters=2]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <torch/csrc/autograd/profiler_kineto.h>
+
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -23,6 +29,8 @@
 namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+// Process CPU seconds: on a shared machine the wall clock measures the neighbours too.
+double cpu_now() { return static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -60,8 +68,19 @@ int main(int argc, char** argv) {
     labelled += mb.labels.ne(-100).sum().item<int64_t>();
   }
 
-  double fwd = 0, bwd = 0, head = 0, zero = 0;
+  double fwd = 0, bwd = 0, head = 0, zero = 0, cpu_update = 0;
+  // PRISM_BENCH_PROFILE=<trace.json>: a Kineto CPU trace of the last iteration's update (op times).
+  const char* trace = std::getenv("PRISM_BENCH_PROFILE");
+  namespace prof = torch::autograd::profiler;
+  const torch::profiler::impl::ProfilerConfig pcfg(torch::profiler::impl::ProfilerState::KINETO, false, false, false,
+                                                   false, false);
+  const std::set<torch::profiler::impl::ActivityType> acts{torch::profiler::impl::ActivityType::CPU};
   for (int64_t it = 0; it < iters; ++it) {
+    if (trace && it + 1 == iters) {
+      prof::prepareProfiler(pcfg, acts);
+      prof::enableProfiler(pcfg, acts);
+    }
+    const double c0 = cpu_now();
     for (const auto& mb : rows) {
       auto t0 = Clock::now();
       auto lp = prism::rl::token_logprobs(*model, mb, at::kCPU);
@@ -71,6 +90,8 @@ int main(int argc, char** argv) {
       loss.backward();
       bwd += since(t0);
     }
+    cpu_update += cpu_now() - c0;
+    if (trace && it + 1 == iters) prof::disableProfiler()->save(trace);
     auto t0 = Clock::now();
     for (auto& [n, p] : model->named_parameters()) p.mutable_grad() = at::Tensor();
     zero += since(t0);
@@ -94,9 +115,9 @@ int main(int argc, char** argv) {
       "{\"rows\": %zu, \"tokens\": %lld, \"labelled\": %lld, \"capacity\": %lld, \"threads\": %lld, "
       "\"forward_s\": %.3f, \"backward_s\": %.3f, \"head_fwd_bwd_s\": %.3f, \"body_fwd_bwd_s\": %.3f, "
       "\"zero_grad_s\": %.4f, \"body_gflop\": %.1f, \"head_gflop\": %.1f, \"gflops_per_s\": %.1f, "
-      "\"head_gflops_per_s\": %.1f}\n",
+      "\"head_gflops_per_s\": %.1f, \"update_cpu_s\": %.3f}\n",
       rows.size(), static_cast<long long>(tokens), static_cast<long long>(labelled), static_cast<long long>(cap),
       static_cast<long long>(threads), fwd / n, bwd / n, head / n, update - head / n, zero / n, body_flop / 1e9,
-      head_flop / 1e9, (body_flop + head_flop) / 1e9 / update, head_flop / 1e9 / (head / n));
+      head_flop / 1e9, (body_flop + head_flop) / 1e9 / update, head_flop / 1e9 / (head / n), cpu_update / n);
   return 0;
 }

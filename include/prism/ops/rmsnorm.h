@@ -10,7 +10,9 @@ namespace prism::ops {
 
 /// x [..., D], weight [D] -> weight * cast(x32 * rsqrt(mean(x32^2) + eps)).
 /// kAuto: the fused CUDA kernel (kernels/rmsnorm, forward + backward through a custom autograd
-/// Function) for CUDA fp32/fp16/bf16 tensors with the weight in x's dtype, else the reference.
+/// Function) for CUDA fp32/fp16/bf16 tensors with the weight in x's dtype; on a CPU in training
+/// (grad mode, an input that requires grad, fp32/fp64 x and weight of one dtype) a one-pass
+/// autograd Function with the same math; else the reference.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, Impl impl = Impl::kAuto);
 at::Tensor rms_norm_ref(const at::Tensor& x, const at::Tensor& weight, double eps);
 /// Whether rms_norm(x, weight, eps, impl) would run the fused kernel (in the current grad mode).

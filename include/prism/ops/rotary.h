@@ -29,6 +29,8 @@ std::pair<at::Tensor, at::Tensor> rope_cos_sin(const at::Tensor& inv_freq, const
                                                c10::ScalarType dtype);
 
 /// x [B, H, L, d] with cos/sin [B, L, rot]; rotates the first `rot` channels of each head.
+/// On a CPU in training (x requires grad, fp32/fp64, rot == d) a one-pass autograd Function with
+/// the same expression (forward bit-identical); otherwise the ATen composite.
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
 }  // namespace prism::ops
