@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <memory>
 
 namespace prism::train::detail {
 
@@ -25,6 +26,14 @@ inline void alloc_storage(const at::Tensor& t) {
   const size_t nbytes = static_cast<size_t>(t.numel()) * t.element_size();
   st.set_data_ptr_noswap(st.allocator()->allocate(nbytes));
   st.set_nbytes(nbytes);
+}
+
+/// The handle LayerHooks::gather_all returns: every unit stays gathered (impl->pin()) until the
+/// last copy of the handle is released (impl->unpin()); it keeps `impl` alive meanwhile.
+template <class Impl>
+std::shared_ptr<void> pin_handle(const std::shared_ptr<Impl>& impl) {
+  impl->pin();
+  return std::shared_ptr<void>(impl.get(), [impl](void*) { impl->unpin(); });
 }
 
 }  // namespace prism::train::detail

@@ -98,11 +98,7 @@ class FrozenHooks final : public models::LayerHooks {
     impl_->after_layer(i);
     return out;
   }
-  std::shared_ptr<void> gather_all() override {
-    impl_->pin();
-    auto impl = impl_;
-    return std::shared_ptr<void>(impl.get(), [impl](void*) { impl->unpin(); });
-  }
+  std::shared_ptr<void> gather_all() override { return detail::pin_handle(impl_); }
 
  private:
   std::shared_ptr<FrozenShards::Impl> impl_;

@@ -464,11 +464,7 @@ class ShardHooks final : public models::LayerHooks {
     }
     return out;
   }
-  std::shared_ptr<void> gather_all() override {
-    impl_->pin();
-    auto impl = impl_;
-    return std::shared_ptr<void>(impl.get(), [impl](void*) { impl->unpin(); });
-  }
+  std::shared_ptr<void> gather_all() override { return detail::pin_handle(impl_); }
 
  private:
   std::shared_ptr<DistributedAdamW::Impl> impl_;

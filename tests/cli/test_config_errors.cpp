@@ -17,13 +17,6 @@ namespace {
 
 namespace fs = prism::fs;
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 class ConfigErrorsCli : public ::testing::Test {
  protected:
   void SetUp() override { dir = prism::test::make_temp_dir("config_errors_cli"); }
@@ -39,7 +32,7 @@ class ConfigErrorsCli : public ::testing::Test {
     const std::string err = fs::join(dir, "err.txt");
     const std::string cmd = fs::join(prism::test::bin_dir(), "prism-train") + " " + args + " >/dev/null 2>" + err;
     const int rc = std::system(cmd.c_str());
-    const std::string text = slurp(err);
+    const std::string text = fs::read_file(err);
     EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 1) << args << "\n" << text;
     EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
     return text;
@@ -92,7 +85,7 @@ TEST_F(ConfigErrorsCli, RlStartUpCheckNamesTheLine) {
   const std::string err = fs::join(dir, "rl-layout.err");
   const int rc = std::system((fs::join(prism::test::bin_dir(), "prism-train") + " rl -c " + cfg + " >/dev/null 2>" + err).c_str());
   EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
-  const std::string text = slurp(err);
+  const std::string text = fs::read_file(err);
   const std::string expected = "prism-train: error: " + cfg +
                                ":8: train.mini_batches: each rank has 2 rollouts per step, fewer than the updates asked "
                                "for (expected at most 2, found 4)\n";
