@@ -112,6 +112,9 @@ Units units(const ModelConfig& c, const std::vector<std::string>& trainable) {
   return u;
 }
 
+// Whether training runs ops' one-pass CPU autograd Functions (RMSNorm, SwiGLU: fp32 on the CPU).
+bool cpu_training_ops(const MemoryPlanInput& in) { return !in.cuda && in.dtype == at::kFloat; }
+
 // Bytes per token autograd keeps for one block (its pre-norm included) on the given path.
 double block_bytes_per_token(const MemoryPlanInput& in, BlockKind kind, int64_t tokens) {
   const auto& c = in.model;
@@ -120,7 +123,10 @@ double block_bytes_per_token(const MemoryPlanInput& in, BlockKind kind, int64_t 
   // Pre-norm. Reference (rms_norm_ref): the fp32 input (its own copy unless fp32), the normalised
   // value before the weight multiply, rsqrt; the output is kept by the block's first linear.
   // Kernel: the input, rstd, the output.
-  double b = in.cuda ? 2 * e * D + kF32 : kF32 * D + 2 * e * D + 2 * kF32;
+  // CPU fp32 training runs one-pass autograd Functions (ops/rmsnorm_cpu.cpp, ops/swiglu.cpp): the
+  // norm keeps its input and rstd only (the output is kept by the first linear).
+  const bool cpu_train = cpu_training_ops(in);
+  double b = in.cuda ? 2 * e * D + kF32 : (cpu_train ? kF32 * D + e * D + kF32 : kF32 * D + 2 * e * D + 2 * kF32);
   switch (kind) {
     case BlockKind::kAttention: {
       const double Hq = static_cast<double>(c.num_heads), d = static_cast<double>(c.head_dim);
@@ -143,8 +149,9 @@ double block_bytes_per_token(const MemoryPlanInput& in, BlockKind kind, int64_t 
     case BlockKind::kMlp: {
       const double F = static_cast<double>(c.intermediate_size);
       // SwiGLU: gate (silu's input), silu(gate), up, their product (down's input); relu2: relu's
-      // output and its square.
-      b += e * F * (c.mlp == models::MlpKind::kRelu2 ? 2 : 4);
+      // output and its square. ops::swiglu on CPU fp32 training recomputes silu(gate) in backward.
+      const bool one_pass = cpu_train && c.mlp == models::MlpKind::kSwiGLU;
+      b += e * F * (c.mlp == models::MlpKind::kRelu2 ? 2 : one_pass ? 3 : 4);
       break;
     }
     case BlockKind::kMamba2: {
@@ -208,10 +215,14 @@ Activations activations(const MemoryPlanInput& in, bool checkpointing, const Uni
       if (!grad_in && !norm_trained && !mixer_trained) {
         b = 0;
       } else {
-        if (!grad_in)
+        if (cpu_training_ops(in)) {
+          // The one-pass norm keeps its input and rstd whenever it needs any gradient.
+          if (!grad_in && !norm_trained) b -= kF32 * D + kF32;
+        } else if (!grad_in) {
           b -= in.cuda ? e * D + kF32 : kF32 * D + e * D + 2 * kF32;  // the norm keeps nothing for itself
-        else if (!norm_trained && !in.cuda)
+        } else if (!norm_trained && !in.cuda) {
           b -= e * D;
+        }
         if (!mixer_trained) {
           b -= e * D;
           if (kind == BlockKind::kAttention && !in.cuda && c.sliding_window == 0)
@@ -230,7 +241,9 @@ Activations activations(const MemoryPlanInput& in, bool checkpointing, const Uni
   }
   // Outside the layers: RoPE cos/sin tables, the final norm (as a pre-norm) and its output.
   const double rot = static_cast<double>(c.head_dim) * c.partial_rotary_factor;
-  const double final_norm = in.cuda ? 2 * e * D + kF32 : kF32 * D + (u.final_norm_trained ? 2 : 1) * e * D;
+  const double final_norm = in.cuda               ? 2 * e * D + kF32
+                            : cpu_training_ops(in) ? kF32 * D + e * D + kF32
+                                                   : kF32 * D + (u.final_norm_trained ? 2 : 1) * e * D;
   const double outside = T * ((c.use_rope ? 2 * e * rot : 0) + final_norm);
   // Checkpointing keeps each layer's input and recomputes one layer at a time in backward.
   a.saved = outside + (checkpointing ? static_cast<double>(c.num_layers()) * T * e * D : all_layers);

@@ -530,6 +530,8 @@ except OSError as e:
 // venv dir that is itself a symlink): every link is recreated inside and every target bound.
 TEST(Sandbox, InterpreterBehindSymlinksIsBound) {
   const std::string base = prism::fs::join(prism::fs::parent(prism::test::bin_dir()), "sandbox_test_" + random_tag());
+  // The sandbox mounts its own /tmp and refuses readable paths under it (a checkout under /tmp).
+  if (base.rfind("/tmp/", 0) == 0) GTEST_SKIP() << "build tree under /tmp: " << base;
   prism::fs::create_directories(base + "/real/bin");
   ASSERT_EQ(::symlink((base + "/real").c_str(), (base + "/env").c_str()), 0);
   char target[4096];

@@ -115,7 +115,7 @@ TEST(MidConfigs, WarmupLongerThanTheRunNamesFileAndKey) {
     FAIL() << "expected an error";
   } catch (const prism::Error& e) {
     const std::string m = e.what();
-    EXPECT_EQ(m.rfind(p + ": schedule.warmup_steps: warmup is longer than the run", 0), 0u) << m;
+    EXPECT_EQ(m.rfind(p + ":5: schedule.warmup_steps: warmup is longer than the run", 0), 0u) << m;  // line 5
     EXPECT_NE(m.find("<= train.steps (10)"), std::string::npos) << m;
   }
   // Enum choices are checked when the YAML is read, naming the key.
