@@ -9,6 +9,7 @@
 #include <memory>
 #include <regex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "prism-train/commands.h"
@@ -113,9 +114,9 @@ int cmd_plan(const PlanOptions& o) {
     const std::string device = planned_device(o.device, cfg.model.device);
     const auto model = models::CausalLM::read_config(cfg.model.path);
     in = rl::plan_input(cfg, model, world_from(o, cfg.dist), device);
-    const auto [shortest, longest] = prompt_lengths(cfg, model);
-    train::set_rl_step(in, cfg.rollout.prompts_per_step, cfg.rollout.samples_per_prompt, cfg.train.mini_batches,
-                       cfg.train.trainable, cfg.rollout.max_new_tokens, shortest, longest);
+    // plan_input set the RL step without prompt lengths (the trainer plans before reading the
+    // prompts); here they are tokenized for the tighter rollout and decode-cache figures.
+    std::tie(in.shortest_prompt_tokens, in.prompt_tokens) = prompt_lengths(cfg, model);
     configured = cfg.model.device_memory;
   } else {
     auto cfg = config::load_config<train::MidTrainConfig>(o.config_path, o.sets);
