@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "prism/core/fs.h"
@@ -73,7 +74,8 @@ TEST_F(StudyQuick, ReportHasEveryTableAndClaim) {
   for (const char* s : {"## Table 6: mid-training gains by domain", "## Table 11: full pipeline vs RL on the base",
                         "## Table 12/22: weight-change sparsity", "## Table 14: CKA on held-out general text",
                         "**Claim 1 (", "**Claim 2 (", "**Claim 3 (", "**Claim 4 (", "| base→mid |", "| mid→mid+RL |",
-                        "| base→base+RL |", "| base vs mid |", "| mid vs mid+RL |", "RL trajectory"})
+                        "| base→base+RL |", "| base vs mid |", "| mid vs mid+RL |", "RL trajectory",
+                        "### Do the answers depend on the prompt?"})
     EXPECT_NE(md.find(s), std::string::npos) << "missing: " << s;
   const auto r = read(fs::join(out, "report.json"));
   EXPECT_EQ(r["claims"].size(), 4u);
@@ -118,6 +120,40 @@ TEST_F(StudyQuick, NumbersAreTheStageOutputs) {
     row += " " + pct(num(model_eval(m)["macro_avg"])) + " |";
     EXPECT_NE(md.find(row), std::string::npos) << "Table 11 row not found: " << row;
   }
+  // The constant level (the best any single answer scores): recomputed from the gold answers of the
+  // test prompts and each model's greedy samples.
+  ASSERT_EQ(r["answer_dependence"].size(), domains.size());
+  std::map<std::string, double> constant_bar;  // claim 1: the mid model's constant level + 2 SE
+  for (const auto& d : domains) {
+    std::map<std::string, std::string> gold;
+    std::istringstream ts(fs::read_file(fs::join(out, "tasks/test/" + d + ".jsonl")));
+    for (std::string line; std::getline(ts, line);) {
+      const auto rec = json::parse(line);
+      gold[rec["id"].get<std::string>()] = rec["answer"].get<std::string>();
+    }
+    for (const char* m : {"base", "mid", "mid-rl", "base-rl"}) {
+      std::map<std::string, int> by_gold;
+      std::set<std::string> answers;
+      int n = 0;
+      std::istringstream ss(fs::read_file(fs::join(out, std::string("eval/") + m + "/samples.jsonl")));
+      for (std::string line; std::getline(ss, line);) {
+        const auto rec = json::parse(line);
+        if (rec["domain"] != d) continue;
+        ++n;
+        ++by_gold[gold.at(rec["id"].get<std::string>())];
+        answers.insert(rec["extracted"].get<std::string>());
+      }
+      ASSERT_GT(n, 0) << m << " " << d;
+      int best = 0;
+      for (const auto& [a, c] : by_gold) best = std::max(best, c);
+      const auto& e = r["answer_dependence"][d][m];
+      EXPECT_EQ(e["prompts"].get<int>(), n) << m << " " << d;
+      EXPECT_DOUBLE_EQ(num(e["constant_level"]), static_cast<double>(best) / n) << m << " " << d;
+      EXPECT_EQ(e["distinct_answers"].get<size_t>(), answers.size()) << m << " " << d;
+      const double level = static_cast<double>(best) / n;
+      if (std::string(m) == "mid") constant_bar[d] = level + 2.0 * std::sqrt(level * (1.0 - level) / n);
+    }
+  }
   const std::vector<std::string> wdirs{"weights-base-mid", "weights-mid-midrl", "weights-base-baserl"};
   for (size_t i = 0; i < wdirs.size(); ++i) {
     const auto w = analysis(wdirs[i], "weights.json");
@@ -141,7 +177,7 @@ TEST_F(StudyQuick, NumbersAreTheStageOutputs) {
   auto P = [&](const std::string& m, const std::string& d) { return num(model_eval(m)["domain_avg"][d]); };
   auto M = [&](const std::string& m) { return num(model_eval(m)["macro_avg"]); };
   bool c1 = num(heldout("mid")["general"]) <= num(heldout("base")["general"]) * 1.05;
-  for (const auto& d : domains) c1 = c1 && P("mid", d) > P("base", d);
+  for (const auto& d : domains) c1 = c1 && P("mid", d) > P("base", d) && P("mid", d) > constant_bar.at(d);
   const bool c2 = (M("mid-rl") - M("mid")) > (M("base-rl") - M("base")) && M("mid-rl") > M("base-rl");
   const double ch_mt = num(analysis("weights-base-mid", "weights.json")["total"]["deltas"][0]["changed"]["1%"]);
   const double ch_rl = num(analysis("weights-mid-midrl", "weights.json")["total"]["deltas"][0]["changed"]["1%"]);

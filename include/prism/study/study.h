@@ -102,6 +102,7 @@ struct ClaimsSection {
   double front_fraction = 0.25;       ///< claim 3: "early" = the first checkpoint at or after this share of RL steps
   double front_loaded = 0.5;          ///< claim 3: ... holding at least this share of the final L2
   double cka_min = 0.9;               ///< claim 4: min-over-layers CKA(mid, mid+RL) at least this
+  double learned_margin_se = 2.0;     ///< claim 1: pass@1(mid) must beat the constant level by this many SE
 
   void visit(config::Visitor& v) {
     using namespace config;
@@ -113,6 +114,9 @@ struct ClaimsSection {
     v.field("front_loaded", front_loaded, range(0, 1),
             "claim 3: share of the final L2 reached at the early checkpoint");
     v.field("cka_min", cka_min, range(0, 1), "claim 4: minimum over layers of CKA(mid, mid+RL)");
+    v.field("learned_margin_se", learned_margin_se, non_negative(),
+            "claim 1: a domain counts as learned when pass@1(mid) exceeds its constant-answer level by this many "
+            "standard errors");
   }
 };
 
