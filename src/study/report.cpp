@@ -8,11 +8,11 @@
 #include <cstdio>
 #include <limits>
 #include <map>
-#include <set>
 #include <sstream>
 
 #include "prism/core/error.h"
 #include "prism/core/fs.h"
+#include "prism/data/jsonl.h"
 
 namespace prism::study {
 
@@ -55,24 +55,6 @@ std::string signed_pct(double v) { return std::isnan(v) ? "n/a" : f(100.0 * v, "
 
 const char* kModelLabel[][3] = {{"base", "–", "–"}, {"mid", "MT", "–"}, {"base-rl", "–", "RL"}, {"mid-rl", "MT", "RL"}};
 
-// One JSON object per line of a JSONL file, errors naming the file and line.
-template <class F>
-void for_each_record(const std::string& path, F&& fn) {
-  std::istringstream is(fs::read_file(path));
-  int64_t line_no = 0;
-  for (std::string line; std::getline(is, line);) {
-    ++line_no;
-    if (line.empty()) continue;
-    json rec;
-    try {
-      rec = json::parse(line);
-    } catch (const json::exception& e) {
-      throw Error(str(path, ":", line_no, ": not valid JSON (", e.what(), ")"));
-    }
-    fn(rec);
-  }
-}
-
 // Whether the answers depend on the prompt. A model that learned only the answer format and an
 // answer prior gives (nearly) one answer to every prompt and scores the share of test prompts whose
 // gold answer is that constant; pass@1 means something only above that level. The level is the best
@@ -84,22 +66,20 @@ json answer_dependence(const std::string& dir, const std::vector<std::string>& d
     const std::string test = fs::join(dir, "tasks/test/" + d + ".jsonl");
     if (!fs::exists(test)) continue;  // a study pointed at other prompts: no level to state
     std::map<std::string, std::string> gold;
-    for_each_record(test, [&](const json& r) {
-      if (r.contains("id") && r.contains("answer")) gold[r["id"].get<std::string>()] = r["answer"].get<std::string>();
-    });
+    data::JsonRecord rec;
+    for (data::JsonlReader in(test); in.next(rec);) gold[rec.string("id")] = rec.text("answer");
     json per_model = json::object();
     for (const char* m : {"base", "mid", "mid-rl", "base-rl"}) {
       std::map<std::string, int64_t> gold_count, answer_count;
       int64_t n = 0;
-      for_each_record(fs::join(dir, str("eval/", m, "/samples.jsonl")), [&](const json& r) {
-        if (r.value("domain", "") != d || r.value("sample", 0) != 0) return;
-        const auto id = r.value("id", "");
-        auto g = gold.find(id);
-        PRISM_CHECK(g != gold.end(), dir, "/eval/", m, "/samples.jsonl: id '", id, "' is not in ", test);
+      for (data::JsonlReader in(fs::join(dir, str("eval/", m, "/samples.jsonl"))); in.next(rec);) {
+        if (rec.string("domain") != d || rec.text("sample") != "0") continue;
+        auto g = gold.find(rec.string("id"));
+        PRISM_CHECK(g != gold.end(), rec.file(), ":", rec.line(), ": id '", rec.string("id"), "' is not in ", test);
         ++n;
         ++gold_count[g->second];
-        ++answer_count[r.value("extracted", "")];
-      });
+        ++answer_count[rec.has("extracted") ? rec.text("extracted") : std::string()];
+      }
       if (n == 0) continue;
       int64_t best_gold = 0, top_answer = 0;
       for (const auto& [a, c] : gold_count) best_gold = std::max(best_gold, c);
