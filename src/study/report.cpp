@@ -218,8 +218,10 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
       }
       const bool learned = std::isnan(bar) || P("mid", d) > bar;
       lifted[d] = {{"mid", P("mid", d)}, {"base", P("base", d)}, {"constant_bar", bar}, {"lifted", rose && learned}};
-      if (!rose) lost += (lost.empty() ? "" : ", ") + d;
-      else if (!learned) constant += (constant.empty() ? "" : ", ") + d + " (" + pct(P("mid", d)) + " vs " + pct(bar) + ")";
+      if (!rose)
+        lost += (lost.empty() ? "" : ", ") + d;
+      else if (!learned)
+        constant += (constant.empty() ? "" : ", ") + d + " (" + pct(P("mid", d)) + " vs " + pct(bar) + ")";
       every_domain = every_domain && rose && learned;
     }
     const double gb = L("base", "general"), gm = L("mid", "general");
@@ -228,10 +230,15 @@ std::pair<std::string, std::string> write_study_report(const std::string& dir, d
     std::string why;
     auto also = [&](const std::string& s) { why += (why.empty() ? "" : "; ") + s; };
     if (!lost.empty()) also("no gain on: " + lost);
-    if (!constant.empty()) also("not above the constant-answer level + " + f(claims.learned_margin_se, "%g") + " SE on: " + constant);
+    if (!constant.empty())
+      also("not above the constant-answer level + " + f(claims.learned_margin_se, "%g") + " SE on: " + constant);
     if (!retained) also("general held-out loss rose beyond the tolerance");
-    if (holds) why = "every task domain rose above its constant-answer level and the general held-out loss stayed within tolerance";
-    json numbers = {{"macro_base", M("base")}, {"macro_mid", M("mid")}, {"general_loss_base", gb}, {"general_loss_mid", gm}};
+    if (holds)
+      why =
+          "every task domain rose above its constant-answer level and the general held-out loss stayed within "
+          "tolerance";
+    json numbers = {
+        {"macro_base", M("base")}, {"macro_mid", M("mid")}, {"general_loss_base", gb}, {"general_loss_mid", gm}};
     add(1, "Mid-training lifts the task domains while general ability holds",
         str("pass@1(mid) > pass@1(base) and > the constant-answer level + ", claims.learned_margin_se,
             " standard errors in every task domain, and general held-out loss(mid) <= loss(base) x (1 + ",

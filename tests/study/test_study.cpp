@@ -71,11 +71,11 @@ Cli StudyQuick::first;
 
 TEST_F(StudyQuick, ReportHasEveryTableAndClaim) {
   const std::string md = fs::read_file(fs::join(out, "report.md"));
-  for (const char* s : {"## Table 6: mid-training gains by domain", "## Table 11: full pipeline vs RL on the base",
-                        "## Table 12/22: weight-change sparsity", "## Table 14: CKA on held-out general text",
-                        "**Claim 1 (", "**Claim 2 (", "**Claim 3 (", "**Claim 4 (", "| base→mid |", "| mid→mid+RL |",
-                        "| base→base+RL |", "| base vs mid |", "| mid vs mid+RL |", "RL trajectory",
-                        "### Do the answers depend on the prompt?"})
+  for (const char* s :
+       {"## Table 6: mid-training gains by domain", "## Table 11: full pipeline vs RL on the base",
+        "## Table 12/22: weight-change sparsity", "## Table 14: CKA on held-out general text", "**Claim 1 (",
+        "**Claim 2 (", "**Claim 3 (", "**Claim 4 (", "| base→mid |", "| mid→mid+RL |", "| base→base+RL |",
+        "| base vs mid |", "| mid vs mid+RL |", "RL trajectory", "### Do the answers depend on the prompt?"})
     EXPECT_NE(md.find(s), std::string::npos) << "missing: " << s;
   const auto r = read(fs::join(out, "report.json"));
   EXPECT_EQ(r["claims"].size(), 4u);
