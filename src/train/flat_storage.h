@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "prism/distributed/communicator.h"
+
 namespace prism::train::detail {
 
 // Elements per piece are padded to this multiple so that every rank's piece starts 256-byte
@@ -26,6 +28,35 @@ inline void alloc_storage(const at::Tensor& t) {
   const size_t nbytes = static_cast<size_t>(t.numel()) * t.element_size();
   st.set_data_ptr_noswap(st.allocator()->allocate(nbytes));
   st.set_nbytes(nbytes);
+}
+
+// One sharded unit's gather lifecycle (ParamSharding's buckets and FrozenShards' units): `flat` is
+// the gathered buffer, `shard` this rank's piece, `gathered` whether `flat` holds the full
+// parameters, `work` the in-flight (prefetched) all-gather.
+// Starts the all-gather unless the unit is gathered or already on its way.
+inline void issue_gather(distributed::Communicator& group, const at::Tensor& shard, const at::Tensor& flat,
+                         bool gathered, std::shared_ptr<distributed::Work>& work) {
+  if (gathered || work) return;
+  alloc_storage(flat);
+  work = group.all_gather_async(shard, flat);
+}
+// Waits for an issued all-gather; afterwards the unit is gathered.
+inline void finish_gather(std::shared_ptr<distributed::Work>& work, bool& gathered) {
+  if (!work) return;
+  work->wait();
+  work.reset();
+  gathered = true;
+}
+// Frees the gathered buffer. A prefetch nobody consumed still writes into it, so it is waited for
+// first; its buffer is freed too.
+inline void release_gathered(const at::Tensor& flat, bool& gathered, std::shared_ptr<distributed::Work>& work) {
+  if (work) {
+    work->wait();
+    work.reset();
+  }
+  if (!gathered && flat.storage().nbytes() == 0) return;
+  free_storage(flat);
+  gathered = false;
 }
 
 /// The handle LayerHooks::gather_all returns: every unit stays gathered (impl->pin()) until the

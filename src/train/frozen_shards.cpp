@@ -39,28 +39,14 @@ struct FrozenShards::Impl {
 
   Impl(distributed::Communicator& g, const models::CausalLM& m) : group(g), model(m) {}
 
-  void issue(Unit& u) {
-    if (u.gathered || u.work) return;
-    detail::alloc_storage(u.flat);
-    u.work = group.all_gather_async(u.shard, u.flat);
-  }
+  void issue(Unit& u) { detail::issue_gather(group, u.shard, u.flat, u.gathered, u.work); }
   void ensure(Unit& u) {
     issue(u);
-    if (u.work) {
-      u.work->wait();
-      u.work.reset();
-      u.gathered = true;
-    }
+    detail::finish_gather(u.work, u.gathered);
   }
   void release(Unit& u) {
     if (pinned > 0) return;
-    if (u.work) {  // a prefetch nobody consumed still writes into the buffer
-      u.work->wait();
-      u.work.reset();
-    }
-    if (!u.gathered) return;
-    detail::free_storage(u.flat);
-    u.gathered = false;
+    detail::release_gathered(u.flat, u.gathered, u.work);
   }
 
   void before_layer(size_t i) {

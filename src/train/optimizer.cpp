@@ -26,7 +26,6 @@
 
 namespace prism::train {
 
-using detail::alloc_storage;
 using detail::free_storage;
 using detail::kAlign;
 
@@ -320,28 +319,16 @@ struct DistributedAdamW::Impl {
   }
 
   void issue_gather(Bucket& b) {
-    if (b.gathered || b.gather_work) return;
-    alloc_storage(b.param_flat);
-    b.gather_work = sharding.gather->all_gather_async(b.param_shard, b.param_flat);
+    detail::issue_gather(*sharding.gather, b.param_shard, b.param_flat, b.gathered, b.gather_work);
   }
   void ensure_gathered(Bucket& b) {
     issue_gather(b);
-    if (b.gather_work) {
-      b.gather_work->wait();
-      b.gather_work.reset();
-      b.gathered = true;
-    }
+    detail::finish_gather(b.gather_work, b.gathered);
   }
   /// Frees a sharded unit's gathered parameters (not the root unit's, not while gather_all() holds them).
   void release(Bucket& b) {
     if (b.unit < 0 || pinned > 0) return;
-    if (b.gather_work) {  // a prefetch nobody consumed still writes into the buffer
-      b.gather_work->wait();
-      b.gather_work.reset();
-    }
-    if (!b.gathered && b.param_flat.storage().nbytes() == 0) return;
-    free_storage(b.param_flat);
-    b.gathered = false;
+    detail::release_gathered(b.param_flat, b.gathered, b.gather_work);
   }
 
   void before_layer(size_t i) {
