@@ -93,6 +93,10 @@ uint64_t splitmix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
+// The 64 random bits behind uniform_noise_scalar(key, token).
+inline uint64_t uniform_noise_bits(uint64_t key, int64_t token) {
+  return splitmix64(key + static_cast<uint64_t>(token + 1) * kGolden);
+}
 // Logical right shift of int64 lanes holding uint64 bit patterns (ATen's shift is arithmetic).
 at::Tensor lshr(const at::Tensor& z, int64_t s) {
   return at::bitwise_and(at::bitwise_right_shift(z, s), static_cast<int64_t>((~0ULL) >> s));
@@ -114,11 +118,16 @@ at::Tensor gumbel_argmax(const at::Tensor& s, const std::vector<uint64_t>& keys)
   const float* sp = sc.data_ptr<float>();
   int64_t* op = out.data_ptr<int64_t>();
   // The two logs per token were most of the sampler's time. Most tokens cannot win, and that is
-  // decidable without them: g = -log(-log u) <= -log(1 - u) (as -log u >= 1 - u) <= -e log 2 for
-  // 1 - u >= 2^e. So the scan starts from the exact score of the largest logit and computes the
-  // logs only for tokens whose bound reaches the best score so far (plus a margin far above
-  // rounding). The winner is unchanged: the first token of maximal score, as in a full scan.
+  // decidable without them: g = -log(-log u) <= -log(1 - u) (as -log u >= 1 - u). With
+  // u = (m + 0.5) / 2^53 from the 53-bit hash m (rounded up at most to (m + 1) / 2^53 in double),
+  // 1 - u >= c / 2^53 for c = 2^53 - 1 - m, so g <= (53 - floor(log2 c)) log 2 = (clz64(c) - 10)
+  // log 2: an integer count of m's leading ones, no floating-point call (c = 0 is u == 1 in
+  // double, g = +inf: always scored). So the scan starts from the exact score of the largest logit
+  // and computes the logs only for tokens whose bound reaches the best score so far (plus a margin
+  // far above rounding). The winner is unchanged: the first token of maximal score, as in a full
+  // scan.
   constexpr double kMargin = 1e-6, kLn2 = 0.69314718055994530942;
+  constexpr uint64_t kMask53 = (uint64_t{1} << 53) - 1;
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const float* row = sp + b * V;
@@ -135,9 +144,9 @@ at::Tensor gumbel_argmax(const at::Tensor& s, const std::vector<uint64_t>& keys)
       int64_t arg = m;
       for (int64_t t = 0; t < V; ++t) {
         if (t == m || !(row[t] > -std::numeric_limits<float>::infinity())) continue;  // seed, removed token
-        const double u = uniform_noise_scalar(key, t);
-        if (u < 1.0) {  // u == 1 (probability 2^-53) scores +inf
-          const double bound = -std::ilogb(1.0 - u) * kLn2;  // >= -log(1 - u)
+        const uint64_t c = ~(uniform_noise_bits(key, t) >> 11) & kMask53;
+        if (c != 0) {  // c == 0: u == 1 (probability 2^-53) scores +inf
+          const double bound = (__builtin_clzll(c) - 10) * kLn2;  // >= -log(1 - u)
           if (row[t] + bound + kMargin < best) continue;
         }
         const double sc = score(t);
@@ -219,8 +228,7 @@ at::Tensor uniform_noise(const std::vector<uint64_t>& keys, int64_t vocab, const
 }
 
 double uniform_noise_scalar(uint64_t key, int64_t token) {
-  const uint64_t z = splitmix64(key + static_cast<uint64_t>(token + 1) * kGolden);
-  return (static_cast<double>(z >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+  return (static_cast<double>(uniform_noise_bits(key, token) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
 
 }  // namespace prism::generate

@@ -236,12 +236,8 @@ struct CausalLM::Impl {
   // x @ w^T (+ b); with decode weights, x @ (the [in, out] copy of w), which MKL multiplies
   // without re-packing the transposed weight on every call.
   at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const DecodeWeights* dw) const {
-    if (const at::Tensor* wt = dw ? dw->transposed(w) : nullptr) {
-      auto x2 = x.reshape({-1, x.size(-1)});
-      auto y = b.defined() ? at::addmm(b, x2, *wt) : at::mm(x2, *wt);
-      auto sizes = x.sizes().vec();
-      sizes.back() = wt->size(1);
-      return y.view(sizes);
+    if (dw) {
+      if (auto y = dw->linear(x, w, b); y.defined()) return y;
     }
     return b.defined() ? at::linear(x, w, b) : at::linear(x, w);
   }

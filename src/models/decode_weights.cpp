@@ -2,12 +2,53 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <dlfcn.h>
 
+#include <climits>
+
+#include "prism/core/error.h"
 #include "prism/models/causal_lm.h"
 
 namespace prism::models {
 
-DecodeWeights::DecodeWeights(const CausalLM& model) : model_(model) { refresh(); }
+namespace {
+
+// MKL's packed-GEMM entry points (LP64 CBLAS: MKL_INT is int). LibTorch's CPU library links MKL
+// statically and exports them on x86-64 builds; other builds (aarch64, a LibTorch without MKL)
+// lack them and the copies stay [in, out] transposes. Looked up at run time so that prism links
+// against any LibTorch.
+struct MklPackedGemm {
+  using GetSize = size_t (*)(int identifier, int m, int n, int k);
+  using Pack = void (*)(int layout, int identifier, int trans, int m, int n, int k, float alpha, const float* src,
+                        int ld, float* dest);
+  using Compute = void (*)(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
+                           const float* b, int ldb, float beta, float* c, int ldc);
+  // CBLAS enum values (mkl_cblas.h).
+  static constexpr int kRowMajor = 101, kNoTrans = 111, kPacked = 151, kBMatrix = 162;
+  GetSize get_size = nullptr;
+  Pack pack = nullptr;
+  Compute compute = nullptr;
+
+  // nullptr when this process has no MKL packed GEMM. Resolved once (immutable afterwards).
+  static const MklPackedGemm* get() {
+    static const MklPackedGemm m = [] {
+      MklPackedGemm r;
+      r.get_size = reinterpret_cast<GetSize>(dlsym(RTLD_DEFAULT, "cblas_sgemm_pack_get_size"));
+      r.pack = reinterpret_cast<Pack>(dlsym(RTLD_DEFAULT, "cblas_sgemm_pack"));
+      r.compute = reinterpret_cast<Compute>(dlsym(RTLD_DEFAULT, "cblas_sgemm_compute"));
+      return r;
+    }();
+    return m.get_size && m.pack && m.compute ? &m : nullptr;
+  }
+};
+
+// The packed layout does not depend on the row count of the products (MKL's size query ignores
+// it; tests compare products of every row count with at::linear), so one pack serves every batch.
+constexpr int kPackRows = 64;
+
+}  // namespace
+
+DecodeWeights::DecodeWeights(const CausalLM& model, bool packed) : model_(model), allow_packed_(packed) { refresh(); }
 
 void DecodeWeights::refresh() {
   at::NoGradGuard ng;
@@ -21,29 +62,75 @@ void DecodeWeights::refresh() {
       mats.push_back(&named[i].second);
   mats.push_back(&model_.lm_head_weight());
 
-  std::unordered_map<const void*, at::Tensor> next;
+  const MklPackedGemm* mkl = allow_packed_ ? MklPackedGemm::get() : nullptr;
+  std::unordered_map<const void*, Copy> next;
   bytes_ = 0;
+  packed_count_ = 0;
   for (const at::Tensor* w : mats) {
     const void* key = w->unsafeGetTensorImpl();
     if (next.count(key)) continue;  // a tied lm_head is also listed as a parameter
-    at::Tensor copy;
-    if (auto it = copies_.find(key); it != copies_.end() && it->second.size(0) == w->size(1) &&
-                                     it->second.size(1) == w->size(0) && it->second.scalar_type() == w->scalar_type() &&
-                                     it->second.device() == w->device()) {
-      copy = it->second;
+    Copy c;
+    c.out = w->size(0);
+    c.in = w->size(1);
+    c.packed = mkl && w->device().is_cpu() && w->scalar_type() == at::kFloat && c.in <= INT_MAX && c.out <= INT_MAX;
+    const auto old = copies_.find(key);
+    const bool reuse = old != copies_.end() && old->second.packed == c.packed && old->second.in == c.in &&
+                       old->second.out == c.out && old->second.data.scalar_type() == (c.packed ? at::kByte : w->scalar_type()) &&
+                       old->second.data.device() == w->device();
+    if (c.packed) {
+      const int K = static_cast<int>(c.in), N = static_cast<int>(c.out);
+      c.data = reuse ? old->second.data
+                     : at::empty({static_cast<int64_t>(mkl->get_size(MklPackedGemm::kBMatrix, kPackRows, N, K))},
+                                 w->options().dtype(at::kByte));
+      // B = W^T ([K, N]) is the [out, in] parameter read as column-major: pack it as op(B) = src^T.
+      const auto src = w->contiguous();
+      constexpr int kTrans = 112;
+      mkl->pack(MklPackedGemm::kRowMajor, MklPackedGemm::kBMatrix, kTrans, kPackRows, N, K, 1.0f,
+                src.data_ptr<float>(), K, reinterpret_cast<float*>(c.data.data_ptr()));
+      ++packed_count_;
     } else {
-      copy = at::empty({w->size(1), w->size(0)}, w->options());
+      c.data = reuse ? old->second.data : at::empty({c.in, c.out}, w->options());
+      c.data.copy_(w->t());
     }
-    copy.copy_(w->t());
-    bytes_ += copy.numel() * static_cast<int64_t>(copy.element_size());
-    next.emplace(key, std::move(copy));
+    bytes_ += w->numel() * static_cast<int64_t>(w->element_size());
+    next.emplace(key, std::move(c));
   }
   copies_ = std::move(next);
 }
 
-const at::Tensor* DecodeWeights::transposed(const at::Tensor& w) const {
-  auto it = copies_.find(w.unsafeGetTensorImpl());
-  return it == copies_.end() ? nullptr : &it->second;
+at::Tensor DecodeWeights::linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) const {
+  const auto it = copies_.find(w.unsafeGetTensorImpl());
+  if (it == copies_.end()) return {};
+  const Copy& c = it->second;
+  auto x2 = x.reshape({-1, x.size(-1)});
+  auto sizes = x.sizes().vec();
+  sizes.back() = c.out;
+  if (!c.packed || x2.scalar_type() != at::kFloat || !x2.device().is_cpu()) {
+    // An unpacked copy, or activations the packed fp32 product cannot take: the transpose, or the
+    // live parameter for a packed copy.
+    const at::Tensor wt = c.packed ? w.t() : c.data;
+    auto y = bias.defined() ? at::addmm(bias, x2, wt) : at::mm(x2, wt);
+    return y.view(sizes);
+  }
+  x2 = x2.contiguous();
+  const int64_t M = x2.size(0);
+  at::Tensor y;
+  float beta = 0.0f;
+  if (bias.defined()) {
+    y = bias.to(at::kFloat).expand({M, c.out}).contiguous();
+    beta = 1.0f;
+  } else {
+    y = at::empty({M, c.out}, x2.options());
+  }
+  if (M > 0) {
+    PRISM_CHECK(M <= INT_MAX, "DecodeWeights::linear: ", M, " rows exceed MKL's 32-bit row count");
+    const MklPackedGemm* mkl = MklPackedGemm::get();
+    mkl->compute(MklPackedGemm::kRowMajor, MklPackedGemm::kNoTrans, MklPackedGemm::kPacked, static_cast<int>(M),
+                 static_cast<int>(c.out), static_cast<int>(c.in), x2.data_ptr<float>(), static_cast<int>(c.in),
+                 reinterpret_cast<const float*>(c.data.data_ptr()), static_cast<int>(c.out), beta,
+                 y.data_ptr<float>(), static_cast<int>(c.out));
+  }
+  return y.view(sizes);
 }
 
 }  // namespace prism::models

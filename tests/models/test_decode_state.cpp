@@ -160,13 +160,32 @@ TEST_P(DecodeStateTest, DecodeWeightsEqualTheParameters) {
   at::NoGradGuard ng;
   auto seqs = sequences(GetParam());
   prism::models::DecodeWeights dw(*m);
-  ASSERT_NE(dw.transposed(m->lm_head_weight()), nullptr);
-  EXPECT_TRUE(at::equal(*dw.transposed(m->lm_head_weight()), m->lm_head_weight().t()));
+  ASSERT_TRUE(dw.covers(m->lm_head_weight()));
   int64_t matrices = 0;
   for (const auto& [name, p] : m->named_parameters())
-    if (p.dim() == 2 && dw.transposed(p)) ++matrices;
+    if (p.dim() == 2 && dw.covers(p)) ++matrices;
   EXPECT_GE(matrices, 2 * m->config().num_layers()) << "every layer has at least two matrices";
-  EXPECT_EQ(dw.transposed(m->named_parameters().front().second.clone()), nullptr) << "keyed by the parameter object";
+  EXPECT_FALSE(dw.covers(m->named_parameters().front().second.clone())) << "keyed by the parameter object";
+  EXPECT_FALSE(dw.linear(at::ones({1, m->config().hidden_size}), m->lm_head_weight().clone(), {}).defined());
+  // Every row count through the same copy (MKL packs once for all of them), in both layouts,
+  // against a float64 product of the parameters; with a bias, and with leading batch dims.
+  prism::models::DecodeWeights plain(*m, /*packed=*/false);
+  EXPECT_EQ(plain.packed_count(), 0);
+  EXPECT_EQ(plain.bytes(), dw.bytes());
+  const auto& w = m->lm_head_weight();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  for (int64_t rows : {1, 2, 3, 17, 64, 100}) {
+    auto x = at::randn({rows, w.size(1)}, gen);
+    auto bias = at::randn({w.size(0)}, gen);
+    auto want = at::linear(x.to(at::kDouble), w.to(at::kDouble), bias.to(at::kDouble));
+    for (const auto* d : {&dw, &plain}) {
+      auto y = d->linear(x.view({1, rows, -1}), w, bias);
+      ASSERT_EQ(y.sizes(), (std::vector<int64_t>{1, rows, w.size(0)}));
+      EXPECT_LT((y[0].to(at::kDouble) - want).abs().max().item<double>(), 1e-5)
+          << rows << " rows, packed copies " << d->packed_count();
+      EXPECT_LT((d->linear(x, w, {}).to(at::kDouble) - (want - bias.to(at::kDouble))).abs().max().item<double>(), 1e-5);
+    }
+  }
   const std::vector<int64_t> lens{4, 8};
   DecodeState st(*m, 2, 16);
   ForwardOptions fo;

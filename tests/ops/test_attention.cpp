@@ -136,6 +136,63 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"left_padding", 2, 4, 2, 6, 6, 8, true, 0, 0, {}, true}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// The CPU decode kernel (one query per row, fp32, no gradient) against the float64 triple loop:
+// grouped heads, a head dim with a tail (not a multiple of 8), causal with the query before the
+// last key, a sliding window, ragged rows through a key mask, and keys/values read in place from a
+// narrowed cache (the engine's strided views). A row with no visible key averages every value
+// (the reference's lowest-score fill; the naive loop skips such rows).
+TEST(AttentionDecodeCpu, MatchesNaiveFloat64) {
+  struct D {
+    const char* name;
+    int64_t B, Hq, Hkv, Lk, d;
+    bool causal;
+    int64_t window, q_offset;
+    bool ragged;
+  };
+  for (const D& c : {D{"smollm2_like", 5, 9, 3, 37, 64, false, 0, 36, true}, D{"mha_tail", 3, 4, 4, 11, 20, true, 0, 10, false},
+                     D{"causal_before_end", 2, 6, 2, 12, 16, true, 0, 7, false},
+                     D{"window", 3, 4, 1, 15, 8, true, 8, 13, true}}) {
+    at::manual_seed(4);
+    const int64_t S = c.Lk + 6;  // cache capacity: k/v are narrowed views with row strides of S
+    auto kc = at::randn({c.B + 2, c.Hkv, S, c.d}), vc = at::randn({c.B + 2, c.Hkv, S, c.d});
+    auto k = kc.narrow(0, 1, c.B).narrow(2, 0, c.Lk), v = vc.narrow(0, 1, c.B).narrow(2, 0, c.Lk);
+    auto q = at::randn({c.B, c.Hq, 1, c.d});
+    AttentionParams p;
+    p.scale = 0.7 / std::sqrt(static_cast<double>(c.d));
+    p.causal = c.causal;
+    p.window = c.window;
+    p.q_offset = c.q_offset;
+    if (c.ragged) {
+      std::vector<int64_t> lens;
+      for (int64_t b = 0; b < c.B; ++b) lens.push_back(c.Lk - 3 * b);
+      p.key_mask = at::arange(c.Lk).view({1, -1}) < at::tensor(lens).view({-1, 1});
+    }
+    at::NoGradGuard ng;
+    ASSERT_TRUE(prism::ops::attention_decode_cpu_supported(q, k, v, p)) << c.name;
+    auto out = prism::ops::attention_decode_cpu(q, k, v, p);
+    ASSERT_EQ(out.sizes(), q.sizes());
+    auto want = naive(q, k, v, p, {}, p.key_mask);
+    EXPECT_TRUE(prism::test::close_rel(out, want, 1e-5, 1e-6, c.name));
+    EXPECT_TRUE(at::equal(prism::ops::attention(q, k, v, p), out)) << c.name << ": attention() dispatches here";
+  }
+  // No visible key: every value averaged, like the reference.
+  auto q = at::randn({2, 2, 1, 8}), k = at::randn({2, 1, 5, 8}), v = at::randn({2, 1, 5, 8});
+  AttentionParams p;
+  p.causal = false;
+  p.key_mask = at::tensor(std::vector<int64_t>{1, 1, 0, 0, 0, 0, 0, 0, 0, 0}).view({2, 5});
+  at::NoGradGuard ng;
+  auto out = prism::ops::attention_decode_cpu(q, k, v, p);
+  EXPECT_TRUE(prism::test::close_rel(out[1], v[1].mean(1, /*keepdim=*/true).expand({2, 1, 8}), 1e-6, 1e-7, "empty row"));
+  EXPECT_TRUE(prism::test::close_rel(out, prism::ops::attention_ref(q, k, v, p), 1e-6, 1e-7, "vs attention_ref"));
+  // Not for: a gradient, fp64, several queries.
+  EXPECT_FALSE(prism::ops::attention_decode_cpu_supported(q.to(at::kDouble), k.to(at::kDouble), v.to(at::kDouble), p));
+  EXPECT_FALSE(prism::ops::attention_decode_cpu_supported(at::randn({2, 2, 3, 8}), k, v, {}));
+  {
+    at::AutoGradMode g(true);
+    EXPECT_FALSE(prism::ops::attention_decode_cpu_supported(q.clone().requires_grad_(), k, v, p));
+  }
+}
+
 TEST(Attention, RejectsBadShapes) {
   auto q = at::randn({1, 3, 4, 8});
   auto k = at::randn({1, 2, 4, 8});

@@ -1,12 +1,19 @@
-// DecodeWeights: a decode-time copy of a model's matrices, transposed to [in, out] and contiguous.
+// DecodeWeights: decode-time copies of a model's matrices, laid out for the few-row products of a
+// decode step.
 //
 // Why: forward multiplies activations by W^T of the [out, in] parameters (at::linear). For the
-// few rows of a decode step, MKL copies (packs) the transposed weight on every call, which is about
-// a fifth of the CPU decode time of a batch of 64 rows and as much memory traffic as the product
-// itself; with [in, out] copies the product runs without that (docs/PERFORMANCE.md, "Generation").
-// The cost: one more copy of every matrix (lm_head included) in memory, and a refresh() after the
-// parameters change. Results equal at::linear's up to fp32 rounding of a different summation
-// order (the engine's log-probs stay within the tests' 1e-5 of the teacher-forced forward).
+// few rows of a decode step MKL packs the weight into its blocked layout on every call: about a
+// fifth of the CPU decode time of a batch of 64 rows, and as much memory traffic as the product
+// itself. The copies are packed once per refresh() instead: on CPU in fp32, in MKL's own packed
+// layout (cblas_sgemm_pack, found at run time in the MKL that LibTorch links; the products then
+// run cblas_sgemm_compute, no packing per call); elsewhere, or when that MKL is absent, as
+// contiguous [in, out] transposes multiplied with at::mm (MKL's no-copy kernels). Numbers in
+// docs/PERFORMANCE.md, "Generation".
+// The cost: one more copy of every matrix (lm_head included) and a refresh() after the parameters
+// change. MKL reserves more address space for a packed matrix than the packed data (up to ~2x for
+// the lm_head, +9 MB per matrix); the pages beyond the data are never written, so they take no
+// memory. Results equal at::linear's up to fp32 rounding of a different summation order (the
+// engine's log-probs stay within the tests' 1e-5 of the teacher-forced forward).
 //
 // The copies are keyed by the live parameter tensors: forward (ForwardOptions::decode_weights)
 // uses the copy of a weight only while that tensor object is still the model's parameter; a
@@ -27,21 +34,34 @@ class CausalLM;
 class DecodeWeights {
  public:
   /// Allocates and fills the copies of every matrix parameter and the lm_head of `model` (which
-  /// must outlive this object).
-  explicit DecodeWeights(const CausalLM& model);
+  /// must outlive this object). `packed` = false keeps every copy an [in, out] transpose (to
+  /// compare the two layouts).
+  explicit DecodeWeights(const CausalLM& model, bool packed = true);
 
   /// Copies the live parameters again (reallocating a copy only when its parameter's shape,
   /// dtype or device changed, and re-keying by the current parameter tensors).
   void refresh();
-  /// Bytes held by the copies.
+  /// Bytes of copied data (what the copies occupy in memory).
   int64_t bytes() const { return bytes_; }
-  /// The [in, out] copy of parameter `w`, or nullptr when `w` is not one of the copied parameters.
-  const at::Tensor* transposed(const at::Tensor& w) const;
+  /// How many copies are in MKL's packed layout (the others are [in, out] transposes).
+  int64_t packed_count() const { return packed_count_; }
+  /// Whether `w` (this very tensor object) has a copy.
+  bool covers(const at::Tensor& w) const { return copies_.count(w.unsafeGetTensorImpl()) != 0; }
+  /// x [..., in] @ w^T (+ bias), through the copy of parameter `w` ([out, in]): at::linear(x, w,
+  /// bias) up to fp32 rounding. Undefined when `w` has no copy (see covers()).
+  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) const;
 
  private:
+  struct Copy {
+    at::Tensor data;  // packed: MKL's buffer (bytes); otherwise the [in, out] transpose
+    int64_t in = 0, out = 0;
+    bool packed = false;
+  };
   const CausalLM& model_;
-  std::unordered_map<const void*, at::Tensor> copies_;  // key: the parameter's TensorImpl
+  bool allow_packed_;
+  std::unordered_map<const void*, Copy> copies_;  // key: the parameter's TensorImpl
   int64_t bytes_ = 0;
+  int64_t packed_count_ = 0;
 };
 
 }  // namespace prism::models
