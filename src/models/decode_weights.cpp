@@ -114,13 +114,12 @@ at::Tensor DecodeWeights::linear(const at::Tensor& x, const at::Tensor& w, const
   }
   x2 = x2.contiguous();
   const int64_t M = x2.size(0);
-  at::Tensor y;
+  // A fresh output (an expanded bias made contiguous may alias the bias itself), C = bias + A B.
+  auto y = at::empty({M, c.out}, x2.options());
   float beta = 0.0f;
   if (bias.defined()) {
-    y = bias.to(at::kFloat).expand({M, c.out}).contiguous();
+    y.copy_(bias.expand({M, c.out}));
     beta = 1.0f;
-  } else {
-    y = at::empty({M, c.out}, x2.options());
   }
   if (M > 0) {
     PRISM_CHECK(M <= INT_MAX, "DecodeWeights::linear: ", M, " rows exceed MKL's 32-bit row count");
