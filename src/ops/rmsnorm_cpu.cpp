@@ -14,7 +14,6 @@
 #include <cmath>
 
 #include "prism/ops/rmsnorm.h"
-#include "cpu_dot.h"
 
 namespace prism::ops {
 
@@ -25,7 +24,17 @@ using torch::autograd::variable_list;
 
 constexpr int64_t kRowsPerBlock = 64;
 
-using cpu::dot;
+// Sum of a[i] * b[i] with 8 independent partial sums (the compiler vectorises the lanes).
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  T acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  T s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
 
 template <typename T>
 void forward_rows(const T* x, const T* w, T* y, T* r, int64_t N, int64_t D, double eps) {
