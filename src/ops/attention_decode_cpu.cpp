@@ -11,6 +11,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <limits>
+#include <vector>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -28,52 +29,84 @@ namespace {
 // does not vectorise these short reductions); the CPU is checked at run time.
 #define PRISM_AVX2 __attribute__((target("avx2,fma")))
 
-PRISM_AVX2 inline float dot(const float* a, const float* b, int64_t n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+// Scores of NJ query heads (q + j * d) against key t for t in [0, Lk), d % 8 == 0: each key row is
+// loaded once for all NJ heads (the heads of a group share their keys).
+template <int NJ>
+PRISM_AVX2 inline void scores_block(const float* q, const float* kb, int64_t ks2, const bool* visible, int64_t Lk,
+                                    int64_t d, float scale, float* s) {
+  constexpr float kLowest = std::numeric_limits<float>::lowest();
+  for (int64_t t = 0; t < Lk; ++t) {
+    if (!visible[t]) {
+      for (int j = 0; j < NJ; ++j) s[j * Lk + t] = kLowest;
+      continue;
+    }
+    const float* kt = kb + t * ks2;
+    __m256 acc[NJ];
+    for (int j = 0; j < NJ; ++j) acc[j] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < d; c += 8) {
+      const __m256 kv = _mm256_loadu_ps(kt + c);
+      for (int j = 0; j < NJ; ++j) acc[j] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + j * d + c), acc[j]);
+    }
+    for (int j = 0; j < NJ; ++j) {
+      __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[j]), _mm256_extractf128_ps(acc[j], 1));
+      h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      h = _mm_add_ss(h, _mm_movehdup_ps(h));
+      s[j * Lk + t] = _mm_cvtss_f32(h) * scale;
+    }
   }
-  if (i + 8 <= n) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    i += 8;
-  }
-  const __m256 s = _mm256_add_ps(s0, s1);
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_movehdup_ps(h));
-  float r = _mm_cvtss_f32(h);
-  for (; i < n; ++i) r += a[i] * b[i];
-  return r;
 }
 
-PRISM_AVX2 inline void axpy(float w, const float* x, float* y, int64_t n) {
-  const __m256 wv = _mm256_set1_ps(w);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < n; ++i) y[i] += w * x[i];
+// out[j] (d floats, d % 16 == 0) = sum_t p[j * Lk + t] v[t] for NJ heads: 16 output columns of
+// every head stay in registers while the value rows stream by.
+template <int NJ>
+PRISM_AVX2 inline void values_block(const float* p, const float* vb, int64_t vs2, int64_t Lk, int64_t d, float* out) {
+  for (int64_t c = 0; c < d; c += 16) {
+    __m256 acc[NJ][2];
+    for (int j = 0; j < NJ; ++j) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+    for (int64_t t = 0; t < Lk; ++t) {
+      bool any = false;  // an invisible key has probability exactly 0: skip it (its cache slot may hold anything)
+      for (int j = 0; j < NJ; ++j) any = any || p[j * Lk + t] != 0.0f;
+      if (!any) continue;
+      const float* vt = vb + t * vs2 + c;
+      const __m256 v0 = _mm256_loadu_ps(vt), v1 = _mm256_loadu_ps(vt + 8);
+      for (int j = 0; j < NJ; ++j) {
+        const __m256 w = _mm256_set1_ps(p[j * Lk + t]);
+        acc[j][0] = _mm256_fmadd_ps(w, v0, acc[j][0]);
+        acc[j][1] = _mm256_fmadd_ps(w, v1, acc[j][1]);
+      }
+    }
+    for (int j = 0; j < NJ; ++j) {
+      _mm256_storeu_ps(out + j * d + c, acc[j][0]);
+      _mm256_storeu_ps(out + j * d + c + 8, acc[j][1]);
+    }
+  }
 }
 
 // Pass 1 for the (row, kv head) pairs [i0, i1): scores [n_rep, Lk] each, lowest where invisible.
 PRISM_AVX2 void scores_pairs(int64_t i0, int64_t i1, const float* qp, const float* kp, const bool* mp, float* sp,
                               int64_t Hq, int64_t Hkv, int64_t n_rep, int64_t Lk, int64_t d, int64_t ks0, int64_t ks1,
                               int64_t ks2, int64_t lo, int64_t hi, float scale) {
-  constexpr float kLowest = std::numeric_limits<float>::lowest();
+  std::vector<char> vis_buf(static_cast<size_t>(Lk));
+  bool* visible = reinterpret_cast<bool*>(vis_buf.data());
   for (int64_t i = i0; i < i1; ++i) {
     const int64_t b = i / Hkv, g = i % Hkv;
+    const bool* mb = mp ? mp + b * Lk : nullptr;
+    for (int64_t t = 0; t < Lk; ++t) visible[t] = t >= lo && t < hi && (!mb || mb[t]);
     const float* kb = kp + b * ks0 + g * ks1;
     const float* qg = qp + (b * Hq + g * n_rep) * d;
     float* s = sp + i * n_rep * Lk;
-    const bool* mb = mp ? mp + b * Lk : nullptr;
-    for (int64_t t = 0; t < Lk; ++t) {
-      const bool visible = t >= lo && t < hi && (!mb || mb[t]);
-      for (int64_t j = 0; j < n_rep; ++j) s[j * Lk + t] = visible ? dot(qg + j * d, kb + t * ks2, d) * scale : kLowest;
+    int64_t j = 0;
+    for (; j + 4 <= n_rep; j += 4) scores_block<4>(qg + j * d, kb, ks2, visible, Lk, d, scale, s + j * Lk);
+    switch (n_rep - j) {
+      case 3: scores_block<3>(qg + j * d, kb, ks2, visible, Lk, d, scale, s + j * Lk); break;
+      case 2: scores_block<2>(qg + j * d, kb, ks2, visible, Lk, d, scale, s + j * Lk); break;
+      case 1: scores_block<1>(qg + j * d, kb, ks2, visible, Lk, d, scale, s + j * Lk); break;
+      default: break;
     }
   }
 }
 
-// Pass 2: out [n_rep, d] += probs[j, t] v[t] for each pair (out zeroed by the caller).
+// Pass 2: out [n_rep, d] = probs v for each pair.
 PRISM_AVX2 void values_pairs(int64_t i0, int64_t i1, const float* pp, const float* vp, float* op, int64_t Hq,
                               int64_t Hkv, int64_t n_rep, int64_t Lk, int64_t d, int64_t vs0, int64_t vs1,
                               int64_t vs2) {
@@ -82,11 +115,14 @@ PRISM_AVX2 void values_pairs(int64_t i0, int64_t i1, const float* pp, const floa
     const float* vb = vp + b * vs0 + g * vs1;
     const float* pr = pp + i * n_rep * Lk;
     float* o = op + (b * Hq + g * n_rep) * d;
-    for (int64_t t = 0; t < Lk; ++t)
-      for (int64_t j = 0; j < n_rep; ++j) {
-        const float w = pr[j * Lk + t];
-        if (w != 0.0f) axpy(w, vb + t * vs2, o + j * d, d);  // 0: an invisible key (exp underflows exactly)
-      }
+    int64_t j = 0;
+    for (; j + 4 <= n_rep; j += 4) values_block<4>(pr + j * Lk, vb, vs2, Lk, d, o + j * d);
+    switch (n_rep - j) {
+      case 3: values_block<3>(pr + j * Lk, vb, vs2, Lk, d, o + j * d); break;
+      case 2: values_block<2>(pr + j * Lk, vb, vs2, Lk, d, o + j * d); break;
+      case 1: values_block<1>(pr + j * Lk, vb, vs2, Lk, d, o + j * d); break;
+      default: break;
+    }
   }
 }
 
@@ -110,6 +146,7 @@ bool attention_decode_cpu_supported(const at::Tensor& q, const at::Tensor& k, co
                        v.scalar_type() == at::kFloat;
   if (!tensors || q.dim() != 4 || k.dim() != 4 || k.sizes() != v.sizes() || q.size(2) != 1) return false;
   if (k.size(1) == 0 || q.size(1) % k.size(1) != 0 || q.size(0) != k.size(0) || q.size(3) != k.size(3)) return false;
+  if (q.size(3) % 16 != 0) return false;  // the register blocks are 16 columns wide
   if (p.cu_seqlens.defined()) return false;
   if (p.key_mask.defined() && (p.key_mask.dim() != 2 || p.key_mask.size(0) != q.size(0) || p.key_mask.size(1) != k.size(2)))
     return false;
@@ -120,7 +157,7 @@ bool attention_decode_cpu_supported(const at::Tensor& q, const at::Tensor& k, co
 at::Tensor attention_decode_cpu(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
                                 const AttentionParams& p) {
   PRISM_CHECK(attention_decode_cpu_supported(q_in, k_in, v_in, p),
-              "attention_decode_cpu: needs fp32 CPU q [B, Hq, 1, d], k/v [B, Hkv, Lk, d] with Hq % Hkv == 0, no "
+              "attention_decode_cpu: needs an x86-64 CPU with AVX2 + FMA, fp32 CPU q [B, Hq, 1, d] with d % 16 == 0, k/v [B, Hkv, Lk, d] with Hq % Hkv == 0, no "
               "cu_seqlens, a [B, Lk] key_mask if any, and no gradient; got q ",
               q_in.sizes(), " k ", k_in.sizes(), " v ", v_in.sizes());
   const int64_t B = q_in.size(0), Hq = q_in.size(1), d = q_in.size(3), Hkv = k_in.size(1), Lk = k_in.size(2);
@@ -156,7 +193,7 @@ at::Tensor attention_decode_cpu(const at::Tensor& q_in, const at::Tensor& k_in, 
 
   // Pass 2: out[b, h] = sum_t probs[b, h, t] v[b, h / n_rep, t]. Stored [B, 1, Hq, d] so that the
   // caller's transpose(1, 2).reshape(B, 1, Hq * d) is a view.
-  auto out = at::zeros({B, 1, Hq, d}, q.options());
+  auto out = at::empty({B, 1, Hq, d}, q.options());
 #if defined(__x86_64__)
   const float* pp = probs.data_ptr<float>();
   float* op = out.data_ptr<float>();

@@ -137,7 +137,7 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) { return std::string(info.param.name); });
 
 // The CPU decode kernel (one query per row, fp32, no gradient) against the float64 triple loop:
-// grouped heads, a head dim with a tail (not a multiple of 8), causal with the query before the
+// grouped heads (9 over 3, and 5 over 1: a block of 4 and one of 1), causal with the query before the
 // last key, a sliding window, ragged rows through a key mask, and keys/values read in place from a
 // narrowed cache (the engine's strided views). A row with no visible key averages every value
 // (the reference's lowest-score fill; the naive loop skips such rows).
@@ -149,9 +149,9 @@ TEST(AttentionDecodeCpu, MatchesNaiveFloat64) {
     int64_t window, q_offset;
     bool ragged;
   };
-  for (const D& c : {D{"smollm2_like", 5, 9, 3, 37, 64, false, 0, 36, true}, D{"mha_tail", 3, 4, 4, 11, 20, true, 0, 10, false},
+  for (const D& c : {D{"smollm2_like", 5, 9, 3, 37, 64, false, 0, 36, true}, D{"mha_d32", 3, 4, 4, 11, 32, true, 0, 10, false},
                      D{"causal_before_end", 2, 6, 2, 12, 16, true, 0, 7, false},
-                     D{"window", 3, 4, 1, 15, 8, true, 8, 13, true}}) {
+                     D{"window", 3, 5, 1, 15, 16, true, 8, 13, true}}) {
     at::manual_seed(4);
     const int64_t S = c.Lk + 6;  // cache capacity: k/v are narrowed views with row strides of S
     auto kc = at::randn({c.B + 2, c.Hkv, S, c.d}), vc = at::randn({c.B + 2, c.Hkv, S, c.d});
@@ -166,6 +166,11 @@ TEST(AttentionDecodeCpu, MatchesNaiveFloat64) {
       std::vector<int64_t> lens;
       for (int64_t b = 0; b < c.B; ++b) lens.push_back(c.Lk - 3 * b);
       p.key_mask = at::arange(c.Lk).view({1, -1}) < at::tensor(lens).view({-1, 1});
+      // What a slot holds past its row's length is never read: NaN there must not leak.
+      for (int64_t b = 0; b < c.B; ++b) {
+        k[b].narrow(1, lens[b], c.Lk - lens[b]).fill_(std::numeric_limits<float>::quiet_NaN());
+        v[b].narrow(1, lens[b], c.Lk - lens[b]).fill_(std::numeric_limits<float>::quiet_NaN());
+      }
     }
     at::NoGradGuard ng;
     ASSERT_TRUE(prism::ops::attention_decode_cpu_supported(q, k, v, p)) << c.name;
@@ -176,17 +181,20 @@ TEST(AttentionDecodeCpu, MatchesNaiveFloat64) {
     EXPECT_TRUE(at::equal(prism::ops::attention(q, k, v, p), out)) << c.name << ": attention() dispatches here";
   }
   // No visible key: every value averaged, like the reference.
-  auto q = at::randn({2, 2, 1, 8}), k = at::randn({2, 1, 5, 8}), v = at::randn({2, 1, 5, 8});
+  auto q = at::randn({2, 2, 1, 16}), k = at::randn({2, 1, 5, 16}), v = at::randn({2, 1, 5, 16});
   AttentionParams p;
   p.causal = false;
   p.key_mask = at::tensor(std::vector<int64_t>{1, 1, 0, 0, 0, 0, 0, 0, 0, 0}).view({2, 5});
   at::NoGradGuard ng;
   auto out = prism::ops::attention_decode_cpu(q, k, v, p);
-  EXPECT_TRUE(prism::test::close_rel(out[1], v[1].mean(1, /*keepdim=*/true).expand({2, 1, 8}), 1e-6, 1e-7, "empty row"));
+  EXPECT_TRUE(prism::test::close_rel(out[1], v[1].mean(1, /*keepdim=*/true).expand({2, 1, 16}), 1e-6, 1e-7, "empty row"));
   EXPECT_TRUE(prism::test::close_rel(out, prism::ops::attention_ref(q, k, v, p), 1e-6, 1e-7, "vs attention_ref"));
   // Not for: a gradient, fp64, several queries.
   EXPECT_FALSE(prism::ops::attention_decode_cpu_supported(q.to(at::kDouble), k.to(at::kDouble), v.to(at::kDouble), p));
-  EXPECT_FALSE(prism::ops::attention_decode_cpu_supported(at::randn({2, 2, 3, 8}), k, v, {}));
+  EXPECT_FALSE(prism::ops::attention_decode_cpu_supported(at::randn({2, 2, 3, 16}), k, v, {}));
+  EXPECT_FALSE(prism::ops::attention_decode_cpu_supported(at::randn({2, 2, 1, 8}), at::randn({2, 1, 5, 8}),
+                                                          at::randn({2, 1, 5, 8}), {}))
+      << "head dim not a multiple of 16";
   {
     at::AutoGradMode g(true);
     EXPECT_FALSE(prism::ops::attention_decode_cpu_supported(q.clone().requires_grad_(), k, v, p));
