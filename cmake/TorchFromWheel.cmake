@@ -53,6 +53,14 @@ else()
   set(PRISM_TORCH_HAS_CUDA OFF)
 endif()
 target_link_libraries(prism::torch INTERFACE ${_libs})
+# at::parallel_for is a header template that runs in parallel only where _OPENMP is defined (the
+# wheel's ATen is built with OpenMP): without -fopenmp every prism loop written with it ran on one
+# thread. The objects then call the same libgomp as the wheel's (one SONAME, loaded once).
+file(STRINGS "${PRISM_TORCH_ROOT}/include/ATen/Config.h" _prism_at_omp REGEX "define AT_PARALLEL_OPENMP 1")
+if(_prism_at_omp)
+  target_compile_options(prism::torch INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-fopenmp>)
+  target_link_options(prism::torch INTERFACE -fopenmp)
+endif()
 # The wheel's libraries find their nvidia/* siblings through their own DT_RPATH; our binaries only
 # need the torch lib dir.
 set(PRISM_TORCH_LIB_DIR "${_tl}")
