@@ -53,7 +53,6 @@ at::Tensor attention_fused_decode(const at::Tensor&, const at::Tensor&, const at
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionParams& p) {
   if (p.impl == Impl::kReference) return attention_ref(q, k, v, p);
   if (attention_fused_supported(q, k, v, p)) return attention_fused(q, k, v, p);
-  if (attention_decode_cpu_supported(q, k, v, p)) return attention_decode_cpu(q, k, v, p);
   // One query per row against a cache (decoding; rows of different lengths carry a key mask): the
   // reference's math without repeat_kv, which would copy the whole cache Hq/Hkv times per layer.
   if (!p.cu_seqlens.defined() && q.dim() == 4 && k.dim() == 4 && q.size(2) == 1 && q.scalar_type() != at::kDouble &&

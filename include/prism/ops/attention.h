@@ -71,11 +71,4 @@ AttentionFusedGrads attention_fused_backward(const at::Tensor& dout, const at::T
 at::Tensor attention_fused_decode(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                   const AttentionParams& p);
 
-/// One query per row against a cache on the CPU (fp32, no gradient): decoding. Any strides (the
-/// cache's rows are read in place); causal / window / q_offset / key_mask as attention_ref; no
-/// cu_seqlens. Equals attention_ref up to fp32 rounding. Throws prism::Error when unsupported.
-bool attention_decode_cpu_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    const AttentionParams& p);
-at::Tensor attention_decode_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionParams& p);
-
 }  // namespace prism::ops
