@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <dlfcn.h>
+#include <sys/mman.h>
 
 #include <climits>
 
@@ -46,6 +47,17 @@ struct MklPackedGemm {
 // it; tests compare products of every row count with at::linear), so one pack serves every batch.
 constexpr int kPackRows = 64;
 
+// MKL's packed-buffer size is far above the packed data (+9 MB per matrix, up to 2x for the
+// lm_head) and only the data is written. The buffer is an anonymous mapping of its own, so the
+// pages MKL never writes are never backed by memory (RSS grows by the data only); c10's allocator
+// would count, and may recycle and touch, the whole reservation.
+at::Tensor packed_buffer(size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  PRISM_CHECK(p != MAP_FAILED, "DecodeWeights: cannot map ", bytes, " bytes for a packed weight copy");
+  return at::from_blob(
+      p, {static_cast<int64_t>(bytes)}, [bytes](void* q) { munmap(q, bytes); }, at::TensorOptions().dtype(at::kByte));
+}
+
 }  // namespace
 
 DecodeWeights::DecodeWeights(const CausalLM& model, bool packed) : model_(model), allow_packed_(packed) { refresh(); }
@@ -79,9 +91,7 @@ void DecodeWeights::refresh() {
                        old->second.data.device() == w->device();
     if (c.packed) {
       const int K = static_cast<int>(c.in), N = static_cast<int>(c.out);
-      c.data = reuse ? old->second.data
-                     : at::empty({static_cast<int64_t>(mkl->get_size(MklPackedGemm::kBMatrix, kPackRows, N, K))},
-                                 w->options().dtype(at::kByte));
+      c.data = reuse ? old->second.data : packed_buffer(mkl->get_size(MklPackedGemm::kBMatrix, kPackRows, N, K));
       // B = W^T ([K, N]) is the [out, in] parameter read as column-major: pack it as op(B) = src^T.
       const auto src = w->contiguous();
       constexpr int kTrans = 112;
