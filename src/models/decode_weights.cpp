@@ -60,7 +60,10 @@ at::Tensor packed_buffer(size_t bytes) {
 
 }  // namespace
 
-DecodeWeights::DecodeWeights(const CausalLM& model, bool packed) : model_(model), allow_packed_(packed) { refresh(); }
+DecodeWeights::DecodeWeights(const CausalLM& model, int64_t min_packed_bytes)
+    : model_(model), min_packed_bytes_(min_packed_bytes) {
+  refresh();
+}
 
 void DecodeWeights::refresh() {
   at::NoGradGuard ng;
@@ -74,7 +77,7 @@ void DecodeWeights::refresh() {
       mats.push_back(&named[i].second);
   mats.push_back(&model_.lm_head_weight());
 
-  const MklPackedGemm* mkl = allow_packed_ ? MklPackedGemm::get() : nullptr;
+  const MklPackedGemm* mkl = MklPackedGemm::get();
   std::unordered_map<const void*, Copy> next;
   bytes_ = 0;
   packed_count_ = 0;
@@ -84,7 +87,8 @@ void DecodeWeights::refresh() {
     Copy c;
     c.out = w->size(0);
     c.in = w->size(1);
-    c.packed = mkl && w->device().is_cpu() && w->scalar_type() == at::kFloat && c.in <= INT_MAX && c.out <= INT_MAX;
+    c.packed = mkl && w->device().is_cpu() && w->scalar_type() == at::kFloat && c.in <= INT_MAX && c.out <= INT_MAX &&
+               static_cast<int64_t>(w->nbytes()) >= min_packed_bytes_;
     const auto old = copies_.find(key);
     const bool reuse = old != copies_.end() && old->second.packed == c.packed && old->second.in == c.in &&
                        old->second.out == c.out && old->second.data.scalar_type() == (c.packed ? at::kByte : w->scalar_type()) &&

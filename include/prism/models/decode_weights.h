@@ -4,7 +4,8 @@
 // Why: forward multiplies activations by W^T of the [out, in] parameters (at::linear). For the
 // few rows of a decode step MKL packs the weight into its blocked layout on every call: about a
 // fifth of the CPU decode time of a batch of 64 rows, and as much memory traffic as the product
-// itself. The copies are packed once per refresh() instead: on CPU in fp32, in MKL's own packed
+// itself. The copies are packed once per refresh() instead: on CPU in fp32 (matrices of 1 MiB or
+// more by default), in MKL's own packed
 // layout (cblas_sgemm_pack, found at run time in the MKL that LibTorch links; the products then
 // run cblas_sgemm_compute, no packing per call); elsewhere, or when that MKL is absent, as
 // contiguous [in, out] transposes multiplied with at::mm (MKL's no-copy kernels). Numbers in
@@ -33,10 +34,13 @@ class CausalLM;
 
 class DecodeWeights {
  public:
+  /// Matrices of at least this many bytes are packed (when MKL's packed GEMM is available).
+  static constexpr int64_t kDefaultMinPackedBytes = int64_t{1} << 20;
   /// Allocates and fills the copies of every matrix parameter and the lm_head of `model` (which
-  /// must outlive this object). `packed` = false keeps every copy an [in, out] transpose (to
-  /// compare the two layouts).
-  explicit DecodeWeights(const CausalLM& model, bool packed = true);
+  /// must outlive this object). Smaller matrices than `min_packed_bytes` are [in, out] transposes
+  /// (MKL multiplies those without packing anyway, and each packed buffer reserves ~9 MB of
+  /// address space); INT64_MAX keeps every copy a transpose, 0 packs every fp32 CPU matrix.
+  explicit DecodeWeights(const CausalLM& model, int64_t min_packed_bytes = kDefaultMinPackedBytes);
 
   /// Copies the live parameters again (reallocating a copy only when its parameter's shape,
   /// dtype or device changed, and re-keying by the current parameter tensors).
@@ -58,7 +62,7 @@ class DecodeWeights {
     bool packed = false;
   };
   const CausalLM& model_;
-  bool allow_packed_;
+  int64_t min_packed_bytes_;
   std::unordered_map<const void*, Copy> copies_;  // key: the parameter's TensorImpl
   int64_t bytes_ = 0;
   int64_t packed_count_ = 0;
