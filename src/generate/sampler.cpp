@@ -145,7 +145,8 @@ at::Tensor gumbel_argmax(const at::Tensor& s, const std::vector<uint64_t>& keys)
       for (int64_t t = 0; t < V; ++t) {
         if (t == m || !(row[t] > -std::numeric_limits<float>::infinity())) continue;  // seed, removed token
         const uint64_t c = ~(uniform_noise_bits(key, t) >> 11) & kMask53;
-        if (c != 0) {  // c == 0: u == 1 (probability 2^-53) scores +inf
+        // c == 0: u == 1 (probability 2^-53) scores +inf, always scored.
+        if (c != 0) {
           const double bound = (__builtin_clzll(c) - 10) * kLn2;  // >= -log(1 - u)
           if (row[t] + bound + kMargin < best) continue;
         }

@@ -91,7 +91,8 @@ void DecodeWeights::refresh() {
                static_cast<int64_t>(w->nbytes()) >= min_packed_bytes_;
     const auto old = copies_.find(key);
     const bool reuse = old != copies_.end() && old->second.packed == c.packed && old->second.in == c.in &&
-                       old->second.out == c.out && old->second.data.scalar_type() == (c.packed ? at::kByte : w->scalar_type()) &&
+                       old->second.out == c.out &&
+                       old->second.data.scalar_type() == (c.packed ? at::kByte : w->scalar_type()) &&
                        old->second.data.device() == w->device();
     if (c.packed) {
       const int K = static_cast<int>(c.in), N = static_cast<int>(c.out);
@@ -99,8 +100,8 @@ void DecodeWeights::refresh() {
       // B = W^T ([K, N]) is the [out, in] parameter read as column-major: pack it as op(B) = src^T.
       const auto src = w->contiguous();
       constexpr int kTrans = 112;
-      mkl->pack(MklPackedGemm::kRowMajor, MklPackedGemm::kBMatrix, kTrans, kPackRows, N, K, 1.0f,
-                src.data_ptr<float>(), K, reinterpret_cast<float*>(c.data.data_ptr()));
+      mkl->pack(MklPackedGemm::kRowMajor, MklPackedGemm::kBMatrix, kTrans, kPackRows, N, K, 1.0f, src.data_ptr<float>(),
+                K, reinterpret_cast<float*>(c.data.data_ptr()));
       ++packed_count_;
     } else {
       c.data = reuse ? old->second.data : at::empty({c.in, c.out}, w->options());
@@ -140,8 +141,8 @@ at::Tensor DecodeWeights::linear(const at::Tensor& x, const at::Tensor& w, const
     const MklPackedGemm* mkl = MklPackedGemm::get();
     mkl->compute(MklPackedGemm::kRowMajor, MklPackedGemm::kNoTrans, MklPackedGemm::kPacked, static_cast<int>(M),
                  static_cast<int>(c.out), static_cast<int>(c.in), x2.data_ptr<float>(), static_cast<int>(c.in),
-                 reinterpret_cast<const float*>(c.data.data_ptr()), static_cast<int>(c.out), beta,
-                 y.data_ptr<float>(), static_cast<int>(c.out));
+                 reinterpret_cast<const float*>(c.data.data_ptr()), static_cast<int>(c.out), beta, y.data_ptr<float>(),
+                 static_cast<int>(c.out));
   }
   return y.view(sizes);
 }

@@ -13,8 +13,9 @@
 // The cost: one more copy of every matrix (lm_head included) and a refresh() after the parameters
 // change. MKL reserves more address space for a packed matrix than the packed data (up to ~2x for
 // the lm_head, +9 MB per matrix); those buffers are mapped outside c10's allocator and the pages
-// beyond the data are never written, so they take no memory (bytes() counts the data). Results equal at::linear's up to fp32 rounding of a different summation order (the
-// engine's log-probs stay within the tests' 1e-5 of the teacher-forced forward).
+// beyond the data are never written, so they take no memory (bytes() counts the data). Results
+// equal at::linear's up to fp32 rounding of a different summation order (the engine's log-probs
+// stay within the tests' 1e-5 of the teacher-forced forward).
 //
 // The copies are keyed by the live parameter tensors: forward (ForwardOptions::decode_weights)
 // uses the copy of a weight only while that tensor object is still the model's parameter; a
