@@ -296,8 +296,8 @@ void register_generate_commands(CLI::App& app, Commands& cmds) {
   s->add_option("--dtype", o->dtype, "fp32 | bf16")->capture_default_str();
   s->add_option("--device", o->device, "cpu | cuda | auto")->capture_default_str();
   s->add_option("--decode-weights", o->decode_weights,
-                "Decode with [in, out] copies of the weight matrices (faster on CPU, one more copy of the weights in "
-                "memory): auto (on for CPU) | on | off")
+                "Decode with copies of the weight matrices packed for few-row products (faster on CPU, one more "
+                "copy of the weights in memory): auto (on for CPU) | on | off")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));
   s->add_option("--output,-o", o->output, "Output JSONL (one line per sample); with --ids, ids go to stdout when omitted");
