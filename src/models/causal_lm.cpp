@@ -233,8 +233,8 @@ struct CausalLM::Impl {
     return cfg.attention_multiplier ? *cfg.attention_multiplier : 1.0 / std::sqrt(static_cast<double>(cfg.head_dim));
   }
 
-  // x @ w^T (+ b); with decode weights, x @ (the [in, out] copy of w), which MKL multiplies
-  // without re-packing the transposed weight on every call.
+  // x @ w^T (+ b); with decode weights, through w's decode copy (MKL-packed or [in, out]), which
+  // MKL multiplies without re-packing the weight on every call.
   at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, const DecodeWeights* dw) const {
     if (dw) {
       if (auto y = dw->linear(x, w, b); y.defined()) return y;

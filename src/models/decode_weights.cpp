@@ -25,7 +25,7 @@ struct MklPackedGemm {
   using Compute = void (*)(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
                            const float* b, int ldb, float beta, float* c, int ldc);
   // CBLAS enum values (mkl_cblas.h).
-  static constexpr int kRowMajor = 101, kNoTrans = 111, kPacked = 151, kBMatrix = 162;
+  static constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
   GetSize get_size = nullptr;
   Pack pack = nullptr;
   Compute compute = nullptr;
@@ -99,15 +99,14 @@ void DecodeWeights::refresh() {
       c.data = reuse ? old->second.data : packed_buffer(mkl->get_size(MklPackedGemm::kBMatrix, kPackRows, N, K));
       // B = W^T ([K, N]) is the [out, in] parameter read as column-major: pack it as op(B) = src^T.
       const auto src = w->contiguous();
-      constexpr int kTrans = 112;
-      mkl->pack(MklPackedGemm::kRowMajor, MklPackedGemm::kBMatrix, kTrans, kPackRows, N, K, 1.0f, src.data_ptr<float>(),
+      mkl->pack(MklPackedGemm::kRowMajor, MklPackedGemm::kBMatrix, MklPackedGemm::kTrans, kPackRows, N, K, 1.0f, src.data_ptr<float>(),
                 K, reinterpret_cast<float*>(c.data.data_ptr()));
       ++packed_count_;
     } else {
       c.data = reuse ? old->second.data : at::empty({c.in, c.out}, w->options());
       c.data.copy_(w->t());
     }
-    bytes_ += w->numel() * static_cast<int64_t>(w->element_size());
+    bytes_ += static_cast<int64_t>(w->nbytes());
     next.emplace(key, std::move(c));
   }
   copies_ = std::move(next);
@@ -117,16 +116,12 @@ at::Tensor DecodeWeights::linear(const at::Tensor& x, const at::Tensor& w, const
   const auto it = copies_.find(w.unsafeGetTensorImpl());
   if (it == copies_.end()) return {};
   const Copy& c = it->second;
+  // Activations the packed fp32 product cannot take: the caller's at::linear on the parameter.
+  if (c.packed && (x.scalar_type() != at::kFloat || !x.device().is_cpu())) return {};
   auto x2 = x.reshape({-1, x.size(-1)});
   auto sizes = x.sizes().vec();
   sizes.back() = c.out;
-  if (!c.packed || x2.scalar_type() != at::kFloat || !x2.device().is_cpu()) {
-    // An unpacked copy, or activations the packed fp32 product cannot take: the transpose, or the
-    // live parameter for a packed copy.
-    const at::Tensor wt = c.packed ? w.t() : c.data;
-    auto y = bias.defined() ? at::addmm(bias, x2, wt) : at::mm(x2, wt);
-    return y.view(sizes);
-  }
+  if (!c.packed) return (bias.defined() ? at::addmm(bias, x2, c.data) : at::mm(x2, c.data)).view(sizes);
   x2 = x2.contiguous();
   const int64_t M = x2.size(0);
   // A fresh output (an expanded bias made contiguous may alias the bias itself), C = bias + A B.

@@ -152,7 +152,7 @@ TEST_P(DecodeStateTest, PreallocatedBytesAndBuffersStayPut) {
   EXPECT_EQ(st.length(0), 9);
 }
 
-// Decoding through [in, out] weight copies (the rollout engine's CPU default) gives the logits of
+// Decoding through decode weight copies (the rollout engine's CPU default) gives the logits of
 // the uncached forward on the parameters themselves, prefill and ragged steps alike; the copies
 // cover every matrix the family has (attention, the three MLP kinds, Mamba2 in/out_proj, lm_head).
 TEST_P(DecodeStateTest, DecodeWeightsEqualTheParameters) {

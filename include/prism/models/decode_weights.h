@@ -5,11 +5,10 @@
 // few rows of a decode step MKL packs the weight into its blocked layout on every call: about a
 // fifth of the CPU decode time of a batch of 64 rows, and as much memory traffic as the product
 // itself. The copies are packed once per refresh() instead: on CPU in fp32 (matrices of 1 MiB or
-// more by default), in MKL's own packed
-// layout (cblas_sgemm_pack, found at run time in the MKL that LibTorch links; the products then
-// run cblas_sgemm_compute, no packing per call); elsewhere, or when that MKL is absent, as
-// contiguous [in, out] transposes multiplied with at::mm (MKL's no-copy kernels). Numbers in
-// docs/PERFORMANCE.md, "Generation".
+// more by default), in MKL's own packed layout (cblas_sgemm_pack, found at run time in the MKL
+// that LibTorch links; the products then run cblas_sgemm_compute, no packing per call); elsewhere,
+// or when that MKL is absent, as contiguous [in, out] transposes multiplied with at::mm (MKL's
+// no-copy kernels). Numbers in docs/PERFORMANCE.md, "Generation".
 // The cost: one more copy of every matrix (lm_head included) and a refresh() after the parameters
 // change. MKL reserves more address space for a packed matrix than the packed data (up to ~2x for
 // the lm_head, +9 MB per matrix); those buffers are mapped outside c10's allocator and the pages
@@ -53,7 +52,8 @@ class DecodeWeights {
   /// Whether `w` (this very tensor object) has a copy.
   bool covers(const at::Tensor& w) const { return copies_.count(w.unsafeGetTensorImpl()) != 0; }
   /// x [..., in] @ w^T (+ bias), through the copy of parameter `w` ([out, in]): at::linear(x, w,
-  /// bias) up to fp32 rounding. Undefined when `w` has no copy (see covers()).
+  /// bias) up to fp32 rounding. Undefined when `w` has no copy (see covers()), or when its copy is
+  /// packed and x is not fp32 on the CPU: the caller then runs at::linear.
   at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) const;
 
  private:
