@@ -99,8 +99,8 @@ void DecodeWeights::refresh() {
       c.data = reuse ? old->second.data : packed_buffer(mkl->get_size(MklPackedGemm::kBMatrix, kPackRows, N, K));
       // B = W^T ([K, N]) is the [out, in] parameter read as column-major: pack it as op(B) = src^T.
       const auto src = w->contiguous();
-      mkl->pack(MklPackedGemm::kRowMajor, MklPackedGemm::kBMatrix, MklPackedGemm::kTrans, kPackRows, N, K, 1.0f, src.data_ptr<float>(),
-                K, reinterpret_cast<float*>(c.data.data_ptr()));
+      mkl->pack(MklPackedGemm::kRowMajor, MklPackedGemm::kBMatrix, MklPackedGemm::kTrans, kPackRows, N, K, 1.0f,
+                src.data_ptr<float>(), K, reinterpret_cast<float*>(c.data.data_ptr()));
       ++packed_count_;
     } else {
       c.data = reuse ? old->second.data : at::empty({c.in, c.out}, w->options());
